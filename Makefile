@@ -1,0 +1,70 @@
+# bpfwatch: `make run` (set up, build, live event stream) and `make test`.
+# Every target installs what it lacks first, so both work on a fresh Debian
+# machine and are cheap to repeat.
+
+SHELL      := /bin/bash
+PYTHON     ?= python3
+VENV       ?= .venv
+VPY        := $(VENV)/bin/python
+BPF_DIR    := src/bpfwatch/bpf
+BUILD_DIR  := build/bpf
+VMLINUX    := $(BUILD_DIR)/vmlinux.h
+BPF_SRCS   := $(wildcard $(BPF_DIR)/*.bpf.c)
+BPF_OBJS   := $(BPF_SRCS:.bpf.c=.bpf.o)
+BPF_HDRS   := $(wildcard $(BPF_DIR)/*.h)
+ARCH       := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+CLANG      ?= clang
+CFLAGS_BPF := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD_DIR) -I$(BPF_DIR) -Wall -Werror
+STAMP_SYS  := build/.system-deps
+STAMP_VENV := $(VENV)/.installed
+ARGS       ?=
+
+.PHONY: all deps venv bpf run test lint bench clean distclean
+
+all: bpf venv
+
+$(STAMP_SYS): scripts/setup-system.sh
+	@bash scripts/setup-system.sh
+	@mkdir -p build && touch $@
+
+deps: $(STAMP_SYS)
+
+$(VMLINUX): | $(STAMP_SYS)
+	@mkdir -p $(BUILD_DIR)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp
+	@mv $@.tmp $@
+
+$(BPF_DIR)/%.bpf.o: $(BPF_DIR)/%.bpf.c $(BPF_HDRS) $(VMLINUX)
+	$(CLANG) $(CFLAGS_BPF) -c $< -o $@.tmp
+	@llvm-strip -g $@.tmp 2>/dev/null || true
+	@mv $@.tmp $@
+
+bpf: $(BPF_OBJS)
+
+$(STAMP_VENV): pyproject.toml | $(STAMP_SYS)
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(STAMP_VENV)
+
+run: bpf venv
+	$(VENV)/bin/bpfwatch trace $(ARGS)
+
+test: bpf venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VPY) -m pytest $(ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+
+bench: bpf venv
+	$(VPY) bench/run_all.py
+
+clean:
+	rm -f $(BPF_DIR)/*.bpf.o $(BPF_DIR)/*.tmp
+	rm -rf build
+
+distclean: clean
+	rm -rf $(VENV) src/*.egg-info

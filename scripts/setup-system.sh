@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages bpfwatch needs, only those missing (idempotent).
+set -euo pipefail
+pkgs=(clang llvm libbpf-dev libbpf1 bpftool make python3 python3-venv python3-dev
+      strace util-linux libcap2-bin iproute2 procps)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bpfwatch setup: missing Debian packages: ${missing[*]}; run as root (sudo make ...) to install them" >&2
+    exit 2
+fi
+echo "bpfwatch setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Shared by every bpfwatch BPF program and mirrored nowhere: Python reads
+ * these layouts from the compiled object's BTF. */
+#ifndef BW_COMMON_H
+#define BW_COMMON_H
+
+#define BW_COMM_LEN 16
+
+/* Event type ids, kept in one place for every sensor. */
+enum bw_event_type {
+	BW_EV_EXEC = 1,
+	BW_EV_FORK = 2,
+	BW_EV_EXIT = 3,
+	BW_EV_BENCH = 100,
+};
+
+/* Every ring buffer record starts with this header. */
+struct bw_hdr {
+	__u64 ts_boot_ns; /* bpf_ktime_get_boot_ns() at the event */
+	__u32 type;       /* enum bw_event_type */
+	__u32 pid;        /* tgid, in the initial pid namespace */
+	__u32 tid;
+	__u32 cpu;
+};
+
+#endif

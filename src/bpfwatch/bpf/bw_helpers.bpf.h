@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Helpers shared by bpfwatch BPF programs: ring buffer emission with loss
+ * accounting and wake-up batching, and path reconstruction from dentries. */
+#ifndef BW_HELPERS_BPF_H
+#define BW_HELPERS_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "bw_common.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Emits a record layout into the object's BTF (clang leaves out types only
+ * reached through casts); the Python decoder reads layouts from there. */
+#define BW_LAYOUT(type, name) type *bw_layout_##name __attribute__((unused))
+
+BW_LAYOUT(struct bw_hdr, hdr);
+BW_LAYOUT(enum bw_event_type, event_type);
+
+/* Ring buffer; Python sets the size before load (default 16 MiB). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} bw_events SEC(".maps");
+
+/* Reserve/output failures, one slot per CPU so the hot path never contends. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} bw_lost SEC(".maps");
+
+/* Wake the consumer only once this many bytes are waiting (0: every record).
+ * The consumer also polls with a timeout, which bounds the added delay. */
+const volatile __u64 bw_wakeup_bytes = 0;
+
+static __always_inline void bw_count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&bw_lost, &zero);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline __u64 bw_submit_flags(void)
+{
+	if (!bw_wakeup_bytes)
+		return 0;
+	if (bpf_ringbuf_query(&bw_events, BPF_RB_AVAIL_DATA) >= bw_wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void *bw_reserve(__u64 size)
+{
+	void *e = bpf_ringbuf_reserve(&bw_events, size, 0);
+
+	if (!e)
+		bw_count_lost();
+	return e;
+}
+
+static __always_inline void bw_submit(void *e)
+{
+	bpf_ringbuf_submit(e, bw_submit_flags());
+}
+
+static __always_inline void bw_output(void *data, __u64 size)
+{
+	if (bpf_ringbuf_output(&bw_events, data, size, bw_submit_flags()))
+		bw_count_lost();
+}
+
+static __always_inline void bw_fill_hdr(struct bw_hdr *h, __u32 type, struct task_struct *task)
+{
+	h->ts_boot_ns = bpf_ktime_get_boot_ns();
+	h->type = type;
+	h->pid = BPF_CORE_READ(task, tgid);
+	h->tid = BPF_CORE_READ(task, pid);
+	h->cpu = bpf_get_smp_processor_id();
+}
+
+/* ---- path reconstruction ------------------------------------------------ */
+
+#define BW_PATH_MAX 4096        /* bytes of a path we keep, with its NUL */
+#define BW_PATH_DEPTH 128       /* components walked at most */
+#define BW_NAME_MAX 255
+
+/* Scratch: the path is built backwards from the end of the first half; the
+ * second half is slack so masked offsets always stay inside the value. */
+struct bw_path_buf {
+	char data[BW_PATH_MAX * 2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bw_path_buf);
+} bw_path_scratch SEC(".maps");
+
+struct bw_walk_ctx {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	char *buf;
+	__u32 pos;       /* start of the path built so far */
+	__u32 truncated;
+};
+
+static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
+{
+	/* locals: CO-RE must not relocate the fields of our own context */
+	struct dentry *d = c->dentry;
+	struct vfsmount *vfsmnt = c->vfsmnt;
+	struct mount *mnt = c->mnt;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+
+	if (d == mnt_root || d == parent) {
+		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+
+		if (d != mnt_root || mnt == mnt_parent)
+			return 1; /* reached the root of the mount tree */
+		/* climb from this mount's root to where it is mounted */
+		c->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		c->mnt = mnt_parent;
+		c->vfsmnt = (struct vfsmount *)((void *)mnt_parent +
+						bpf_core_field_offset(struct mount, mnt));
+		return 0;
+	}
+
+	struct qstr name = BPF_CORE_READ(d, d_name);
+	__u32 len = name.len & BW_NAME_MAX;
+
+	if (len + 1 > c->pos) {
+		c->truncated = 1;
+		return 1;
+	}
+	__u32 start = (c->pos - len - 1) & (BW_PATH_MAX - 1);
+
+	c->buf[start] = '/';
+	bpf_probe_read_kernel(c->buf + ((start + 1) & (BW_PATH_MAX - 1)), len, name.name);
+	c->pos = start;
+	c->dentry = parent;
+	return 0;
+}
+
+/* Writes the absolute path of `path` into the per-CPU scratch and returns a
+ * pointer to its first byte; *len gets its length with the NUL (0 on error). */
+static __always_inline char *bw_resolve_path(const struct path *path, __u32 *len, __u32 *truncated)
+{
+	__u32 zero = 0;
+	struct bw_path_buf *pb = bpf_map_lookup_elem(&bw_path_scratch, &zero);
+	struct bw_walk_ctx c = {};
+
+	*len = 0;
+	if (!pb)
+		return 0;
+	c.dentry = BPF_CORE_READ(path, dentry);
+	c.vfsmnt = BPF_CORE_READ(path, mnt);
+	if (!c.dentry || !c.vfsmnt)
+		return 0;
+	c.mnt = (struct mount *)((void *)c.vfsmnt - bpf_core_field_offset(struct mount, mnt));
+	c.buf = pb->data;
+	c.pos = BW_PATH_MAX - 1;
+	pb->data[BW_PATH_MAX - 1] = 0;
+	bpf_loop(BW_PATH_DEPTH, bw_walk_step, &c, 0);
+	if (c.pos == BW_PATH_MAX - 1) { /* the root itself */
+		c.pos = BW_PATH_MAX - 2;
+		pb->data[BW_PATH_MAX - 2] = '/';
+	}
+	*truncated = c.truncated;
+	*len = BW_PATH_MAX - c.pos;
+	return pb->data + (c.pos & (BW_PATH_MAX - 1));
+}
+
+#endif

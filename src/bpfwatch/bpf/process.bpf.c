@@ -1,0 +1,243 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Process sensor: exec, fork and exit from BTF tracepoints, with pid, comm
+ * and uid filters and descendant tracking done in the kernel. */
+#include "bw_helpers.bpf.h"
+#include "process.h"
+
+BW_LAYOUT(struct bw_exec_event, exec);
+BW_LAYOUT(struct bw_fork_event, fork);
+BW_LAYOUT(struct bw_exit_event, exit);
+
+/* Filters, set by Python before load. */
+const volatile __u32 flt_tracked = 0;     /* only tgids in bw_tracked */
+const volatile __u32 flt_follow = 0;      /* children of tracked tgids are tracked */
+const volatile __u32 flt_uid_on = 0;
+const volatile __u32 flt_uid = 0;
+const volatile __u32 flt_comm = 0;        /* only comms in bw_comms */
+const volatile __u32 emit_mask = 0xffffffff; /* bit (1 << type) per event type */
+const volatile __u32 emit_threads = 0;
+const volatile __u32 args_max = BW_ARGS_MAX;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} bw_tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, char[BW_COMM_LEN]);
+	__type(value, __u8);
+} bw_comms SEC(".maps");
+
+/* Exec records are assembled here, then copied to the ring at their real size.
+ * Slack after the record keeps masked offsets inside the value. */
+#define BW_EXEC_DATA (4 * BW_PATH_MAX + 2 * BW_ARGS_MAX)
+struct bw_exec_buf {
+	__u8 raw[sizeof(struct bw_exec_event) + BW_EXEC_DATA];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* set to the number of CPUs before load */
+	__type(key, __u32);
+	__type(value, struct bw_exec_buf);
+} bw_exec_scratch SEC(".maps");
+
+static __always_inline int want(__u32 type)
+{
+	return emit_mask & (1u << type);
+}
+
+static __always_inline int pass_filters(struct task_struct *task, __u32 tgid)
+{
+	if (flt_tracked && !bpf_map_lookup_elem(&bw_tracked, &tgid))
+		return 0;
+	if (flt_uid_on && BPF_CORE_READ(task, cred, uid.val) != flt_uid)
+		return 0;
+	if (flt_comm) {
+		char comm[BW_COMM_LEN] = {};
+
+		BPF_CORE_READ_STR_INTO(&comm, task, comm);
+		if (!bpf_map_lookup_elem(&bw_comms, &comm))
+			return 0;
+	}
+	return 1;
+}
+
+/* Appends a path to the record at *off; returns the bytes written. */
+static __always_inline __u16 append_path(__u8 *data, __u32 *off, const struct path *path,
+					 __u16 *flags, __u16 trunc_flag)
+{
+	__u32 len = 0, truncated = 0;
+	char *src = bw_resolve_path(path, &len, &truncated);
+
+	if (!src || !len)
+		return 0;
+	if (truncated)
+		*flags |= trunc_flag;
+	len &= (BW_PATH_MAX * 2 - 1);
+	if (len > BW_PATH_MAX)
+		len = BW_PATH_MAX;
+	__u32 o = *off & (2 * BW_PATH_MAX - 1);
+	if (bpf_probe_read_kernel(data + o, len, src))
+		return 0;
+	*off = o + len;
+	return len;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(bw_proc_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct bw_exec_buf *b;
+	struct task_struct *parent;
+	struct mm_struct *mm;
+	__u32 off = 0;
+
+	if (!want(BW_EV_EXEC) || !pass_filters(task, tgid))
+		return 0;
+	b = bpf_map_lookup_elem(&bw_exec_scratch, &cpu);
+	if (!b)
+		return 0;
+
+	struct bw_exec_event *e = (void *)b->raw;
+	__u8 *data = b->raw + sizeof(*e);
+	bw_fill_hdr(&e->hdr, BW_EV_EXEC, task);
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->start_boot_ns = BPF_CORE_READ(task, start_boottime);
+	e->old_pid = old_pid;
+	parent = BPF_CORE_READ(task, real_parent);
+	e->ppid = BPF_CORE_READ(parent, tgid);
+	e->uid = BPF_CORE_READ(task, cred, uid.val);
+	e->gid = BPF_CORE_READ(task, cred, gid.val);
+	e->euid = BPF_CORE_READ(task, cred, euid.val);
+	e->egid = BPF_CORE_READ(task, cred, egid.val);
+	e->loginuid = (__u32)-1;
+	if (bpf_core_field_exists(task->loginuid))
+		e->loginuid = BPF_CORE_READ(task, loginuid.val);
+
+	struct pid *tpid = BPF_CORE_READ(task, thread_pid);
+	__u32 level = BPF_CORE_READ(tpid, level);
+	struct upid up = {};
+	bpf_core_read(&up, sizeof(up), &tpid->numbers[level & 31]);
+	e->ns_pid = up.nr;
+	e->pidns = BPF_CORE_READ(up.ns, ns.inum);
+
+	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
+	BPF_CORE_READ_STR_INTO(&e->pcomm, parent, comm);
+	e->tty[0] = 0;
+	struct tty_struct *tty = BPF_CORE_READ(task, signal, tty);
+	if (tty)
+		BPF_CORE_READ_STR_INTO(&e->tty, tty, name);
+
+	e->flags = 0;
+	struct file *exe_file = BPF_CORE_READ(bprm, file);
+	e->exe_len = append_path(data, &off, &exe_file->f_path, &e->flags, BW_EXEC_EXE_TRUNCATED);
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	e->cwd_len = append_path(data, &off, &fs->pwd, &e->flags, BW_EXEC_CWD_TRUNCATED);
+	struct file *pexe = BPF_CORE_READ(parent, mm, exe_file);
+	e->pexe_len = 0;
+	if (pexe)
+		e->pexe_len = append_path(data, &off, &pexe->f_path, &e->flags, BW_EXEC_PEXE_TRUNCATED);
+
+	/* argv lives on the new stack between arg_start and arg_end */
+	mm = BPF_CORE_READ(task, mm);
+	__u64 arg_start = BPF_CORE_READ(mm, arg_start);
+	__u64 arg_end = BPF_CORE_READ(mm, arg_end);
+	__u64 size = arg_end > arg_start ? arg_end - arg_start : 0;
+	__u32 cap = args_max < BW_ARGS_MAX ? args_max : BW_ARGS_MAX;
+	__u32 n = size > cap ? cap : size;
+
+	e->argc = BPF_CORE_READ(bprm, argc);
+	e->args_size = size;
+	if (n < size)
+		e->flags |= BW_EXEC_ARGS_TRUNCATED;
+	off &= (4 * BW_PATH_MAX - 1);
+	n &= (2 * BW_ARGS_MAX - 1);
+	if (n && bpf_probe_read_user(data + off, n, (void *)arg_start)) {
+		e->flags |= BW_EXEC_ARGS_FAULT;
+		n = 0;
+	}
+	e->args_len = n;
+
+	__u64 total = sizeof(*e) + off + n;
+	if (total > sizeof(*b))
+		return 0;
+	bw_output(e, total);
+	return 0;
+}
+
+SEC("tp_btf/task_newtask")
+int BPF_PROG(bw_proc_fork, struct task_struct *child, u64 clone_flags)
+{
+	struct task_struct *cur = (struct task_struct *)bpf_get_current_task_btf();
+	__u32 tgid = BPF_CORE_READ(cur, tgid);
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	int thread = child_tgid == tgid;
+
+	if (!pass_filters(cur, tgid))
+		return 0;
+	if (flt_tracked && flt_follow && !thread) {
+		__u8 one = 1;
+
+		bpf_map_update_elem(&bw_tracked, &child_tgid, &one, BPF_ANY);
+	}
+	if (!want(BW_EV_FORK) || (thread && !emit_threads))
+		return 0;
+
+	struct bw_fork_event *e = bw_reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	bw_fill_hdr(&e->hdr, BW_EV_FORK, cur);
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->clone_flags = clone_flags;
+	e->child_start_boot_ns = BPF_CORE_READ(child, start_boottime);
+	e->ppid = BPF_CORE_READ(cur, real_parent, tgid);
+	e->uid = BPF_CORE_READ(cur, cred, uid.val);
+	e->child_pid = child_tgid;
+	e->child_tid = BPF_CORE_READ(child, pid);
+	e->flags = thread ? BW_FORK_THREAD : 0;
+	e->pad = 0;
+	BPF_CORE_READ_STR_INTO(&e->comm, cur, comm);
+	bw_submit(e);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(bw_proc_exit, struct task_struct *task)
+{
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	struct signal_struct *sig = BPF_CORE_READ(task, signal);
+	/* signal->live reaches zero when the last thread of the group exits */
+	int group_dead = BPF_CORE_READ(sig, live.counter) == 0;
+
+	if (!pass_filters(task, tgid))
+		return 0;
+	if (group_dead && flt_tracked && flt_follow)
+		bpf_map_delete_elem(&bw_tracked, &tgid);
+	if (!want(BW_EV_EXIT) || (!group_dead && !emit_threads))
+		return 0;
+
+	struct bw_exit_event *e = bw_reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	bw_fill_hdr(&e->hdr, BW_EV_EXIT, task);
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->start_boot_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	e->utime_ns = BPF_CORE_READ(task, utime) + BPF_CORE_READ(sig, utime);
+	e->stime_ns = BPF_CORE_READ(task, stime) + BPF_CORE_READ(sig, stime);
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->uid = BPF_CORE_READ(task, cred, uid.val);
+	if (BPF_CORE_READ(sig, flags) & 0x4 /* SIGNAL_GROUP_EXIT */)
+		e->exit_code = BPF_CORE_READ(sig, group_exit_code);
+	else
+		e->exit_code = BPF_CORE_READ(task, exit_code);
+	e->flags = group_dead ? 0 : BW_EXIT_THREAD;
+	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
+	bw_submit(e);
+	return 0;
+}

@@ -1,0 +1,83 @@
+"""numpy dtypes built from the BTF of a compiled BPF object.
+
+The C header is the one source of truth for record layouts: the decoder never
+restates offsets or sizes, it asks the object's BTF.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bpfwatch import libbpf as L
+
+
+class LayoutError(Exception):
+    pass
+
+
+def struct_dtype(btf: L.Btf, name: str, flatten: bool = True) -> np.dtype:
+    """The numpy dtype of `struct name`; nested structs are flattened into
+    their fields (names must then be unique), flexible arrays are left out."""
+    try:
+        t = btf.find(name, L.BTF_KIND_STRUCT)
+    except KeyError:
+        raise LayoutError(f"struct {name} is not in the object's BTF") from None
+    fields: dict[str, tuple[np.dtype, int]] = {}
+    _add_struct(btf, t, 0, fields, flatten)
+    return np.dtype({
+        "names": list(fields),
+        "formats": [f[0] for f in fields.values()],
+        "offsets": [f[1] for f in fields.values()],
+        "itemsize": t.size_or_type,
+    })
+
+
+def _add_struct(btf: L.Btf, t: L.BtfType, base: int, out: dict[str, tuple[np.dtype, int]],
+                flatten: bool) -> None:
+    for mname, mtype, bitoff, bitsize in t.members():
+        if bitsize or bitoff % 8:
+            raise LayoutError(f"{t.name}.{mname}: bitfields are not supported in event records")
+        off = base + bitoff // 8
+        rt = btf.resolve(mtype)
+        if rt.kind == L.BTF_KIND_STRUCT and flatten:
+            _add_struct(btf, rt, off, out, flatten)
+            continue
+        if rt.kind == L.BTF_KIND_ARRAY and rt.array()[1] == 0:
+            continue  # flexible array member: variable data after the record
+        if mname in out:
+            raise LayoutError(f"{t.name}.{mname}: field name used twice once flattened")
+        out[mname] = (_member_dtype(btf, rt, f"{t.name}.{mname}"), off)
+
+
+def _member_dtype(btf: L.Btf, t: L.BtfType, where: str) -> np.dtype:
+    if t.kind == L.BTF_KIND_INT:
+        signed, bits = t.int_encoding()
+        size = t.size_or_type
+        if bits == 8 * size and size in (1, 2, 4, 8):
+            return np.dtype(f"<{'i' if signed else 'u'}{size}")
+        raise LayoutError(f"{where}: unsupported integer of {bits} bits")
+    if t.kind in (L.BTF_KIND_ENUM, L.BTF_KIND_ENUM64):
+        return np.dtype(f"<u{t.size_or_type}")
+    if t.kind == L.BTF_KIND_PTR:
+        return np.dtype("<u8")
+    if t.kind == L.BTF_KIND_ARRAY:
+        elem_id, n = t.array()
+        elem = btf.resolve(elem_id)
+        if elem.kind == L.BTF_KIND_INT and elem.name == "char":
+            return np.dtype(f"S{n}")  # C strings: numpy strips the trailing NULs
+        return np.dtype((_member_dtype(btf, elem, where), (n,)))
+    if t.kind == L.BTF_KIND_STRUCT:
+        fields: dict[str, tuple[np.dtype, int]] = {}
+        _add_struct(btf, t, 0, fields, flatten=False)
+        return np.dtype({"names": list(fields), "formats": [f[0] for f in fields.values()],
+                         "offsets": [f[1] for f in fields.values()], "itemsize": t.size_or_type})
+    raise LayoutError(f"{where}: unsupported BTF kind {t.kind}")
+
+
+def struct_size(btf: L.Btf, name: str) -> int:
+    return btf.find(name, L.BTF_KIND_STRUCT).size_or_type
+
+
+def enum_values(btf: L.Btf, name: str) -> dict[str, int]:
+    """Values of `enum name` from BTF (e.g. event type ids)."""
+    return btf.find(name, L.BTF_KIND_ENUM).enum_members()

@@ -1,0 +1,1 @@
+"""The `bpfwatch` command line."""

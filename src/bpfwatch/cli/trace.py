@@ -1,0 +1,80 @@
+"""`bpfwatch trace`: live events in the terminal, or JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+from bpfwatch.cli.options import parse_pid, parse_seconds, parse_size
+from bpfwatch.events.types import EVENT_TYPES
+from bpfwatch.monitor import Monitor
+from bpfwatch.pipeline.sink import JsonLinesSink, TableSink, open_output
+from bpfwatch.sensors.base import DEFAULT_RING_SIZE
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("trace", help="stream live events",
+                       description="Stream process events from the kernel. Event types: "
+                       + ", ".join(EVENT_TYPES) + " (globs such as 'process.*' work).")
+    p.add_argument("types", nargs="*", metavar="TYPE", help="event types to show (default: all)")
+    p.add_argument("-t", "--type", dest="type_opt", action="append", default=[], metavar="TYPE",
+                   help="event types, comma-separated; repeatable")
+    p.add_argument("-p", "--pid", type=parse_pid, action="append", metavar="PID",
+                   help="only these processes (repeatable)")
+    p.add_argument("-f", "--follow", type=parse_pid, action="append", metavar="PID",
+                   help="these processes and all their descendants (tracked in the kernel)")
+    p.add_argument("-c", "--comm", action="append", metavar="NAME",
+                   help="process name: exact, glob ('py*') or regex ('re:^py')")
+    p.add_argument("-u", "--uid", action="append", metavar="UID",
+                   help="user id or name (repeatable)")
+    p.add_argument("-d", "--duration", type=parse_seconds, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--format", choices=["table", "json"],
+                   help="table (default on a terminal) or json lines (default otherwise)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write events to FILE (appends)")
+    p.add_argument("--threads", action="store_true", help="also report thread creation and exit")
+    p.add_argument("--snapshot", action="store_true",
+                   help="first report the processes already running (source: procfs)")
+    p.add_argument("--ring-size", type=parse_size, default=DEFAULT_RING_SIZE, metavar="SIZE",
+                   help="ring buffer size, a power of two (default 16MB)")
+    p.add_argument("--wakeup-bytes", type=parse_size, default=0, metavar="SIZE",
+                   help="batch wake-ups in the kernel until this much is queued (lower CPU)")
+    p.add_argument("--max-delay", type=float, default=0.1, metavar="SECONDS",
+                   help="longest an event waits in the ring with --wakeup-bytes (default 0.1)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    types = list(args.types) + list(args.type_opt)
+    monitor = Monitor(
+        types=types or None, pid=args.pid, follow=args.follow, comm=args.comm, uid=args.uid,
+        threads=args.threads, snapshot=args.snapshot, ring_size=args.ring_size,
+        wakeup_bytes=args.wakeup_bytes, max_delay=args.max_delay, duration=args.duration,
+    )
+    fmt = args.format or ("table" if args.output is None and sys.stdout.isatty() else "json")
+    if fmt == "json":
+        sink: JsonLinesSink | TableSink = JsonLinesSink(open_output(args.output))
+    else:
+        stream = sys.stdout if args.output in (None, "-") else open(args.output, "a")  # noqa: SIM115
+        sink = TableSink(stream)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        monitor.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    monitor.start()
+    try:
+        while not monitor.finished:
+            sink.write(monitor.poll())
+        sink.write(monitor.poll(0))
+    finally:
+        monitor.close()
+        sink.close()
+        if args.output not in (None, "-"):
+            sink.stream.close()
+        lost = monitor.lost_total
+        sys.stderr.write(f"bpfwatch: {monitor.events_seen} events, {lost} lost"
+                         + (" (raise --ring-size or narrow the filters)" if lost else "") + "\n")
+    return 0

@@ -1,0 +1,42 @@
+"""Kernel boot-time nanoseconds to wall-clock time."""
+
+from __future__ import annotations
+
+import time
+
+_RESYNC_NS = 1_000_000_000
+
+
+class BootClock:
+    """Converts bpf_ktime_get_boot_ns() values to ns since the epoch.
+
+    The offset is re-read at most once a second so wall-clock adjustments
+    (NTP) are followed without a syscall per event.
+    """
+
+    def __init__(self) -> None:
+        self._offset = 0
+        self._synced_at = -_RESYNC_NS
+        self.resync()
+
+    def resync(self) -> None:
+        boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        self._offset = time.time_ns() - boot
+        self._synced_at = boot
+
+    def maybe_resync(self) -> None:
+        if time.clock_gettime_ns(time.CLOCK_BOOTTIME) - self._synced_at > _RESYNC_NS:
+            self.resync()
+
+    def to_epoch_ns(self, boot_ns: int) -> int:
+        return boot_ns + self._offset
+
+    @staticmethod
+    def now_boot_ns() -> int:
+        return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def iso8601(epoch_ns: int) -> str:
+    """2026-11-22T20:03:46.123456789Z"""
+    sec, ns = divmod(epoch_ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{ns:09d}Z"

@@ -1,0 +1,29 @@
+"""Event type names and selection by name or glob."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from bpfwatch.errors import UsageError
+
+EVENT_TYPES: dict[str, str] = {
+    "process.exec": "a program was executed (execve/execveat)",
+    "process.fork": "a process (or, with threads on, a thread) was created",
+    "process.exit": "a process (or thread) exited",
+}
+
+
+def expand_types(patterns: list[str] | None) -> set[str]:
+    """Event types selected by names or globs ('process.*'); all when empty."""
+    if not patterns:
+        return set(EVENT_TYPES)
+    out: set[str] = set()
+    for raw in patterns:
+        for pat in filter(None, (p.strip() for p in raw.split(","))):
+            if pat in ("process", "all"):
+                pat = "process.*" if pat == "process" else "*"
+            hits = fnmatch.filter(EVENT_TYPES, pat)
+            if not hits:
+                raise UsageError(f"unknown event type '{pat}' (known: {', '.join(EVENT_TYPES)})")
+            out.update(hits)
+    return out

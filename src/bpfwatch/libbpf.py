@@ -1,0 +1,671 @@
+"""The one binding to the system's libbpf.so.1 (ctypes).
+
+Objects, programs, maps and links are Python objects that own their libbpf
+handles and release them on close(); all are context managers. libbpf's log
+is captured (never printed) so failures can be reported in one clear line,
+with the verifier log kept for whoever asks for it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno as errno_mod
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from bpfwatch.errors import BpfError, LibbpfError
+
+MIN_VERSION = (1, 0)
+
+# enum bpf_map_type / bpf_prog_type values used by the project
+MAP_TYPE_HASH = 1
+MAP_TYPE_ARRAY = 2
+MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_RINGBUF = 27
+
+_c_void_p = ctypes.c_void_p
+_c_int = ctypes.c_int
+_c_uint = ctypes.c_uint
+_c_size_t = ctypes.c_size_t
+_c_char_p = ctypes.c_char_p
+
+# (name, restype, argtypes); functions missing from the library are tolerated
+# only if listed in _OPTIONAL.
+_PROTOTYPES: list[tuple[str, Any, list[Any]]] = [
+    ("libbpf_major_version", ctypes.c_uint32, []),
+    ("libbpf_minor_version", ctypes.c_uint32, []),
+    ("libbpf_set_print", _c_void_p, [_c_void_p]),
+    ("libbpf_strerror", _c_int, [_c_int, _c_char_p, _c_size_t]),
+    ("libbpf_num_possible_cpus", _c_int, []),
+    ("bpf_object__open_file", _c_void_p, [_c_char_p, _c_void_p]),
+    ("bpf_object__load", _c_int, [_c_void_p]),
+    ("bpf_object__close", None, [_c_void_p]),
+    ("bpf_object__name", _c_char_p, [_c_void_p]),
+    ("bpf_object__btf", _c_void_p, [_c_void_p]),
+    ("bpf_object__next_program", _c_void_p, [_c_void_p, _c_void_p]),
+    ("bpf_object__next_map", _c_void_p, [_c_void_p, _c_void_p]),
+    ("bpf_program__name", _c_char_p, [_c_void_p]),
+    ("bpf_program__section_name", _c_char_p, [_c_void_p]),
+    ("bpf_program__fd", _c_int, [_c_void_p]),
+    ("bpf_program__type", _c_int, [_c_void_p]),
+    ("bpf_program__insn_cnt", _c_size_t, [_c_void_p]),
+    ("bpf_program__set_autoload", _c_int, [_c_void_p, ctypes.c_bool]),
+    ("bpf_program__autoload", ctypes.c_bool, [_c_void_p]),
+    ("bpf_program__attach", _c_void_p, [_c_void_p]),
+    ("bpf_program__attach_xdp", _c_void_p, [_c_void_p, _c_int]),
+    ("bpf_program__attach_cgroup", _c_void_p, [_c_void_p, _c_int]),
+    ("bpf_program__attach_uprobe", _c_void_p,
+     [_c_void_p, ctypes.c_bool, _c_int, _c_char_p, _c_size_t]),
+    ("bpf_link__destroy", _c_int, [_c_void_p]),
+    ("bpf_link__fd", _c_int, [_c_void_p]),
+    ("bpf_map__fd", _c_int, [_c_void_p]),
+    ("bpf_map__name", _c_char_p, [_c_void_p]),
+    ("bpf_map__type", _c_int, [_c_void_p]),
+    ("bpf_map__key_size", ctypes.c_uint32, [_c_void_p]),
+    ("bpf_map__value_size", ctypes.c_uint32, [_c_void_p]),
+    ("bpf_map__max_entries", ctypes.c_uint32, [_c_void_p]),
+    ("bpf_map__set_max_entries", _c_int, [_c_void_p, ctypes.c_uint32]),
+    ("bpf_map__initial_value", _c_void_p, [_c_void_p, ctypes.POINTER(_c_size_t)]),
+    ("bpf_map__btf_value_type_id", ctypes.c_uint32, [_c_void_p]),
+    ("bpf_map_lookup_elem", _c_int, [_c_int, _c_void_p, _c_void_p]),
+    ("bpf_map_update_elem", _c_int, [_c_int, _c_void_p, _c_void_p, ctypes.c_uint64]),
+    ("bpf_map_delete_elem", _c_int, [_c_int, _c_void_p]),
+    ("bpf_map_get_next_key", _c_int, [_c_int, _c_void_p, _c_void_p]),
+    ("bpf_map_create", _c_int,
+     [_c_int, _c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, _c_void_p]),
+    ("bpf_link_create", _c_int, [_c_int, _c_int, _c_int, _c_void_p]),
+    ("btf__parse", _c_void_p, [_c_char_p, _c_void_p]),
+    ("btf__free", None, [_c_void_p]),
+    ("btf__type_cnt", ctypes.c_uint32, [_c_void_p]),
+    ("btf__type_by_id", _c_void_p, [_c_void_p, ctypes.c_uint32]),
+    ("btf__name_by_offset", _c_char_p, [_c_void_p, ctypes.c_uint32]),
+    ("btf__find_by_name_kind", ctypes.c_int32, [_c_void_p, _c_char_p, ctypes.c_uint32]),
+    ("btf__resolve_size", ctypes.c_int64, [_c_void_p, ctypes.c_uint32]),
+]
+_OPTIONAL: set[str] = set()
+
+_PRINT_FN = ctypes.CFUNCTYPE(_c_int, _c_int, _c_char_p, _c_void_p)
+
+_lib: ctypes.CDLL | None = None
+_lib_lock = threading.Lock()
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.vsnprintf.argtypes = [_c_char_p, _c_size_t, _c_char_p, _c_void_p]
+_libc.vsnprintf.restype = _c_int
+
+
+class _Log:
+    """libbpf's messages, kept per thread so each load can report its own."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self.echo = bool(os.environ.get("BPFWATCH_LIBBPF_DEBUG"))
+
+    @property
+    def lines(self) -> list[str]:
+        lines = getattr(self._local, "lines", None)
+        if lines is None:
+            lines = self._local.lines = []
+        return lines
+
+    def mark(self) -> int:
+        return len(self.lines)
+
+    def since(self, mark: int) -> list[str]:
+        return self.lines[mark:]
+
+    def clear(self) -> None:
+        self.lines.clear()
+
+    def add(self, text: str) -> None:
+        lines = self.lines
+        lines.append(text)
+        if len(lines) > 20000:  # bounded: verifier logs can be huge
+            del lines[: len(lines) - 20000]
+        if self.echo:
+            os.write(2, text.encode() + b"\n")
+
+
+log = _Log()
+
+
+# One reused buffer: verifier logs arrive as a single multi-megabyte message.
+_print_buf = ctypes.create_string_buffer(8 << 20)
+_print_lock = threading.Lock()
+
+
+def _on_print(level: int, fmt: bytes, args: int) -> int:
+    with _print_lock:
+        n = _libc.vsnprintf(_print_buf, len(_print_buf), fmt, args)
+        text = _print_buf.raw[: min(max(n, 0), len(_print_buf) - 1)]
+    log.add(text.decode(errors="replace").rstrip("\n"))
+    return 0
+
+
+_print_cb = _PRINT_FN(_on_print)
+
+
+def lib() -> ctypes.CDLL:
+    """The loaded libbpf, with prototypes set; raises LibbpfError if unusable."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    with _lib_lock:
+        if _lib is not None:
+            return _lib
+        name = os.environ.get("BPFWATCH_LIBBPF", "libbpf.so.1")
+        try:
+            cdll = ctypes.CDLL(name, use_errno=True)
+        except OSError:
+            found = ctypes.util.find_library("bpf")
+            raise LibbpfError(
+                f"libbpf ({name}) not found"
+                + (f" (found {found}, which is not libbpf 1.x)" if found else "")
+                + ": install it with 'apt-get install libbpf1'"
+            ) from None
+        for fname, restype, argtypes in _PROTOTYPES:
+            try:
+                fn = getattr(cdll, fname)
+            except AttributeError:
+                if fname in _OPTIONAL:
+                    continue
+                raise LibbpfError(
+                    f"{name} lacks {fname}(): libbpf >= {MIN_VERSION[0]}.{MIN_VERSION[1]} "
+                    "is required; install it with 'apt-get install libbpf1'"
+                ) from None
+            fn.restype = restype
+            fn.argtypes = argtypes
+        ver = (cdll.libbpf_major_version(), cdll.libbpf_minor_version())
+        if ver < MIN_VERSION:
+            raise LibbpfError(
+                f"libbpf {ver[0]}.{ver[1]} is too old: bpfwatch needs >= "
+                f"{MIN_VERSION[0]}.{MIN_VERSION[1]} (apt-get install libbpf1)"
+            )
+        cdll.libbpf_set_print(ctypes.cast(_print_cb, _c_void_p))
+        _lib = cdll
+        return cdll
+
+
+def version() -> str:
+    lb = lib()
+    return f"{lb.libbpf_major_version()}.{lb.libbpf_minor_version()}"
+
+
+def num_possible_cpus() -> int:
+    n = lib().libbpf_num_possible_cpus()
+    if n <= 0:
+        raise BpfError("cannot read the number of possible CPUs", -n)
+    return n
+
+
+def strerror(err: int) -> str:
+    err = abs(err)
+    buf = ctypes.create_string_buffer(256)
+    if lib().libbpf_strerror(err, buf, len(buf)) == 0:
+        return buf.value.decode()
+    return os.strerror(err)
+
+
+def _errno() -> int:
+    return ctypes.get_errno() or errno_mod.EINVAL
+
+
+def _check_ptr(ptr: int | None, what: str) -> int:
+    if not ptr:
+        err = _errno()
+        raise BpfError(f"{what}: {strerror(err)}", err)
+    return ptr
+
+
+def _check_rc(rc: int, what: str) -> int:
+    if rc < 0:
+        raise BpfError(f"{what}: {strerror(rc)}", -rc)
+    return rc
+
+
+# ---- BTF -------------------------------------------------------------------
+
+BTF_KIND_INT = 1
+BTF_KIND_PTR = 2
+BTF_KIND_ARRAY = 3
+BTF_KIND_STRUCT = 4
+BTF_KIND_UNION = 5
+BTF_KIND_ENUM = 6
+BTF_KIND_TYPEDEF = 8
+BTF_KIND_VOLATILE = 9
+BTF_KIND_CONST = 10
+BTF_KIND_RESTRICT = 11
+BTF_KIND_VAR = 14
+BTF_KIND_DATASEC = 15
+BTF_KIND_FLOAT = 16
+BTF_KIND_TYPE_TAG = 18
+BTF_KIND_ENUM64 = 19
+
+_MODIFIERS = {BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT,
+              BTF_KIND_TYPE_TAG}
+
+
+class BtfType:
+    """One decoded BTF type record (name, kind, size/type, and members)."""
+
+    __slots__ = ("id", "name", "kind", "vlen", "kflag", "size_or_type", "_addr", "_btf")
+
+    def __init__(self, btf: Btf, type_id: int) -> None:
+        addr = _check_ptr(lib().btf__type_by_id(btf.ptr, type_id), f"BTF type {type_id}")
+        name_off, info, size_or_type = (ctypes.c_uint32 * 3).from_address(addr)
+        self._btf = btf
+        self._addr = addr
+        self.id = type_id
+        self.name = btf.name(name_off)
+        self.kind = (info >> 24) & 0x1F
+        self.vlen = info & 0xFFFF
+        self.kflag = bool(info >> 31)
+        self.size_or_type = size_or_type
+
+    def _extra(self, n_words: int) -> list[int]:
+        return list((ctypes.c_uint32 * n_words).from_address(self._addr + 12))
+
+    def int_encoding(self) -> tuple[bool, int]:
+        """(signed, bits) of an INT type."""
+        (enc,) = self._extra(1)
+        return bool((enc >> 24) & 1), enc & 0xFF
+
+    def members(self) -> list[tuple[str, int, int, int]]:
+        """(name, type id, bit offset, bitfield size) of a STRUCT/UNION."""
+        words = self._extra(3 * self.vlen)
+        out = []
+        for i in range(self.vlen):
+            name_off, type_id, offset = words[3 * i: 3 * i + 3]
+            bitsize = offset >> 24 if self.kflag else 0
+            bitoff = offset & 0xFFFFFF if self.kflag else offset
+            out.append((self._btf.name(name_off), type_id, bitoff, bitsize))
+        return out
+
+    def array(self) -> tuple[int, int]:
+        """(element type id, number of elements) of an ARRAY."""
+        elem, _index, nelems = self._extra(3)
+        return elem, nelems
+
+    def enum_members(self) -> dict[str, int]:
+        """name -> value of an ENUM."""
+        words = (ctypes.c_int32 * (2 * self.vlen)).from_address(self._addr + 12)
+        return {self._btf.name(words[2 * i] & 0xFFFFFFFF): words[2 * i + 1] for i in range(self.vlen)}
+
+    def datasec_vars(self) -> list[tuple[str, int, int]]:
+        """(variable name, offset, size) of a DATASEC."""
+        words = self._extra(3 * self.vlen)
+        out = []
+        for i in range(self.vlen):
+            var_id, offset, size = words[3 * i: 3 * i + 3]
+            out.append((self._btf.type(var_id).name, offset, size))
+        return out
+
+
+class Btf:
+    """BTF of an object or a file; owned (freed on close) only if parsed here."""
+
+    def __init__(self, ptr: int, owned: bool = False) -> None:
+        self.ptr = ptr
+        self._owned = owned
+
+    @classmethod
+    def parse(cls, path: str) -> Btf:
+        ptr = _check_ptr(lib().btf__parse(os.fsencode(path), None), f"BTF of {path}")
+        return cls(ptr, owned=True)
+
+    def close(self) -> None:
+        if self._owned and self.ptr:
+            lib().btf__free(self.ptr)
+        self.ptr = 0
+
+    def __enter__(self) -> Btf:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def name(self, off: int) -> str:
+        raw = lib().btf__name_by_offset(self.ptr, off)
+        return raw.decode() if raw else ""
+
+    def type(self, type_id: int) -> BtfType:
+        return BtfType(self, type_id)
+
+    def find(self, name: str, kind: int) -> BtfType:
+        tid = lib().btf__find_by_name_kind(self.ptr, name.encode(), kind)
+        if tid < 0:
+            raise KeyError(name)
+        return self.type(tid)
+
+    def resolve(self, type_id: int) -> BtfType:
+        """Follows typedefs and qualifiers to the underlying type."""
+        t = self.type(type_id)
+        while t.kind in _MODIFIERS:
+            t = self.type(t.size_or_type)
+        return t
+
+    def size(self, type_id: int) -> int:
+        return _check_rc(lib().btf__resolve_size(self.ptr, type_id), f"size of BTF type {type_id}")
+
+    def type_count(self) -> int:
+        return lib().btf__type_cnt(self.ptr)
+
+
+# ---- objects, programs, maps, links -----------------------------------------
+
+
+class Link:
+    """An attachment; detached on close()."""
+
+    def __init__(self, ptr: int, what: str) -> None:
+        self.ptr = ptr
+        self.what = what
+
+    @property
+    def fd(self) -> int:
+        return lib().bpf_link__fd(self.ptr)
+
+    def close(self) -> None:
+        if self.ptr:
+            lib().bpf_link__destroy(self.ptr)
+            self.ptr = 0
+
+    def __enter__(self) -> Link:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Program:
+    def __init__(self, obj: BpfObject, ptr: int) -> None:
+        self.obj = obj
+        self.ptr = ptr
+        self.name = lib().bpf_program__name(ptr).decode()
+        self.section = (lib().bpf_program__section_name(ptr) or b"").decode()
+
+    @property
+    def fd(self) -> int:
+        return lib().bpf_program__fd(self.ptr)
+
+    @property
+    def prog_type(self) -> int:
+        return lib().bpf_program__type(self.ptr)
+
+    @property
+    def insn_count(self) -> int:
+        return lib().bpf_program__insn_cnt(self.ptr)
+
+    @property
+    def autoload(self) -> bool:
+        return bool(lib().bpf_program__autoload(self.ptr))
+
+    @autoload.setter
+    def autoload(self, value: bool) -> None:
+        _check_rc(lib().bpf_program__set_autoload(self.ptr, value), f"autoload of {self.name}")
+
+    def _link(self, ptr: int | None, what: str) -> Link:
+        mark = log.mark()
+        if not ptr:
+            err = _errno()
+            detail = _last_error_line(log.since(mark))
+            raise BpfError(f"attach {self.name} ({what}): {strerror(err)}"
+                           + (f" [{detail}]" if detail else ""), err)
+        link = Link(ptr, what)
+        self.obj._links.append(link)
+        return link
+
+    def attach(self) -> Link:
+        """Attaches by section name (tp_btf/..., raw_tp/..., tp/..., ...)."""
+        return self._link(lib().bpf_program__attach(self.ptr), self.section)
+
+    def attach_xdp(self, ifindex: int) -> Link:
+        return self._link(lib().bpf_program__attach_xdp(self.ptr, ifindex), f"xdp ifindex {ifindex}")
+
+    def attach_cgroup(self, cgroup_fd: int) -> Link:
+        return self._link(lib().bpf_program__attach_cgroup(self.ptr, cgroup_fd), "cgroup")
+
+    def attach_uprobe(self, binary: str, offset: int, pid: int = -1, retprobe: bool = False) -> Link:
+        ptr = lib().bpf_program__attach_uprobe(self.ptr, retprobe, pid, os.fsencode(binary), offset)
+        return self._link(ptr, f"uprobe {binary}+{offset:#x}")
+
+
+class Map:
+    def __init__(self, obj: BpfObject | None, ptr: int) -> None:
+        self.obj = obj
+        self.ptr = ptr
+        self.name = lib().bpf_map__name(ptr).decode()
+
+    @property
+    def fd(self) -> int:
+        return lib().bpf_map__fd(self.ptr)
+
+    @property
+    def map_type(self) -> int:
+        return lib().bpf_map__type(self.ptr)
+
+    @property
+    def key_size(self) -> int:
+        return lib().bpf_map__key_size(self.ptr)
+
+    @property
+    def value_size(self) -> int:
+        return lib().bpf_map__value_size(self.ptr)
+
+    @property
+    def max_entries(self) -> int:
+        return lib().bpf_map__max_entries(self.ptr)
+
+    @max_entries.setter
+    def max_entries(self, n: int) -> None:
+        _check_rc(lib().bpf_map__set_max_entries(self.ptr, n), f"max_entries of map {self.name}")
+
+    def _value_len(self) -> int:
+        if self.map_type == MAP_TYPE_PERCPU_ARRAY or self.map_type in (5, 10):  # percpu kinds
+            return ((self.value_size + 7) // 8) * 8 * num_possible_cpus()
+        return self.value_size
+
+    def lookup(self, key: bytes) -> bytes | None:
+        val = ctypes.create_string_buffer(self._value_len())
+        rc = lib().bpf_map_lookup_elem(self.fd, key, val)
+        if rc < 0:
+            if -rc == errno_mod.ENOENT:
+                return None
+            _check_rc(rc, f"lookup in map {self.name}")
+        return val.raw
+
+    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        _check_rc(lib().bpf_map_update_elem(self.fd, key, value, flags), f"update of map {self.name}")
+
+    def delete(self, key: bytes) -> bool:
+        rc = lib().bpf_map_delete_elem(self.fd, key)
+        if rc < 0 and -rc == errno_mod.ENOENT:
+            return False
+        _check_rc(rc, f"delete from map {self.name}")
+        return True
+
+    def keys(self) -> Iterator[bytes]:
+        key = ctypes.create_string_buffer(self.key_size)
+        prev: bytes | None = None
+        while True:
+            rc = lib().bpf_map_get_next_key(self.fd, prev, key)
+            if rc < 0:
+                if -rc == errno_mod.ENOENT:
+                    return
+                _check_rc(rc, f"iteration of map {self.name}")
+            prev = key.raw
+            yield prev
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for k in list(self.keys()):
+            v = self.lookup(k)
+            if v is not None:
+                yield k, v
+
+    def percpu_u64_sum(self, key: bytes) -> int:
+        """Sum over CPUs of a per-CPU u64 value (counters)."""
+        raw = self.lookup(key)
+        if raw is None:
+            return 0
+        step = ((self.value_size + 7) // 8) * 8
+        return sum(int.from_bytes(raw[i: i + 8], "little") for i in range(0, len(raw), step))
+
+
+class BpfObject:
+    """An opened (then loaded) BPF ELF object with its programs and maps.
+
+    Everything it created, links included, is released by close().
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        self._links: list[Link] = []
+        self.loaded = False
+        mark = log.mark()
+        ptr = lib().bpf_object__open_file(os.fsencode(self.path), None)
+        if not ptr:
+            err = _errno()
+            detail = _last_error_line(log.since(mark))
+            raise BpfError(f"cannot open BPF object {self.path}: {strerror(err)}"
+                           + (f" ({detail})" if detail else ""), err)
+        self.ptr = ptr
+        self.name = lib().bpf_object__name(ptr).decode()
+
+    def __enter__(self) -> BpfObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for link in reversed(self._links):
+            link.close()
+        self._links.clear()
+        if self.ptr:
+            lib().bpf_object__close(self.ptr)
+            self.ptr = 0
+
+    @property
+    def closed(self) -> bool:
+        return not self.ptr
+
+    def programs(self) -> list[Program]:
+        out = []
+        p = lib().bpf_object__next_program(self.ptr, None)
+        while p:
+            out.append(Program(self, p))
+            p = lib().bpf_object__next_program(self.ptr, p)
+        return out
+
+    def maps(self) -> list[Map]:
+        out = []
+        m = lib().bpf_object__next_map(self.ptr, None)
+        while m:
+            out.append(Map(self, m))
+            m = lib().bpf_object__next_map(self.ptr, m)
+        return out
+
+    def program(self, name: str) -> Program:
+        for p in self.programs():
+            if p.name == name:
+                return p
+        raise KeyError(f"no program {name} in {self.path}")
+
+    def map(self, name: str) -> Map:
+        for m in self.maps():
+            if m.name == name:
+                return m
+        raise KeyError(f"no map {name} in {self.path}")
+
+    def btf(self) -> Btf:
+        return Btf(_check_ptr(lib().bpf_object__btf(self.ptr), f"BTF of {self.path}"))
+
+    def set_rodata(self, **values: int) -> None:
+        """Sets `const volatile` globals before load (integers only)."""
+        self._set_section(".rodata", values)
+
+    def _set_section(self, section: str, values: dict[str, int]) -> None:
+        if self.loaded:
+            raise BpfError(f"{section} of {self.name} can only be set before load", errno_mod.EBUSY)
+        m = next((m for m in self.maps() if m.name.endswith(section)), None)
+        if m is None:
+            raise KeyError(f"{self.path} has no {section} section")
+        size = _c_size_t()
+        base = _check_ptr(lib().bpf_map__initial_value(m.ptr, ctypes.byref(size)), section)
+        layout = {n: (off, sz) for n, off, sz in self.btf().find(section, BTF_KIND_DATASEC).datasec_vars()}
+        for name, value in values.items():
+            if name not in layout:
+                raise KeyError(f"{self.path} has no global {name} in {section}")
+            off, sz = layout[name]
+            data = int(value).to_bytes(sz, "little", signed=value < 0)
+            ctypes.memmove(base + off, data, sz)
+
+    def load(self) -> None:
+        mark = log.mark()
+        rc = lib().bpf_object__load(self.ptr)
+        if rc < 0:
+            lines = log.since(mark)
+            raise BpfError(_load_failure(self.path, -rc, lines), -rc, log="\n".join(lines))
+        self.loaded = True
+
+    def attach_all(self) -> list[Link]:
+        """Attaches every loaded program by its section name."""
+        return [p.attach() for p in self.programs() if p.autoload]
+
+
+def _useful(lines: list[str]) -> list[str]:
+    """libbpf lines minus its 'try raising ulimit -l' hint, wrong on kernels
+    that account BPF memory to the cgroup (5.11+)."""
+    return [ln for ln in lines if "ulimit -l" not in ln and ln.strip()]
+
+
+def _last_error_line(lines: list[str]) -> str:
+    for line in reversed(_useful(lines)):
+        if "failed" in line or "error" in line.lower() or "invalid" in line.lower():
+            return line.strip().removeprefix("libbpf: ")
+    return ""
+
+
+def _load_failure(path: str, err: int, lines: list[str]) -> str:
+    """One line saying why a load failed, with the verifier's last words."""
+    verifier: list[str] = []
+    inside = False
+    prog = ""
+    for line in lines:
+        if "-- BEGIN PROG LOAD LOG --" in line:
+            inside, verifier = True, []
+            continue
+        if "-- END PROG LOAD LOG --" in line:
+            inside = False
+            continue
+        if inside:
+            verifier.extend(x for x in line.splitlines() if x.strip())
+        elif "prog '" in line and "failed to load" in line:
+            prog = line.split("prog '", 1)[1].split("'", 1)[0]
+    reason = "the kernel refused it (EPERM)" if err == errno_mod.EPERM else strerror(err)
+    msg = f"cannot load {os.path.basename(path)}"
+    if prog:
+        msg += f" program {prog}"
+    msg += f": {reason}"
+    tail = [v.strip() for v in verifier if not v.startswith(("processed ", "verification time"))]
+    if tail:
+        msg += f"; verifier: {tail[-1]}"
+    elif not prog and lines:
+        detail = _last_error_line(lines)
+        if detail:
+            msg += f" ({detail})"
+    return msg
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str = "") -> int:
+    """Creates a standalone map and returns its fd (caller closes it)."""
+    fd = lib().bpf_map_create(map_type, name.encode() or None, key_size, value_size, max_entries, None)
+    return _check_rc(fd, f"create map type {map_type}")
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
+    """bpf(BPF_LINK_CREATE) for attach types libbpf 1.1 has no helper for."""
+    return _check_rc(lib().bpf_link_create(prog_fd, target_fd, attach_type, None),
+                     f"link type {attach_type}")

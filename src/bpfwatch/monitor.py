@@ -1,0 +1,277 @@
+"""The public API: `with bpfwatch.Monitor(...) as m: for event in m: ...`"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from bpfwatch import caps, procfs
+from bpfwatch.errors import UsageError
+from bpfwatch.events.clock import BootClock
+from bpfwatch.events.ids import exec_id
+from bpfwatch.events.types import expand_types
+from bpfwatch.pipeline.enrich import Enricher
+from bpfwatch.pipeline.filter import EventFilter, parse_comm
+from bpfwatch.process_cache import ProcessCache, ProcInfo
+from bpfwatch.ringbuf import Poller
+from bpfwatch.sensors.base import DEFAULT_RING_SIZE, SensorOptions, check_ring_size
+from bpfwatch.sensors.process import ARGS_MAX, ProcessFilter, ProcessSensor
+
+Event = dict[str, Any]
+
+
+def _pids(values: list[int] | int | None, what: str) -> set[int] | None:
+    if values is None:
+        return None
+    out = set()
+    for v in [values] if isinstance(values, int) else values:
+        try:
+            pid = int(v)
+        except (TypeError, ValueError):
+            raise UsageError(f"{what}: '{v}' is not a process id") from None
+        if pid <= 0:
+            raise UsageError(f"{what}: {pid} is not a valid process id")
+        if not procfs.exists(pid):
+            raise UsageError(f"{what}: no process with pid {pid}")
+        out.add(pid)
+    return out
+
+
+def _uids(values: list[int | str] | int | str | None) -> set[int] | None:
+    import pwd
+
+    if values is None:
+        return None
+    out = set()
+    for v in [values] if isinstance(values, int | str) else values:
+        if isinstance(v, int) or str(v).isdigit():
+            out.add(int(v))
+            continue
+        try:
+            out.add(pwd.getpwnam(str(v)).pw_uid)
+        except KeyError:
+            raise UsageError(f"--uid: no user named '{v}'") from None
+    return out
+
+
+class Monitor:
+    """Live process events from the kernel.
+
+    Filters: `types` (names or globs), `pid` (these processes), `follow`
+    (these and all their descendants, tracked in the kernel from fork),
+    `comm` (exact, glob or `re:` regex), `uid` (ids or names). With
+    `snapshot=True` the processes already running are reported first as
+    process.exec events with `source: "procfs"`.
+    """
+
+    def __init__(
+        self,
+        types: list[str] | None = None,
+        pid: list[int] | int | None = None,
+        follow: list[int] | int | None = None,
+        comm: list[str] | str | None = None,
+        uid: list[int | str] | int | str | None = None,
+        *,
+        threads: bool = False,
+        snapshot: bool = False,
+        ring_size: int = DEFAULT_RING_SIZE,
+        wakeup_bytes: int = 0,
+        max_delay: float = 0.1,
+        args_max: int = ARGS_MAX,
+        duration: float | None = None,
+    ) -> None:
+        self.types = expand_types(types)
+        pids, follows = _pids(pid, "--pid"), _pids(follow, "--follow")
+        comms = parse_comm([comm] if isinstance(comm, str) else list(comm or []))
+        uids = _uids(uid)
+        if duration is not None and duration <= 0:
+            raise UsageError(f"--duration must be positive, not {duration}")
+        if max_delay <= 0:
+            raise UsageError("max_delay must be positive")
+        self._follow_roots = follows or set()
+        tracked = None if pids is None and follows is None else (pids or set()) | (follows or set())
+        self.kernel_filter = ProcessFilter(
+            pids=tracked, follow=follows is not None, types=self.types,
+            uid=next(iter(uids)) if uids and len(uids) == 1 else None,
+            comms=comms.exact if comm and comms.kernel_only else None,
+            threads=threads, args_max=args_max,
+        )
+        self.py_filter = EventFilter(comm=comms, uids=uids)
+        self.options = SensorOptions(ring_size=check_ring_size(ring_size), wakeup_bytes=wakeup_bytes)
+        self.snapshot = snapshot
+        self.max_delay = max_delay
+        self.duration = duration
+        self.cache = ProcessCache()
+        self.clock = BootClock()
+        self.enrich = Enricher(self.cache, self.clock)
+        self.sensors: list[ProcessSensor] = []
+        self._poller: Poller | None = None
+        self._wake_r = self._wake_w = -1
+        self._stopped = False
+        self._deadline: float | None = None
+        self._pending: list[Event] = []
+        self.events_seen = 0
+        self._lost_cache: dict[str, int] = {}
+        self._lost_read_at = 0.0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> Monitor:
+        caps.require_tracing()
+        sensor = ProcessSensor(self.kernel_filter, self.options)
+        try:
+            sensor.open()
+            self.sensors.append(sensor)
+            self._seed(sensor)
+            self._poller = Poller()
+            self._poller.add(sensor.ring)  # type: ignore[arg-type]
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._poller.add_wakeup(self._wake_r)
+        except BaseException:
+            self.close()
+            raise
+        if self.duration is not None:
+            self._deadline = time.monotonic() + self.duration
+        return self
+
+    def _seed(self, sensor: ProcessSensor) -> None:
+        """Process table from /proc; with follow, the existing descendants too."""
+        snap: list[Event] = []
+        for p in procfs.snapshot():
+            eid = exec_id(p.pid, p.start_boot_ns)
+            self.cache.put(ProcInfo(pid=p.pid, ppid=p.ppid, comm=p.comm, exe=p.exe, exec_id=eid,
+                                    uid=p.uid, start_boot_ns=p.start_boot_ns, cgroup_id=p.cgroup_id))
+            if self.snapshot and "process.exec" in self.types:
+                snap.append(self._snapshot_event(p, eid))
+        if self._follow_roots:
+            # twice: a child forked by a not-yet-tracked descendant while we seeded
+            for _ in range(2):
+                sensor.track({d for root in self._follow_roots for d in procfs.descendants(root)})
+        if snap:
+            tracked = sensor.tracked() if self.kernel_filter.pids is not None else None
+            snap = [e for e in snap if tracked is None or e["pid"] in tracked]
+            if self.kernel_filter.uid is not None:
+                snap = [e for e in snap if e["uid"] == self.kernel_filter.uid]
+            if self.kernel_filter.comms is not None:
+                snap = [e for e in snap if e["comm"] in self.kernel_filter.comms]
+            self.enrich(snap)
+            self._pending = self.py_filter(snap)
+
+    def _snapshot_event(self, p: procfs.ProcSnapshot, eid: str) -> Event:
+        parent = self.cache.get(p.ppid)
+        return {
+            "ts": self.clock.to_epoch_ns(p.start_boot_ns), "time": None, "type": "process.exec",
+            "source": "procfs", "pid": p.pid, "tid": p.pid, "ppid": p.ppid, "uid": p.uid,
+            "user": None, "comm": p.comm, "exe": p.exe, "cgroup_id": p.cgroup_id, "exec_id": eid,
+            "gid": p.gid, "euid": p.euid, "egid": p.egid,
+            "loginuid": None if p.loginuid == 0xFFFFFFFF else p.loginuid,
+            "argv": p.argv, "argc": len(p.argv), "argv_truncated": False, "argv_omitted_args": 0,
+            "argv_omitted_bytes": 0, "cwd": p.cwd, "tty": p.tty.removeprefix("/dev/") if p.tty else None,
+            "ns_pid": None, "pidns": None, "start_boot_ns": p.start_boot_ns,
+            "parent": {"pid": p.ppid, "comm": parent.comm if parent else None,
+                       "exe": parent.exe if parent else None,
+                       "exec_id": parent.exec_id if parent else None},
+        }
+
+    def stop(self) -> None:
+        """Ends iteration soon; safe to call from a signal handler or another thread."""
+        self._stopped = True
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stopped = True
+        self._refresh_lost(force=True)
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+        for s in self.sensors:
+            s.close()
+        self.sensors.clear()
+
+    def __enter__(self) -> Monitor:
+        if not self.sensors:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- consuming ---------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self._stopped or (self._deadline is not None and time.monotonic() >= self._deadline)
+
+    def poll(self, timeout: float | None = None) -> list[Event]:
+        """One batch of events (possibly empty) after waiting at most `timeout`
+        (default: max_delay) for the kernel to signal new records."""
+        if self._pending:
+            out, self._pending = self._pending, []
+            self.events_seen += len(out)
+            return out
+        if self._poller is None:
+            return []
+        wait = self.max_delay if timeout is None else timeout
+        if self._deadline is not None:
+            wait = max(0.0, min(wait, self._deadline - time.monotonic()))
+        ready = self._poller.wait(wait)
+        raw: list[Event] = []
+        for s in self.sensors:
+            if s.ring in ready or s.ring.pending_bytes():  # type: ignore[union-attr]
+                s.drain(raw)
+        if self._stopped:
+            try:
+                os.read(self._wake_r, 64)
+            except OSError:
+                pass
+        self._refresh_lost()
+        if not raw:
+            return raw
+        self.enrich(raw)
+        out = self.py_filter(raw)
+        self.events_seen += len(out)
+        return out
+
+    def __iter__(self) -> Iterator[Event]:
+        if not self.sensors:
+            self.start()
+        while not self.finished:
+            yield from self.poll()
+        yield from self.poll(0)  # what arrived before the stop
+
+    # -- accounting ---------------------------------------------------------------
+
+    def _refresh_lost(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._lost_read_at < 0.5:
+            return
+        self._lost_read_at = now
+        for s in self.sensors:
+            self._lost_cache[s.name] = s.lost()
+
+    def lost(self) -> dict[str, int]:
+        """Events lost per sensor (the ring buffer was full)."""
+        self._refresh_lost(force=True)
+        return dict(self._lost_cache)
+
+    @property
+    def lost_total(self) -> int:
+        return sum(self._lost_cache.values())
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "events": self.events_seen,
+            "lost": self.lost(),
+            "kernel_records": {s.name: s.events for s in self.sensors},
+            "process_cache": len(self.cache),
+        }

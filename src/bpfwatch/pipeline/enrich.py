@@ -1,0 +1,74 @@
+"""Enrichment: wall-clock time, user names, exec ids, and process context
+from the process cache (exe and ids for fork/exit, the parent for exec)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bpfwatch.events.clock import BootClock, iso8601
+from bpfwatch.events.users import user_name
+from bpfwatch.process_cache import ProcessCache, ProcInfo
+
+
+class Enricher:
+    def __init__(self, cache: ProcessCache, clock: BootClock) -> None:
+        self.cache = cache
+        self.clock = clock
+
+    def __call__(self, events: list[dict[str, Any]]) -> None:
+        self.clock.maybe_resync()
+        to_epoch = self.clock.to_epoch_ns
+        cache = self.cache
+        for ev in events:
+            if ev["source"] == "ebpf":
+                ev["ts"] = to_epoch(ev["ts"])
+            ev["time"] = iso8601(ev["ts"])
+            ev["user"] = user_name(ev["uid"])
+            kind = ev["type"]
+            if kind == "process.exec":
+                self._exec(ev, cache)
+            elif kind == "process.fork":
+                self._fork(ev, cache)
+            elif kind == "process.exit":
+                self._exit(ev, cache)
+            else:
+                info = cache.get(ev["pid"])
+                if info is not None:
+                    ev["exe"] = ev["exe"] or info.exe
+                    ev["exec_id"] = info.exec_id
+        cache.expire()
+
+    @staticmethod
+    def _exec(ev: dict[str, Any], cache: ProcessCache) -> None:
+        pid = ev["pid"]
+        parent = cache.get(ev["ppid"])
+        if parent is not None:
+            ev["parent"]["exec_id"] = parent.exec_id
+            ev["parent"]["exe"] = ev["parent"]["exe"] or parent.exe
+        cache.put(ProcInfo(pid=pid, ppid=ev["ppid"], comm=ev["comm"], exe=ev["exe"],
+                           exec_id=ev["exec_id"], uid=ev["uid"], start_boot_ns=ev["start_boot_ns"],
+                           cgroup_id=ev["cgroup_id"]))
+
+    @staticmethod
+    def _fork(ev: dict[str, Any], cache: ProcessCache) -> None:
+        info = cache.get(ev["pid"])
+        if info is not None:
+            ev["exe"] = info.exe
+            ev["exec_id"] = info.exec_id
+        if ev["thread"]:
+            ev["child_exec_id"] = ev["exec_id"]
+            return
+        child = ev["child_pid"]
+        cache.put(ProcInfo(pid=child, ppid=ev["pid"], comm=ev["comm"], exe=ev["exe"],
+                           exec_id=ev["child_exec_id"], uid=ev["uid"],
+                           start_boot_ns=ev["child_start_boot_ns"], cgroup_id=ev["cgroup_id"]))
+
+    @staticmethod
+    def _exit(ev: dict[str, Any], cache: ProcessCache) -> None:
+        pid = ev["pid"]
+        info = cache.get(pid)
+        if info is not None:
+            ev["exe"] = info.exe
+            ev["exec_id"] = info.exec_id
+        if not ev["thread"]:
+            cache.exited(pid)

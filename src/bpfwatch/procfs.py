@@ -1,0 +1,96 @@
+"""Reading processes from /proc: the start-up snapshot and single look-ups."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psutil
+
+from bpfwatch.mounts import cgroup2_root
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(slots=True)
+class ProcSnapshot:
+    pid: int
+    ppid: int
+    comm: str
+    exe: str | None
+    argv: list[str]
+    cwd: str | None
+    uid: int
+    gid: int
+    euid: int
+    egid: int
+    loginuid: int
+    start_boot_ns: int
+    cgroup_id: int
+    tty: str | None
+
+
+def start_boot_ns(pid: int) -> int:
+    """Process start time in boot-time ns (clock-tick precision)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        raw = f.read()
+    fields = raw[raw.rindex(b")") + 2:].split()
+    return int(fields[19]) * 1_000_000_000 // CLK_TCK
+
+
+def cgroup_id(pid: int) -> int:
+    """cgroup v2 id of a process: the inode of its cgroup directory."""
+    root = cgroup2_root()
+    if root is None:
+        return 0
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return os.stat(root + line[3:].strip()).st_ino
+    except OSError:
+        pass
+    return 0
+
+
+def _loginuid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/loginuid") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 0xFFFFFFFF
+
+
+def snapshot() -> Iterator[ProcSnapshot]:
+    """Every process now running (kernel threads included), parents first."""
+    attrs = ["pid", "ppid", "name", "exe", "cmdline", "cwd", "uids", "gids", "terminal"]
+    rows = []
+    for p in psutil.process_iter(attrs):
+        info = p.info
+        try:
+            start = start_boot_ns(info["pid"])
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+        uids, gids = info["uids"], info["gids"]
+        rows.append(ProcSnapshot(
+            pid=info["pid"], ppid=info["ppid"] or 0, comm=info["name"] or "",
+            exe=info["exe"] or None, argv=info["cmdline"] or [], cwd=info["cwd"],
+            uid=uids.real if uids else 0, gid=gids.real if gids else 0,
+            euid=uids.effective if uids else 0, egid=gids.effective if gids else 0,
+            loginuid=_loginuid(info["pid"]), start_boot_ns=start,
+            cgroup_id=cgroup_id(info["pid"]), tty=info["terminal"],
+        ))
+    rows.sort(key=lambda r: r.start_boot_ns)
+    yield from rows
+
+
+def descendants(pid: int) -> list[int]:
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def exists(pid: int) -> bool:
+    return psutil.pid_exists(pid)

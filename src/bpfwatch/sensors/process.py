@@ -1,0 +1,251 @@
+"""Process sensor: process.exec, process.fork and process.exit.
+
+BPF side: bpf/process.bpf.c (tp_btf sched_process_exec, task_newtask,
+sched_process_exit). Filters on pid sets (with descendants followed from
+fork, in the kernel), uid, exact comm and event type run in the kernel.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bpfwatch import libbpf as L
+from bpfwatch.btf_dtype import enum_values, struct_dtype
+from bpfwatch.errors import UsageError
+from bpfwatch.events.ids import exec_id, tick_floor
+from bpfwatch.ringbuf import Run
+from bpfwatch.sensors.base import Sensor, SensorOptions
+
+ARGS_MAX = 128 * 1024  # BW_ARGS_MAX in process.h: the most argv bytes captured
+COMM_LEN = 16
+
+EXEC_ARGS_TRUNCATED = 1 << 0
+EXEC_EXE_TRUNCATED = 1 << 1
+EXEC_CWD_TRUNCATED = 1 << 2
+FORK_THREAD = 1 << 0
+EXIT_THREAD = 1 << 0
+
+# clone flags worth naming (include/uapi/linux/sched.h)
+CLONE_FLAGS = {
+    0x100: "CLONE_VM", 0x200: "CLONE_FS", 0x400: "CLONE_FILES", 0x800: "CLONE_SIGHAND",
+    0x1000: "CLONE_PIDFD", 0x2000: "CLONE_PTRACE", 0x4000: "CLONE_VFORK", 0x8000: "CLONE_PARENT",
+    0x10000: "CLONE_THREAD", 0x20000: "CLONE_NEWNS", 0x40000: "CLONE_SYSVSEM",
+    0x2000000: "CLONE_NEWCGROUP", 0x4000000: "CLONE_NEWUTS", 0x8000000: "CLONE_NEWIPC",
+    0x10000000: "CLONE_NEWUSER", 0x20000000: "CLONE_NEWPID", 0x40000000: "CLONE_NEWNET",
+    0x80000000: "CLONE_IO", 0x100000000: "CLONE_CLEAR_SIGHAND", 0x200000000: "CLONE_INTO_CGROUP",
+}
+
+TYPE_NAMES = {"BW_EV_EXEC": "process.exec", "BW_EV_FORK": "process.fork", "BW_EV_EXIT": "process.exit"}
+
+
+def clone_flag_names(flags: int) -> list[str]:
+    return [name for bit, name in CLONE_FLAGS.items() if flags & bit]
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"SIG{sig}"
+
+
+def decode_wait_status(status: int) -> tuple[int | None, int | None, bool]:
+    """(exit code, terminating signal, core dumped) of a wait status."""
+    sig = status & 0x7F
+    if sig:
+        return None, sig, bool(status & 0x80)
+    return (status >> 8) & 0xFF, None, False
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+@dataclass(slots=True)
+class ProcessFilter:
+    """The in-kernel part of the filters for this sensor."""
+
+    pids: set[int] | None = None     # tgids to trace (None: all)
+    follow: bool = False             # ... and their descendants, from fork on
+    uid: int | None = None
+    comms: set[str] | None = None    # exact names (<= 15 bytes)
+    types: set[str] = field(default_factory=lambda: set(TYPE_NAMES.values()))
+    threads: bool = False            # report thread creation/exit too
+    args_max: int = ARGS_MAX
+
+    def validate(self) -> None:
+        for c in self.comms or ():
+            if len(c.encode()) >= COMM_LEN:
+                raise UsageError(f"comm '{c}' is longer than the kernel's {COMM_LEN - 1} bytes")
+        if not 0 <= self.args_max <= ARGS_MAX:
+            raise UsageError(f"args_max must be between 0 and {ARGS_MAX}")
+
+
+class ProcessSensor(Sensor):
+    name = "process"
+    object_name = "process"
+
+    def __init__(self, flt: ProcessFilter | None = None, options: SensorOptions | None = None) -> None:
+        super().__init__(options)
+        self.filter = flt or ProcessFilter()
+        self.filter.validate()
+
+    # -- loading ----------------------------------------------------------------
+
+    def configure(self, obj: L.BpfObject) -> None:
+        obj.map("bw_exec_scratch").max_entries = L.num_possible_cpus()
+        with obj.btf() as btf:
+            ids = enum_values(btf, "bw_event_type")
+        mask = 0
+        for cname, tname in TYPE_NAMES.items():
+            if tname in self.filter.types:
+                mask |= 1 << ids[cname]
+        f = self.filter
+        obj.set_rodata(
+            flt_tracked=int(f.pids is not None), flt_follow=int(f.follow),
+            flt_uid_on=int(f.uid is not None), flt_uid=f.uid or 0,
+            flt_comm=int(f.comms is not None), emit_mask=mask,
+            emit_threads=int(f.threads), args_max=f.args_max,
+        )
+
+    def populate(self, obj: L.BpfObject) -> None:
+        if self.filter.pids is not None:
+            self.track(self.filter.pids)
+        if self.filter.comms is not None:
+            comms = obj.map("bw_comms")
+            for c in self.filter.comms:
+                comms.update(c.encode().ljust(COMM_LEN, b"\0"), b"\1")
+
+    def track(self, pids: set[int] | list[int]) -> None:
+        """Adds tgids to the kernel's tracked set (with follow, their children join by themselves)."""
+        assert self.obj is not None, "track() needs a loaded sensor"
+        tracked = self.obj.map("bw_tracked")
+        for pid in pids:
+            tracked.update(int(pid).to_bytes(4, "little"), b"\1")
+
+    def tracked(self) -> set[int]:
+        if self.obj is None:
+            return set()
+        return {int.from_bytes(k, "little") for k in self.obj.map("bw_tracked").keys()}
+
+    def layouts(self, btf: L.Btf) -> None:
+        super().layouts(btf)
+        ids = enum_values(btf, "bw_event_type")
+        self.exec_dtype = struct_dtype(btf, "bw_exec_event")
+        self.fork_dtype = struct_dtype(btf, "bw_fork_event")
+        self.exit_dtype = struct_dtype(btf, "bw_exit_event")
+        self._decoders = {
+            ids["BW_EV_EXEC"]: self._decode_exec,
+            ids["BW_EV_FORK"]: self._decode_fork,
+            ids["BW_EV_EXIT"]: self._decode_exit,
+        }
+        self._hdr_size = self.hdr_dtype.itemsize
+
+    # -- decoding ---------------------------------------------------------------
+
+    def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
+        if run.length < self._hdr_size:
+            return
+        types = run.view(self.hdr_dtype)["type"]
+        first = int(types[0])
+        if run.count == 1 or bool((types == first).all()):
+            fn = self._decoders.get(first)
+            if fn is not None:
+                fn(run, None, out)
+            return
+        for t in np.unique(types):
+            fn = self._decoders.get(int(t))
+            if fn is not None:
+                fn(run, types == t, out)
+
+    def _records(self, run: Run, dtype: np.dtype, mask: np.ndarray | None) -> list[tuple[Any, ...]]:
+        if run.length < dtype.itemsize:
+            return []
+        recs = run.view(dtype)
+        return (recs if mask is None else recs[mask]).tolist()
+
+    def _decode_exec(self, run: Run, mask: np.ndarray | None, out: list[dict[str, Any]]) -> None:
+        dt = self.exec_dtype
+        size = dt.itemsize
+        idx = range(run.count) if mask is None else np.flatnonzero(mask).tolist()
+        names = dt.names
+        for i in idx:
+            rec = bytes(run.record(i))
+            if len(rec) < size:
+                continue
+            r = dict(zip(names, np.frombuffer(rec, dt, count=1).tolist()[0], strict=True))
+            out.append(self._exec_event(r, rec[size:]))
+
+    def _exec_event(self, r: dict[str, Any], data: bytes) -> dict[str, Any]:
+        exe_len, cwd_len, pexe_len, args_len = r["exe_len"], r["cwd_len"], r["pexe_len"], r["args_len"]
+        o = 0
+        exe = _text(data[o: o + exe_len].rstrip(b"\0")) if exe_len else None
+        o += exe_len
+        cwd = _text(data[o: o + cwd_len].rstrip(b"\0")) if cwd_len else None
+        o += cwd_len
+        pexe = _text(data[o: o + pexe_len].rstrip(b"\0")) if pexe_len else None
+        o += pexe_len
+        args = data[o: o + args_len]
+        flags = r["flags"]
+        truncated = bool(flags & EXEC_ARGS_TRUNCATED) or args_len < r["args_size"]
+        parts = args.split(b"\0")
+        if truncated:
+            partial = parts.pop()  # an argument cut short ('' if the cut fell after a NUL)
+            complete = len(parts)
+            if partial:
+                parts.append(partial)
+        else:
+            if parts and parts[-1] == b"":
+                parts.pop()  # the NUL that ends the last argument
+            complete = len(parts)
+        argv = [_text(p) for p in parts]
+        tty = r["tty"].decode(errors="replace") or None
+        if tty and tty.startswith("pts") and tty[3:].isdigit():
+            tty = f"pts/{tty[3:]}"
+        return {
+            "ts": r["ts_boot_ns"], "time": None, "type": "process.exec", "source": "ebpf",
+            "pid": r["pid"], "tid": r["tid"], "ppid": r["ppid"], "uid": r["uid"], "user": None,
+            "comm": r["comm"].decode(errors="replace"), "exe": exe,
+            "cgroup_id": r["cgroup_id"], "exec_id": exec_id(r["pid"], r["ts_boot_ns"]),
+            "gid": r["gid"], "euid": r["euid"], "egid": r["egid"],
+            "loginuid": None if r["loginuid"] == 0xFFFFFFFF else r["loginuid"],
+            "argv": argv, "argc": r["argc"],
+            "argv_truncated": truncated,
+            "argv_omitted_args": max(r["argc"] - complete, 0) if truncated else 0,
+            "argv_omitted_bytes": r["args_size"] - args_len,
+            "cwd": cwd, "tty": tty, "ns_pid": r["ns_pid"], "pidns": r["pidns"],
+            "start_boot_ns": r["start_boot_ns"],
+            "parent": {"pid": r["ppid"], "comm": r["pcomm"].decode(errors="replace"), "exe": pexe,
+                       "exec_id": None},
+        }
+
+    def _decode_fork(self, run: Run, mask: np.ndarray | None, out: list[dict[str, Any]]) -> None:
+        for (ts, _t, pid, tid, _cpu, cg, cflags, cstart, ppid, uid, cpid, ctid, flags, _pad,
+             comm) in self._records(run, self.fork_dtype, mask):
+            out.append({
+                "ts": ts, "time": None, "type": "process.fork", "source": "ebpf",
+                "pid": pid, "tid": tid, "ppid": ppid, "uid": uid, "user": None,
+                "comm": comm.decode(errors="replace"), "exe": None, "cgroup_id": cg, "exec_id": None,
+                "child_pid": cpid, "child_tid": ctid, "thread": bool(flags & FORK_THREAD),
+                "clone_flags": clone_flag_names(cflags), "child_start_boot_ns": cstart,
+                "child_exec_id": exec_id(cpid, tick_floor(cstart)),
+            })
+
+    def _decode_exit(self, run: Run, mask: np.ndarray | None, out: list[dict[str, Any]]) -> None:
+        for (ts, _t, pid, tid, _cpu, cg, start, utime, stime, ppid, uid, status, flags,
+             comm) in self._records(run, self.exit_dtype, mask):
+            code, sig, core = decode_wait_status(status)
+            out.append({
+                "ts": ts, "time": None, "type": "process.exit", "source": "ebpf",
+                "pid": pid, "tid": tid, "ppid": ppid, "uid": uid, "user": None,
+                "comm": comm.decode(errors="replace"), "exe": None, "cgroup_id": cg,
+                "exec_id": exec_id(pid, tick_floor(start)),
+                "exit_code": code, "signal": sig, "signal_name": signal_name(sig) if sig else None,
+                "core_dumped": core, "status": status, "thread": bool(flags & EXIT_THREAD),
+                "duration_ns": max(ts - start, 0), "start_boot_ns": start,
+                "user_time_ns": utime, "system_time_ns": stime,
+            })
