@@ -250,7 +250,7 @@ _MODIFIERS = {BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_REST
 class BtfType:
     """One decoded BTF type record (name, kind, size/type, and members)."""
 
-    __slots__ = ("id", "name", "kind", "vlen", "kflag", "size_or_type", "_addr", "_btf")
+    __slots__ = ("_addr", "_btf", "id", "kflag", "kind", "name", "size_or_type", "vlen")
 
     def __init__(self, btf: Btf, type_id: int) -> None:
         addr = _check_ptr(lib().btf__type_by_id(btf.ptr, type_id), f"BTF type {type_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -179,10 +180,8 @@ class Monitor:
         """Ends iteration soon; safe to call from a signal handler or another thread."""
         self._stopped = True
         if self._wake_w >= 0:
-            try:
+            with contextlib.suppress(OSError):
                 os.write(self._wake_w, b"x")
-            except OSError:
-                pass
 
     def close(self) -> None:
         self._stopped = True
@@ -230,10 +229,8 @@ class Monitor:
             if s.ring in ready or s.ring.pending_bytes():  # type: ignore[union-attr]
                 s.drain(raw)
         if self._stopped:
-            try:
+            with contextlib.suppress(OSError):
                 os.read(self._wake_r, 64)
-            except OSError:
-                pass
         self._refresh_lost()
         if not raw:
             return raw

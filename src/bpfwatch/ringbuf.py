@@ -13,6 +13,7 @@ numpy operations instead of a Python call per event.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import select
@@ -77,10 +78,8 @@ class RingBuffer:
         del self._cons
         self._prod = self._data = None  # type: ignore[assignment]
         self._cons_mm.close()
-        try:
+        with contextlib.suppress(BufferError):  # a caller still holds a view
             self._prod_mm.close()
-        except BufferError:
-            pass  # a caller still holds a view; the mapping goes with it
         self._cons_mm = None  # type: ignore[assignment]
 
     @property

@@ -51,10 +51,16 @@ static __always_inline int want(__u32 type)
 	return emit_mask & (1u << type);
 }
 
-static __always_inline int pass_filters(struct task_struct *task, __u32 tgid)
+/* Scope: the tracked set decides which processes we look at at all. */
+static __always_inline int in_scope(__u32 tgid)
 {
-	if (flt_tracked && !bpf_map_lookup_elem(&bw_tracked, &tgid))
-		return 0;
+	return !flt_tracked || bpf_map_lookup_elem(&bw_tracked, &tgid);
+}
+
+/* Match: uid and comm only decide whether an event is emitted; they never
+ * stop descendants of a followed process from being tracked. */
+static __always_inline int matches(struct task_struct *task)
+{
 	if (flt_uid_on && BPF_CORE_READ(task, cred, uid.val) != flt_uid)
 		return 0;
 	if (flt_comm) {
@@ -98,7 +104,7 @@ int BPF_PROG(bw_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	struct mm_struct *mm;
 	__u32 off = 0;
 
-	if (!want(BW_EV_EXEC) || !pass_filters(task, tgid))
+	if (!want(BW_EV_EXEC) || !in_scope(tgid) || !matches(task))
 		return 0;
 	b = bpf_map_lookup_elem(&bw_exec_scratch, &cpu);
 	if (!b)
@@ -179,14 +185,14 @@ int BPF_PROG(bw_proc_fork, struct task_struct *child, u64 clone_flags)
 	__u32 child_tgid = BPF_CORE_READ(child, tgid);
 	int thread = child_tgid == tgid;
 
-	if (!pass_filters(cur, tgid))
+	if (!in_scope(tgid))
 		return 0;
 	if (flt_tracked && flt_follow && !thread) {
 		__u8 one = 1;
 
 		bpf_map_update_elem(&bw_tracked, &child_tgid, &one, BPF_ANY);
 	}
-	if (!want(BW_EV_FORK) || (thread && !emit_threads))
+	if (!want(BW_EV_FORK) || (thread && !emit_threads) || !matches(cur))
 		return 0;
 
 	struct bw_fork_event *e = bw_reserve(sizeof(*e));
@@ -215,11 +221,11 @@ int BPF_PROG(bw_proc_exit, struct task_struct *task)
 	/* signal->live reaches zero when the last thread of the group exits */
 	int group_dead = BPF_CORE_READ(sig, live.counter) == 0;
 
-	if (!pass_filters(task, tgid))
+	if (!in_scope(tgid))
 		return 0;
 	if (group_dead && flt_tracked && flt_follow)
 		bpf_map_delete_elem(&bw_tracked, &tgid);
-	if (!want(BW_EV_EXIT) || (!group_dead && !emit_threads))
+	if (!want(BW_EV_EXIT) || (!group_dead && !emit_threads) || !matches(task))
 		return 0;
 
 	struct bw_exit_event *e = bw_reserve(sizeof(*e));

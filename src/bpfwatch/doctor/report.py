@@ -103,17 +103,19 @@ def _sysctls() -> list[Check]:
                "2": "only privileged users (an admin may change it)"}
     out.append(Check("unprivileged_bpf_disabled", "info", f"{v}: {meaning.get(v or '', 'unknown')}"))
     v = kernel.sysctl("kernel.kptr_restrict")
-    out.append(Check("kptr_restrict", "info", f"{v}" + (" (kernel addresses hidden from non-root)" if v and v != "0" else "")))
+    hidden = " (kernel addresses hidden from non-root)" if v and v != "0" else ""
+    out.append(Check("kptr_restrict", "info", f"{v}{hidden}"))
     v = kernel.sysctl("kernel.perf_event_paranoid")
-    out.append(Check("perf_event_paranoid", "info", f"{v}" + (" (CAP_PERFMON needed to trace)" if v and int(v) >= 2 else "")))
+    needs = " (CAP_PERFMON needed to trace)" if v and v.lstrip("-").isdigit() and int(v) >= 2 else ""
+    out.append(Check("perf_event_paranoid", "info", f"{v}{needs}"))
     mode = kernel.lockdown()
     if mode is None:
         out.append(Check("lockdown", "info", "unknown (securityfs not readable)"))
     else:
         bad = mode == "confidentiality"
-        out.append(Check("lockdown", "warn" if bad else "ok", mode,
-                         "confidentiality mode forbids reading kernel memory from BPF: boot with lockdown=integrity or none"
-                         if bad else ""))
+        remedy = ("confidentiality mode forbids reading kernel memory from BPF: "
+                  "boot with lockdown=integrity or none") if bad else ""
+        out.append(Check("lockdown", "warn" if bad else "ok", mode, remedy))
     return out
 
 

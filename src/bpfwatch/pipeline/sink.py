@@ -109,4 +109,4 @@ class TableSink:
 def open_output(path: str | None) -> BinaryIO:
     if path is None or path == "-":
         return sys.stdout.buffer
-    return open(path, "ab")  # noqa: SIM115 - the sink owns and closes it
+    return open(path, "ab")

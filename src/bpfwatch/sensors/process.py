@@ -162,11 +162,15 @@ class ProcessSensor(Sensor):
             if fn is not None:
                 fn(run, types == t, out)
 
-    def _records(self, run: Run, dtype: np.dtype, mask: np.ndarray | None) -> list[tuple[Any, ...]]:
+    @staticmethod
+    def _columns(run: Run, dtype: np.dtype, mask: np.ndarray | None) -> dict[str, list[Any]] | None:
+        """The run's records as Python lists per field name (vectorised)."""
         if run.length < dtype.itemsize:
-            return []
+            return None
         recs = run.view(dtype)
-        return (recs if mask is None else recs[mask]).tolist()
+        if mask is not None:
+            recs = recs[mask]
+        return {name: recs[name].tolist() for name in dtype.names}
 
     def _decode_exec(self, run: Run, mask: np.ndarray | None, out: list[dict[str, Any]]) -> None:
         dt = self.exec_dtype
@@ -224,28 +228,35 @@ class ProcessSensor(Sensor):
         }
 
     def _decode_fork(self, run: Run, mask: np.ndarray | None, out: list[dict[str, Any]]) -> None:
-        for (ts, _t, pid, tid, _cpu, cg, cflags, cstart, ppid, uid, cpid, ctid, flags, _pad,
-             comm) in self._records(run, self.fork_dtype, mask):
+        c = self._columns(run, self.fork_dtype, mask)
+        if c is None:
+            return
+        for i, ts in enumerate(c["ts_boot_ns"]):
+            flags, cpid, cstart = c["flags"][i], c["child_pid"][i], c["child_start_boot_ns"][i]
             out.append({
                 "ts": ts, "time": None, "type": "process.fork", "source": "ebpf",
-                "pid": pid, "tid": tid, "ppid": ppid, "uid": uid, "user": None,
-                "comm": comm.decode(errors="replace"), "exe": None, "cgroup_id": cg, "exec_id": None,
-                "child_pid": cpid, "child_tid": ctid, "thread": bool(flags & FORK_THREAD),
-                "clone_flags": clone_flag_names(cflags), "child_start_boot_ns": cstart,
+                "pid": c["pid"][i], "tid": c["tid"][i], "ppid": c["ppid"][i], "uid": c["uid"][i],
+                "user": None, "comm": c["comm"][i].decode(errors="replace"), "exe": None,
+                "cgroup_id": c["cgroup_id"][i], "exec_id": None,
+                "child_pid": cpid, "child_tid": c["child_tid"][i], "thread": bool(flags & FORK_THREAD),
+                "clone_flags": clone_flag_names(c["clone_flags"][i]), "child_start_boot_ns": cstart,
                 "child_exec_id": exec_id(cpid, tick_floor(cstart)),
             })
 
     def _decode_exit(self, run: Run, mask: np.ndarray | None, out: list[dict[str, Any]]) -> None:
-        for (ts, _t, pid, tid, _cpu, cg, start, utime, stime, ppid, uid, status, flags,
-             comm) in self._records(run, self.exit_dtype, mask):
+        c = self._columns(run, self.exit_dtype, mask)
+        if c is None:
+            return
+        for i, ts in enumerate(c["ts_boot_ns"]):
+            pid, start, status = c["pid"][i], c["start_boot_ns"][i], c["exit_code"][i]
             code, sig, core = decode_wait_status(status)
             out.append({
                 "ts": ts, "time": None, "type": "process.exit", "source": "ebpf",
-                "pid": pid, "tid": tid, "ppid": ppid, "uid": uid, "user": None,
-                "comm": comm.decode(errors="replace"), "exe": None, "cgroup_id": cg,
-                "exec_id": exec_id(pid, tick_floor(start)),
+                "pid": pid, "tid": c["tid"][i], "ppid": c["ppid"][i], "uid": c["uid"][i],
+                "user": None, "comm": c["comm"][i].decode(errors="replace"), "exe": None,
+                "cgroup_id": c["cgroup_id"][i], "exec_id": exec_id(pid, tick_floor(start)),
                 "exit_code": code, "signal": sig, "signal_name": signal_name(sig) if sig else None,
-                "core_dumped": core, "status": status, "thread": bool(flags & EXIT_THREAD),
+                "core_dumped": core, "status": status, "thread": bool(c["flags"][i] & EXIT_THREAD),
                 "duration_ns": max(ts - start, 0), "start_boot_ns": start,
-                "user_time_ns": utime, "system_time_ns": stime,
+                "user_time_ns": c["utime_ns"][i], "system_time_ns": c["stime_ns"][i],
             })

@@ -1,0 +1,80 @@
+"""The libbpf binding's error paths: each a clear one-line BpfError."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from bpfwatch import libbpf as L
+from bpfwatch.bpf import object_path
+from bpfwatch.errors import BpfError
+
+
+def test_version_is_new_enough():
+    major, minor = (int(x) for x in L.version().split("."))
+    assert (major, minor) >= L.MIN_VERSION
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"not an elf at all", "cannot open BPF object"),
+    (b"", "cannot open BPF object"),
+])
+def test_bad_objects(tmp_path, content, needle):
+    path = tmp_path / "bad.bpf.o"
+    path.write_bytes(content)
+    with pytest.raises(BpfError, match=needle) as e:
+        L.BpfObject(str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_truncated_object(tmp_path):
+    src = object_path("probes").read_bytes()
+    path = tmp_path / "cut.bpf.o"
+    path.write_bytes(src[: len(src) // 3])
+    with pytest.raises(BpfError) as e:
+        L.BpfObject(str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_missing_object(tmp_path):
+    with pytest.raises(BpfError, match="No such file"):
+        L.BpfObject(str(tmp_path / "nope.o"))
+
+
+def test_rodata_errors():
+    with L.BpfObject(str(object_path("process"))) as obj:
+        with pytest.raises(KeyError, match="no global nope"):
+            obj.set_rodata(nope=1)
+        obj.set_rodata(flt_uid=1234)  # a real one works
+
+
+@pytest.mark.kernel
+def test_verifier_rejection_is_one_line_with_reason():
+    with L.BpfObject(str(object_path("probes"))) as obj:
+        for p in obj.programs():
+            p.autoload = p.name == "bw_probe_fentry"
+        with pytest.raises(BpfError) as e:
+            obj.load()
+    msg = str(e.value)
+    assert "\n" not in msg and "bw_probe_fentry" in msg
+    assert "ulimit" not in msg
+
+
+@pytest.mark.kernel
+def test_map_operations_roundtrip():
+    with L.BpfObject(str(object_path("process"))) as obj:
+        obj.map("bw_exec_scratch").max_entries = L.num_possible_cpus()
+        obj.load()
+        m = obj.map("bw_tracked")
+        key = (4242).to_bytes(4, "little")
+        assert m.lookup(key) is None
+        m.update(key, b"\1")
+        assert m.lookup(key) == b"\1"
+        assert list(m.keys()) == [key]
+        assert m.delete(key) and not m.delete(key)
+        assert obj.map("bw_lost").percpu_u64_sum(b"\0\0\0\0") == 0
+
+
+def test_bpftool_is_installed_for_the_leak_checks():
+    assert shutil.which("bpftool") or __import__("os").path.exists("/usr/sbin/bpftool")

@@ -1,0 +1,319 @@
+"""The process sensor on the real kernel: real processes, asserted events."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import bpfwatch
+from bpfwatch import procfs
+from conftest import collect
+
+pytestmark = pytest.mark.kernel
+ME = os.getpid()
+
+
+def _of(events, type_, pid):
+    return [e for e in events if e["type"] == type_ and e["pid"] == pid]
+
+
+def _run_and_collect(argv, **popen):
+    with bpfwatch.Monitor(follow=ME) as m:
+        p = subprocess.Popen(argv, **popen)
+        p.wait()
+        events = collect(m, lambda ev: bool(_of(ev, "process.exit", p.pid)))
+    return p, events
+
+
+@pytest.mark.parametrize("args", [
+    ["a b", "c"],
+    ['quote"d', "it's", "back\\slash"],
+    ["", "", "x", ""],
+    ["ünïcødé", "日本語", "emoji 🚀"],
+    ["--flag=value with spaces", "\t tab"],
+])
+def test_exec_argv_exact(args):
+    p, events = _run_and_collect(["/bin/echo", *args], stdout=subprocess.DEVNULL)
+    (ex,) = _of(events, "process.exec", p.pid)
+    assert ex["argv"] == ["/bin/echo", *args]
+    assert ex["argc"] == len(args) + 1
+    assert not ex["argv_truncated"]
+    assert ex["argv_omitted_args"] == 0 and ex["argv_omitted_bytes"] == 0
+    assert ex["exe"] == os.path.realpath("/bin/echo")
+    assert ex["comm"] == "echo"
+    assert ex["ppid"] == ME
+    assert ex["source"] == "ebpf"
+    assert ex["cwd"] == os.getcwd()
+    assert ex["uid"] == os.getuid() and ex["user"]
+    assert ex["parent"]["pid"] == ME and ex["parent"]["exe"] == os.path.realpath(sys.executable)
+    assert ex["cgroup_id"] == procfs.cgroup_id(ME)
+    assert ex["exec_id"] and len(ex["exec_id"]) == 16
+
+
+def test_exec_100k_argv_complete():
+    args = [f"arg{i:05d}-" + "x" * 95 for i in range(1000)]  # just over 100 KiB
+    total = sum(len(a) + 1 for a in args) + len("/bin/true") + 1
+    assert total > 100 * 1024
+    p, events = _run_and_collect(["/bin/true", *args])
+    (ex,) = _of(events, "process.exec", p.pid)
+    assert ex["argv"] == ["/bin/true", *args]
+    assert not ex["argv_truncated"]
+
+
+def test_exec_argv_over_cap_flags_exact_omissions():
+    args = [f"{i:06d}" + "y" * 200 for i in range(1000)]  # ~207 KiB, over the 128 KiB cap
+    full = ["/bin/true", *args]
+    total = sum(len(a.encode()) + 1 for a in full)
+    p, events = _run_and_collect(full)
+    (ex,) = _of(events, "process.exec", p.pid)
+    assert ex["argv_truncated"]
+    captured = total - ex["argv_omitted_bytes"]
+    assert captured == 128 * 1024
+    complete = [a for a in ex["argv"] if a in full]
+    # every argument is either captured whole, cut (the last one), or counted as omitted
+    assert ex["argv"][: len(complete)] == full[: len(complete)]
+    assert ex["argv_omitted_args"] == len(full) - len(complete)
+    assert ex["argc"] == len(full)
+
+
+@pytest.mark.parametrize("code", [0, 1, 255])
+def test_exit_codes(code):
+    p, events = _run_and_collect([sys.executable, "-c", f"import sys; sys.exit({code})"])
+    (ev,) = _of(events, "process.exit", p.pid)
+    assert ev["exit_code"] == code
+    assert ev["signal"] is None and not ev["core_dumped"]
+    assert ev["duration_ns"] > 0
+    assert ev["exe"] == os.path.realpath(sys.executable)
+
+
+def test_exit_by_sigkill():
+    with bpfwatch.Monitor(follow=ME) as m:
+        p = subprocess.Popen(["/bin/sleep", "30"])
+        collect(m, lambda ev: bool(_of(ev, "process.exec", p.pid)))
+        p.kill()
+        p.wait()
+        events = collect(m, lambda ev: bool(_of(ev, "process.exit", p.pid)))
+    (ev,) = _of(events, "process.exit", p.pid)
+    assert ev["signal"] == signal.SIGKILL and ev["signal_name"] == "SIGKILL"
+    assert ev["exit_code"] is None and not ev["core_dumped"]
+
+
+def _core_limit():
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+def test_exit_by_sigsegv_with_core(tmp_path):
+    with open("/proc/sys/kernel/core_pattern") as f:
+        pattern = f.read().strip()
+    if pattern.startswith("|"):
+        pytest.skip(f"core_pattern pipes cores to {pattern}: whether a core is written is not ours to see")
+    p, events = _run_and_collect(
+        [sys.executable, "-c", "import ctypes; ctypes.string_at(0)"],
+        cwd=tmp_path, preexec_fn=_core_limit, stderr=subprocess.DEVNULL)
+    (ev,) = _of(events, "process.exit", p.pid)
+    assert ev["signal"] == signal.SIGSEGV and ev["signal_name"] == "SIGSEGV"
+    assert ev["core_dumped"] is True
+    assert p.returncode == -signal.SIGSEGV
+
+
+def test_exit_by_sigsegv_without_core():
+    def no_core():
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    p, events = _run_and_collect([sys.executable, "-c", "import ctypes; ctypes.string_at(0)"],
+                                 preexec_fn=no_core, stderr=subprocess.DEVNULL)
+    (ev,) = _of(events, "process.exit", p.pid)
+    assert ev["signal"] == signal.SIGSEGV and ev["core_dumped"] is False
+
+
+TREE = """
+import os, sys
+def spawn(level):
+    if level == 0:
+        os.execv('/bin/true', ['/bin/true', 'leaf'])
+    pid = os.fork()
+    if pid == 0:
+        spawn(level - 1)
+    os.waitpid(pid, 0)
+    os._exit(level)
+spawn(3)
+"""
+
+
+def test_follow_three_level_tree_only():
+    # a process outside the followed tree must not show up
+    outsider = subprocess.Popen(["/bin/sleep", "5"])
+    try:
+        root = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read(1)\n" + TREE],
+                                stdin=subprocess.PIPE)
+        with bpfwatch.Monitor(follow=root.pid) as m:
+            noise = subprocess.Popen(["/bin/true", "noise"])
+            noise.wait()
+            root.stdin.write(b"x")
+            root.stdin.close()
+            root.wait()
+            events = collect(m, lambda ev: bool(_of(ev, "process.exit", root.pid)))
+    finally:
+        outsider.kill()
+        outsider.wait()
+    forks = [e for e in events if e["type"] == "process.fork"]
+    exits = [e for e in events if e["type"] == "process.exit"]
+    assert len(forks) == 3, forks
+    # parent/child chain: root -> c1 -> c2 -> c3 (c3 execs /bin/true)
+    chain = [root.pid]
+    for _ in range(3):
+        (f,) = [f for f in forks if f["pid"] == chain[-1]]
+        assert not f["thread"]
+        chain.append(f["child_pid"])
+    (leaf_exec,) = [e for e in events if e["type"] == "process.exec"]
+    assert leaf_exec["pid"] == chain[-1] and leaf_exec["argv"] == ["/bin/true", "leaf"]
+    assert sorted(e["exit_code"] for e in exits) == [0, 1, 2, 3]
+    assert {e["pid"] for e in events} <= set(chain)
+    # a child that never exec'd keeps the id given at fork
+    by_pid = {e["pid"]: e for e in exits}
+    for f in forks[:2]:
+        assert by_pid[f["child_pid"]]["exec_id"] == f["child_exec_id"]
+
+
+def test_pid_filter_excludes_children():
+    root = subprocess.Popen([sys.executable, "-c", "import sys, subprocess; sys.stdin.read(1); "
+                             "subprocess.run(['/bin/true'])"], stdin=subprocess.PIPE)
+    with bpfwatch.Monitor(pid=root.pid) as m:
+        root.stdin.write(b"x")
+        root.stdin.close()
+        root.wait()
+        events = collect(m, lambda ev: bool(_of(ev, "process.exit", root.pid)))
+    assert {e["pid"] for e in events} == {root.pid}
+    assert [e["type"] for e in events] == ["process.fork", "process.exit"]
+
+
+def test_burst_of_1000_execs_zero_lost():
+    script = "for i in $(seq 1000); do /bin/true burst$i; done"
+    with bpfwatch.Monitor(follow=ME) as m:
+        p = subprocess.Popen(["/bin/sh", "-c", script])
+        p.wait()
+        events = collect(m, lambda ev: bool(_of(ev, "process.exit", p.pid)), timeout=30)
+        lost = m.lost()
+    execs = [e for e in events if e["type"] == "process.exec" and e["comm"] == "true"]
+    assert sorted(int(e["argv"][1][5:]) for e in execs) == list(range(1, 1001))
+    assert len([e for e in events if e["type"] == "process.exit" and e["comm"] == "true"]) == 1000
+    assert lost == {"process": 0}
+
+
+def test_pid_namespace():
+    p, events = _run_and_collect(["unshare", "-fp", "--mount-proc", "/bin/sh", "-c",
+                                  "/bin/true inside; echo $$ >/dev/null"])
+    (inner,) = [e for e in events if e["type"] == "process.exec" and e["argv"] == ["/bin/true", "inside"]]
+    assert inner["ns_pid"] not in (inner["pid"], 0)  # namespaced pid differs from the global one
+    assert inner["ns_pid"] <= 3
+    outer = next(e for e in events if e["pid"] == p.pid and e["type"] == "process.exec")
+    assert inner["pidns"] != outer["pidns"]
+    shell = [e for e in events if e["type"] == "process.exec" and e["comm"] == "sh"]
+    assert shell and shell[0]["ns_pid"] == 1
+
+
+def test_uid_filter_in_kernel():
+    def as_nobody():
+        os.setgid(65534)
+        os.setuid(65534)
+
+    with bpfwatch.Monitor(follow=ME, uid=65534) as m:
+        a = subprocess.Popen(["/bin/true", "as-root"])
+        b = subprocess.Popen(["/bin/true", "as-nobody"], preexec_fn=as_nobody)
+        a.wait()
+        b.wait()
+        events = collect(m, lambda ev: bool(_of(ev, "process.exit", b.pid)))
+    assert {e["pid"] for e in events} == {b.pid}
+    assert all(e["uid"] == 65534 and e["user"] == "nobody" for e in events)
+
+
+@pytest.mark.parametrize("comm", ["true", "tr*", "re:^t.ue$"])
+def test_comm_filter(comm):
+    with bpfwatch.Monitor(follow=ME, comm=comm, types=["process.exec"]) as m:
+        subprocess.run(["/bin/echo", "no"], stdout=subprocess.DEVNULL, check=True)
+        t = subprocess.run(["/bin/true", "yes"], check=True)
+        events = collect(m, lambda ev: any(e["argv"] == ["/bin/true", "yes"] for e in ev))
+    assert events and all(e["comm"] == "true" for e in events)
+    assert all(e["type"] == "process.exec" for e in events)
+    del t
+
+
+def test_threads_opt_in():
+    code = "import threading; t = threading.Thread(target=lambda: None); t.start(); t.join()"
+    with bpfwatch.Monitor(follow=ME, threads=True) as m:
+        p = subprocess.Popen([sys.executable, "-c", code])
+        p.wait()
+        events = collect(m, lambda ev: bool(_of(ev, "process.exit", p.pid) and
+                                            [e for e in _of(ev, "process.exit", p.pid) if not e["thread"]]))
+    thread_forks = [e for e in _of(events, "process.fork", p.pid) if e["thread"]]
+    assert thread_forks and "CLONE_THREAD" in thread_forks[0]["clone_flags"]
+    assert thread_forks[0]["child_pid"] == p.pid and thread_forks[0]["child_tid"] != p.pid
+    assert any(e["thread"] for e in _of(events, "process.exit", p.pid))
+
+
+def test_threads_off_by_default():
+    with bpfwatch.Monitor(follow=ME) as m:
+        threading.Thread(target=lambda: None).start()
+        p = subprocess.run(["/bin/true"], check=True)
+        events = collect(m, lambda ev: any(e["type"] == "process.exit" and e["comm"] == "true" for e in ev))
+    assert not [e for e in events if e.get("thread")]
+    del p
+
+
+def test_snapshot_marks_procfs():
+    sleeper = subprocess.Popen(["/bin/sleep", "5"])
+    cgroup = procfs.cgroup_id(sleeper.pid)
+    try:
+        with bpfwatch.Monitor(pid=sleeper.pid, snapshot=True) as m:
+            events = m.poll(0)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    (snap,) = events
+    assert snap["source"] == "procfs" and snap["type"] == "process.exec"
+    assert snap["pid"] == sleeper.pid and snap["argv"] == ["/bin/sleep", "5"]
+    assert snap["exe"] == os.path.realpath("/bin/sleep")
+    assert snap["cgroup_id"] == cgroup
+
+
+def test_exec_id_stable_between_monitors():
+    """Two monitors (e.g. an agent and its restart) give one fork the same id."""
+    with bpfwatch.Monitor(follow=ME) as m1:
+        p = subprocess.Popen([sys.executable, "-c", "import os, time; os.fork() or time.sleep(0.2)"])
+        p.wait()
+        ev1 = collect(m1, lambda ev: len(_of(ev, "process.exit", p.pid)) == 1)
+    (fork,) = _of(ev1, "process.fork", p.pid)
+    child = fork["child_pid"]
+    with bpfwatch.Monitor(pid=child, snapshot=True) as m2:
+        snap = m2.poll(0)
+    if snap:  # the child may already be gone
+        assert snap[0]["exec_id"] == fork["child_exec_id"]
+
+
+def test_every_event_matches_the_schema():
+    import jsonschema
+
+    from bpfwatch.schema import event_schema
+
+    validator = jsonschema.Draft202012Validator(event_schema())
+    code = ("import os, threading, subprocess, signal\n"
+            "threading.Thread(target=lambda: None).start()\n"
+            "subprocess.run(['/bin/echo', 'x'], stdout=subprocess.DEVNULL)\n"
+            "p = subprocess.Popen(['/bin/sleep', '9']); p.send_signal(signal.SIGTERM); p.wait()\n"
+            "os._exit(9)\n")
+    with bpfwatch.Monitor(follow=ME, threads=True, snapshot=True) as m:
+        snap = m.poll(0)
+        p = subprocess.Popen([sys.executable, "-c", code])
+        p.wait()
+        events = snap + collect(m, lambda ev: any(e["type"] == "process.exit" and e["pid"] == p.pid
+                                                  and not e["thread"] for e in ev))
+    assert {e["source"] for e in events} == {"procfs", "ebpf"}
+    assert {e["type"] for e in events} == {"process.exec", "process.fork", "process.exit"}
+    for ev in events:
+        validator.validate(ev)
