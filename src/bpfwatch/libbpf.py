@@ -136,10 +136,15 @@ _print_buf = ctypes.create_string_buffer(8 << 20)
 _print_lock = threading.Lock()
 
 
+LIBBPF_DEBUG = 2  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
+
+
 def _on_print(level: int, fmt: bytes, args: int) -> int:
+    if level >= LIBBPF_DEBUG and not log.echo:
+        return 0  # hundreds of lines per load; verifier logs come as warnings
     with _print_lock:
         n = _libc.vsnprintf(_print_buf, len(_print_buf), fmt, args)
-        text = _print_buf.raw[: min(max(n, 0), len(_print_buf) - 1)]
+        text = ctypes.string_at(_print_buf, min(max(n, 0), len(_print_buf) - 1))
     log.add(text.decode(errors="replace").rstrip("\n"))
     return 0
 

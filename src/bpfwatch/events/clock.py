@@ -36,7 +36,16 @@ class BootClock:
         return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
+# Events come in time order, so the formatted second is nearly always the
+# previous one: cache it (strftime is most of the cost of a timestamp).
+_last_second = [-1, ""]
+
+
 def iso8601(epoch_ns: int) -> str:
     """2026-11-22T20:03:46.123456789Z"""
     sec, ns = divmod(epoch_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{ns:09d}Z"
+    cache = _last_second
+    if cache[0] != sec:
+        cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        cache[0] = sec
+    return f"{cache[1]}.{ns:09d}Z"

@@ -37,7 +37,9 @@ class LoadgenSensor(Sensor):
     def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
         self.count += run.count
         if self.keep:
-            self.batches.append(run.view(self.dtype).copy())  # copy: the ring moves on
+            self.batches.append(run.copy(self.dtype))  # copied: the ring moves on
 
     def records(self) -> np.ndarray:
-        return np.concatenate(self.batches) if self.batches else np.zeros(0, self.dtype)
+        if not self.batches:
+            return np.zeros(0, self.dtype)
+        return np.concatenate([b.astype(self.dtype) for b in self.batches])

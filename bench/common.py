@@ -1,0 +1,62 @@
+"""Helpers shared by the benchmarks: statistics, peers, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BPFWATCH = [sys.executable, "-m", "bpfwatch.cli.main"]
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def ensure_tracefs() -> bool:
+    """bpftrace's tracepoints need tracefs; mount it if missing (as doctor advises)."""
+    if os.path.ismount("/sys/kernel/tracing"):
+        return True
+    return subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"],
+                          capture_output=True).returncode == 0
+
+
+def bpftrace() -> str | None:
+    return shutil.which("bpftrace")
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def save(name: str, result: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    result = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "kernel": os.uname().release,
+              **result}
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
