@@ -10,11 +10,10 @@ import subprocess
 import sys
 import time
 
-from common import median, save
-
 from bpfwatch.ringbuf import Poller
 from bpfwatch.sensors.base import SensorOptions
 from bpfwatch.sensors.loadgen import LoadgenSensor
+from common import median, save
 
 GETPPID = {"x86_64": 110, "aarch64": 173}[platform.machine()]
 RATE = 100_000

@@ -10,9 +10,9 @@ import threading
 import time
 
 import psutil
-from common import median, pct, save
 
 import bpfwatch
+from common import median, pct, save
 
 N = 1000
 

@@ -12,13 +12,12 @@ import tempfile
 import time
 from typing import Any
 
-from common import bpftrace, ensure_tracefs, median, save
-
 from bpfwatch.events.clock import BootClock, iso8601
 from bpfwatch.pipeline.sink import JsonLinesSink, open_output
 from bpfwatch.ringbuf import Poller, Run
 from bpfwatch.sensors.base import SensorOptions
 from bpfwatch.sensors.loadgen import LoadgenSensor
+from common import bpftrace, ensure_tracefs, median, save
 
 GETPPID = {"x86_64": 110, "aarch64": 173}[platform.machine()]
 

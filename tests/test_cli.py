@@ -128,6 +128,43 @@ def test_reader_going_away_is_not_an_error(no_leaks):
     assert trace.returncode == 0
 
 
+@pytest.mark.kernel
+def test_exit_with_parent(tmp_path, no_leaks):
+    """The parent that started `trace --exit-with-parent` is killed: trace
+    stops cleanly, keeps what it wrote, and releases its programs."""
+    out = tmp_path / "ev.jsonl"
+    pidfile = tmp_path / "pid"
+    launcher = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen({BPFWATCH!r} + ['trace', '--exit-with-parent', '-o', {str(out)!r}])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", launcher], env=ENV, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not [p for p in bw_programs() if p.startswith("bw_proc")]:
+        time.sleep(0.05)
+    child_pid = int(pidfile.read_text())
+    subprocess.run(["/bin/true"], check=True)
+    time.sleep(0.3)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child_pid):
+        time.sleep(0.05)
+    assert not _alive(child_pid)
+    assert out.stat().st_size > 0  # what it captured before is kept
+
+
+def _alive(pid: int) -> bool:
+    """Running (an exited child of a dead parent is a zombie until reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
 def _setpriv() -> str:
     path = shutil.which("setpriv")
     if not path:

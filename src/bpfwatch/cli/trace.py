@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import signal
 import sys
 from typing import Any
 
 from bpfwatch.cli.options import parse_pid, parse_seconds, parse_size
+from bpfwatch.errors import BpfwatchError
 from bpfwatch.events.types import EVENT_TYPES
 from bpfwatch.monitor import Monitor
 from bpfwatch.pipeline.sink import JsonLinesSink, TableSink, open_output
@@ -34,6 +37,8 @@ def add_parser(sub: Any) -> None:
                    help="table (default on a terminal) or json lines (default otherwise)")
     p.add_argument("-o", "--output", metavar="FILE", help="write events to FILE (appends)")
     p.add_argument("--threads", action="store_true", help="also report thread creation and exit")
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="stop (cleanly) when the process that started bpfwatch dies")
     p.add_argument("--snapshot", action="store_true",
                    help="first report the processes already running (source: procfs)")
     p.add_argument("--ring-size", type=parse_size, default=DEFAULT_RING_SIZE, metavar="SIZE",
@@ -43,6 +48,20 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-delay", type=float, default=0.1, metavar="SECONDS",
                    help="longest an event waits in the ring with --wakeup-bytes (default 0.1)")
     p.set_defaults(func=run)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent(monitor: Monitor) -> None:
+    """SIGTERM (our clean stop) when the parent dies; checks for a parent
+    that died before the request was in place."""
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise BpfwatchError(f"prctl(PR_SET_PDEATHSIG): {os.strerror(ctypes.get_errno())}")
+    if os.getppid() != parent or parent == 1:
+        monitor.stop()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
+    if args.exit_with_parent:
+        exit_with_parent(monitor)
     monitor.start()
     try:
         while not monitor.finished:

@@ -1,0 +1,50 @@
+"""Runs every benchmark and prints one summary table (results in bench/results/)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = ["exec_latency", "ringbuf_throughput", "consumer_cpu", "startup"]
+
+
+def main() -> int:
+    for name in BENCHES:
+        print(f"== {name}", flush=True)
+        rc = subprocess.run([sys.executable, str(HERE / f"{name}.py")], cwd=HERE).returncode
+        if rc:
+            print(f"{name} failed with exit status {rc}", file=sys.stderr)
+            return rc
+    r = {n: json.loads((HERE / "results" / f"{n}.json").read_text()) for n in BENCHES}
+    el, rb, cc, st = (r[n] for n in BENCHES)
+    rows = [
+        ("exec latency median / p99, shared CPU (ms)",
+         f"{el['bpfwatch_shared_cpu']['median_ms']} / {el['bpfwatch_shared_cpu']['p99_ms']}", "< 0.5 / < 2"),
+        ("exec latency median / p99, separate CPUs (ms)",
+         f"{el['bpfwatch_separate_cpus']['median_ms']} / {el['bpfwatch_separate_cpus']['p99_ms']}", ""),
+        ("psutil polling 100 ms / 1 s: missed of 1000",
+         f"{el['psutil_100ms']['missed_pct']}% / {el['psutil_1s']['missed_pct']}%", "(peer)"),
+        ("ring: sustained zero-loss records/s", f"{rb['live_zero_loss_rate_median']:,}", ">= 4,000,000"),
+        ("ring: drain into numpy records/s", f"{rb['drain_rate_median']:,}", ""),
+        ("bpftrace -f json records/s", f"{rb['bpftrace_json'].get('received_per_s', 'n/a')}", "(peer)"),
+        ("ratio vs bpftrace", f"{rb.get('ratio_vs_bpftrace', 'n/a')}x", ">= 50x"),
+        ("JSON lines on disk events/s", f"{rb['json_lines_rate_median']:,}", ">= 300,000"),
+        ("consumer CPU at 100k/s, batched / every record",
+         f"{cc['batched_cpu_median']}% / {cc['wake_every_record_cpu_median']}%", "<= 3%"),
+        ("start to first event (s), RSS (MB)", f"{st['bpfwatch_median_s']}, {st['bpfwatch_median_rss_mb']}",
+         "< 0.3, < 60"),
+        ("bpftrace start (s), RSS (MB)", f"{st.get('bpftrace_median_s')}, {st.get('bpftrace_median_rss_mb')}",
+         "(peer)"),
+    ]
+    width = max(len(a) for a, _, _ in rows)
+    print()
+    for a, b, c in rows:
+        print(f"{a:<{width}}  {b:>22}  {c}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
