@@ -66,6 +66,16 @@ def bw_programs() -> list[str]:
             if " name bw_" in line]
 
 
+def wait_programs(prefix: str, loaded: bool, timeout: float = 20.0) -> bool:
+    """Waits until programs named prefix* are (or are no longer) loaded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        present = any(p.startswith(prefix) for p in bw_programs())
+        if present == loaded or time.monotonic() > deadline:
+            return present == loaded
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def no_leaks():
     """Asserts the test left no bw_* program loaded."""

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from bpfwatch.schema import event_schema
-from conftest import BPFWATCH, bw_programs
+from conftest import BPFWATCH, wait_programs
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -82,10 +82,7 @@ def test_trace_json_to_file_validates_against_schema(tmp_path, no_leaks):
 def test_signal_ends_cleanly_with_summary(sig, no_leaks):
     trace = subprocess.Popen([*BPFWATCH, "trace", "--format", "json"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not [p for p in bw_programs() if p.startswith("bw_proc")]:
-        time.sleep(0.05)
-    assert [p for p in bw_programs() if p.startswith("bw_proc")], "trace never loaded its programs"
+    assert wait_programs("bw_proc", loaded=True), "trace never loaded its programs"
     subprocess.run(["/bin/true"], check=True)
     time.sleep(0.3)
     trace.send_signal(sig)
@@ -100,16 +97,10 @@ def test_signal_ends_cleanly_with_summary(sig, no_leaks):
 def test_sigkill_leaves_nothing_loaded():
     trace = subprocess.Popen([*BPFWATCH, "trace", "--format", "json"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=ENV)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not [p for p in bw_programs() if p.startswith("bw_proc")]:
-        time.sleep(0.05)
-    assert [p for p in bw_programs() if p.startswith("bw_proc")]
+    assert wait_programs("bw_proc", loaded=True)
     trace.kill()
     trace.wait()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and [p for p in bw_programs() if p.startswith("bw_proc")]:
-        time.sleep(0.05)
-    assert not [p for p in bw_programs() if p.startswith("bw_proc")]
+    assert wait_programs("bw_proc", loaded=False, timeout=5)
 
 
 @pytest.mark.kernel
@@ -141,9 +132,7 @@ def test_exit_with_parent(tmp_path, no_leaks):
         "time.sleep(60)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", launcher], env=ENV, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not [p for p in bw_programs() if p.startswith("bw_proc")]:
-        time.sleep(0.05)
+    assert wait_programs("bw_proc", loaded=True)
     child_pid = int(pidfile.read_text())
     subprocess.run(["/bin/true"], check=True)
     time.sleep(0.3)
@@ -163,6 +152,14 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(") ", 1)[1][0] != "Z"
     except OSError:
         return False
+
+
+def test_missing_libbpf_is_one_line():
+    env = {**ENV, "BPFWATCH_LIBBPF": "/nonexistent/libbpf.so.1"}
+    proc = subprocess.run([*BPFWATCH, "trace"], capture_output=True, text=True, timeout=60, env=env)
+    line = one_line_error(proc)
+    assert proc.returncode == 2
+    assert "libbpf cannot be loaded" in line and "apt-get install libbpf1" in line
 
 
 def _setpriv() -> str:
@@ -201,7 +198,7 @@ def test_doctor_json_reports_this_kernel():
 
     if kernel.config_value("CONFIG_KPROBES") == "n":
         assert "CONFIG_KPROBES" in checks["program kprobe"]["detail"]
-    assert not [p for p in bw_programs() if p.startswith("bw_probe")]
+    assert wait_programs("bw_probe", loaded=False, timeout=5)
 
 
 def test_doctor_without_privileges_says_it_cannot_run():

@@ -56,6 +56,14 @@ def test_exec_argv_exact(args):
     assert ex["exec_id"] and len(ex["exec_id"]) == 16
 
 
+def test_exec_on_a_terminal_reports_its_tty():
+    # `script` runs the command on a fresh pseudo-terminal
+    _, events = _run_and_collect(["script", "-qec", "/bin/true on-a-tty", "/dev/null"],
+                                 stdout=subprocess.DEVNULL)
+    (ex,) = [e for e in events if e["type"] == "process.exec" and e["argv"] == ["/bin/true", "on-a-tty"]]
+    assert ex["tty"] and ex["tty"].startswith("pts/")
+
+
 def test_exec_100k_argv_complete():
     args = [f"arg{i:05d}-" + "x" * 95 for i in range(1000)]  # just over 100 KiB
     total = sum(len(a) + 1 for a in args) + len("/bin/true") + 1

@@ -9,7 +9,6 @@ with the verifier log kept for whoever asks for it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno as errno_mod
 import os
 import threading
@@ -163,12 +162,10 @@ def lib() -> ctypes.CDLL:
         name = os.environ.get("BPFWATCH_LIBBPF", "libbpf.so.1")
         try:
             cdll = ctypes.CDLL(name, use_errno=True)
-        except OSError:
-            found = ctypes.util.find_library("bpf")
+        except OSError as e:
             raise LibbpfError(
-                f"libbpf ({name}) not found"
-                + (f" (found {found}, which is not libbpf 1.x)" if found else "")
-                + ": install it with 'apt-get install libbpf1'"
+                f"libbpf cannot be loaded ({e}): install it with 'apt-get install libbpf1'"
+                " or point BPFWATCH_LIBBPF at a libbpf.so.1"
             ) from None
         for fname, restype, argtypes in _PROTOTYPES:
             try:

@@ -12,6 +12,7 @@ from bpfwatch import caps, procfs
 from bpfwatch.errors import UsageError
 from bpfwatch.events.clock import BootClock
 from bpfwatch.events.ids import exec_id
+from bpfwatch.events.model import common_fields
 from bpfwatch.events.types import expand_types
 from bpfwatch.pipeline.enrich import Enricher
 from bpfwatch.pipeline.filter import EventFilter, parse_comm
@@ -163,9 +164,8 @@ class Monitor:
     def _snapshot_event(self, p: procfs.ProcSnapshot, eid: str) -> Event:
         parent = self.cache.get(p.ppid)
         return {
-            "ts": self.clock.to_epoch_ns(p.start_boot_ns), "time": None, "type": "process.exec",
-            "source": "procfs", "pid": p.pid, "tid": p.pid, "ppid": p.ppid, "uid": p.uid,
-            "user": None, "comm": p.comm, "exe": p.exe, "cgroup_id": p.cgroup_id, "exec_id": eid,
+            **common_fields("process.exec", self.clock.to_epoch_ns(p.start_boot_ns), p.pid, p.pid, p.ppid,
+                            p.uid, p.comm, p.exe, p.cgroup_id, eid, source="procfs"),
             "gid": p.gid, "euid": p.euid, "egid": p.egid,
             "loginuid": None if p.loginuid == 0xFFFFFFFF else p.loginuid,
             "argv": p.argv, "argc": len(p.argv), "argv_truncated": False, "argv_omitted_args": 0,

@@ -17,6 +17,7 @@ from bpfwatch import libbpf as L
 from bpfwatch.btf_dtype import enum_values, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.ids import exec_id, tick_floor
+from bpfwatch.events.model import common_fields
 from bpfwatch.ringbuf import Run
 from bpfwatch.sensors.base import Sensor, SensorOptions
 
@@ -211,10 +212,9 @@ class ProcessSensor(Sensor):
         if tty and tty.startswith("pts") and tty[3:].isdigit():
             tty = f"pts/{tty[3:]}"
         return {
-            "ts": r["ts_boot_ns"], "time": None, "type": "process.exec", "source": "ebpf",
-            "pid": r["pid"], "tid": r["tid"], "ppid": r["ppid"], "uid": r["uid"], "user": None,
-            "comm": r["comm"].decode(errors="replace"), "exe": exe,
-            "cgroup_id": r["cgroup_id"], "exec_id": exec_id(r["pid"], r["ts_boot_ns"]),
+            **common_fields("process.exec", r["ts_boot_ns"], r["pid"], r["tid"], r["ppid"], r["uid"],
+                            r["comm"].decode(errors="replace"), exe, r["cgroup_id"],
+                            exec_id(r["pid"], r["ts_boot_ns"])),
             "gid": r["gid"], "euid": r["euid"], "egid": r["egid"],
             "loginuid": None if r["loginuid"] == 0xFFFFFFFF else r["loginuid"],
             "argv": argv, "argc": r["argc"],
@@ -234,10 +234,8 @@ class ProcessSensor(Sensor):
         for i, ts in enumerate(c["ts_boot_ns"]):
             flags, cpid, cstart = c["flags"][i], c["child_pid"][i], c["child_start_boot_ns"][i]
             out.append({
-                "ts": ts, "time": None, "type": "process.fork", "source": "ebpf",
-                "pid": c["pid"][i], "tid": c["tid"][i], "ppid": c["ppid"][i], "uid": c["uid"][i],
-                "user": None, "comm": c["comm"][i].decode(errors="replace"), "exe": None,
-                "cgroup_id": c["cgroup_id"][i], "exec_id": None,
+                **common_fields("process.fork", ts, c["pid"][i], c["tid"][i], c["ppid"][i], c["uid"][i],
+                                c["comm"][i].decode(errors="replace"), None, c["cgroup_id"][i], None),
                 "child_pid": cpid, "child_tid": c["child_tid"][i], "thread": bool(flags & FORK_THREAD),
                 "clone_flags": clone_flag_names(c["clone_flags"][i]), "child_start_boot_ns": cstart,
                 "child_exec_id": exec_id(cpid, tick_floor(cstart)),
@@ -251,10 +249,9 @@ class ProcessSensor(Sensor):
             pid, start, status = c["pid"][i], c["start_boot_ns"][i], c["exit_code"][i]
             code, sig, core = decode_wait_status(status)
             out.append({
-                "ts": ts, "time": None, "type": "process.exit", "source": "ebpf",
-                "pid": pid, "tid": c["tid"][i], "ppid": c["ppid"][i], "uid": c["uid"][i],
-                "user": None, "comm": c["comm"][i].decode(errors="replace"), "exe": None,
-                "cgroup_id": c["cgroup_id"][i], "exec_id": exec_id(pid, tick_floor(start)),
+                **common_fields("process.exit", ts, pid, c["tid"][i], c["ppid"][i], c["uid"][i],
+                                c["comm"][i].decode(errors="replace"), None, c["cgroup_id"][i],
+                                exec_id(pid, tick_floor(start))),
                 "exit_code": code, "signal": sig, "signal_name": signal_name(sig) if sig else None,
                 "core_dumped": core, "status": status, "thread": bool(c["flags"][i] & EXIT_THREAD),
                 "duration_ns": max(ts - start, 0), "start_boot_ns": start,
