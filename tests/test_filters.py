@@ -34,11 +34,13 @@ def test_event_filter_python_side():
 
 
 def test_types():
-    assert expand_types(None) == {"process.exec", "process.fork", "process.exit"}
+    every = expand_types(None)
+    assert {"process.exec", "process.fork", "process.exit", "file.open", "file.io"} <= every
     assert expand_types(["process.exec,process.exit"]) == {"process.exec", "process.exit"}
-    assert expand_types(["process.*"]) == expand_types(None)
+    assert expand_types(["process.*"]) == {"process.exec", "process.fork", "process.exit"}
+    assert expand_types(["file"]) == {t for t in every if t.startswith("file.")}
     with pytest.raises(UsageError, match="unknown event type"):
-        expand_types(["file.open"])
+        expand_types(["file.nope"])
 
 
 @pytest.mark.parametrize("text, n", [("16MB", 16 << 20), ("16M", 16 << 20), ("256k", 256 << 10),

@@ -81,3 +81,9 @@ def struct_size(btf: L.Btf, name: str) -> int:
 def enum_values(btf: L.Btf, name: str) -> dict[str, int]:
     """Values of `enum name` from BTF (e.g. event type ids)."""
     return btf.find(name, L.BTF_KIND_ENUM).enum_members()
+
+
+def cstr(raw: bytes) -> str:
+    """A C char array as text: up to the first NUL (the bytes after it are
+    whatever the buffer held before), invalid UTF-8 as \\xNN escapes."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")

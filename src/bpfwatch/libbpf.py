@@ -69,6 +69,7 @@ _PROTOTYPES: list[tuple[str, Any, list[Any]]] = [
     ("bpf_map__set_max_entries", _c_int, [_c_void_p, ctypes.c_uint32]),
     ("bpf_map__initial_value", _c_void_p, [_c_void_p, ctypes.POINTER(_c_size_t)]),
     ("bpf_map__btf_value_type_id", ctypes.c_uint32, [_c_void_p]),
+    ("bpf_map__reuse_fd", _c_int, [_c_void_p, _c_int]),
     ("bpf_map_lookup_elem", _c_int, [_c_int, _c_void_p, _c_void_p]),
     ("bpf_map_update_elem", _c_int, [_c_int, _c_void_p, _c_void_p, ctypes.c_uint64]),
     ("bpf_map_delete_elem", _c_int, [_c_int, _c_void_p]),
@@ -463,6 +464,10 @@ class Map:
     @max_entries.setter
     def max_entries(self, n: int) -> None:
         _check_rc(lib().bpf_map__set_max_entries(self.ptr, n), f"max_entries of map {self.name}")
+
+    def reuse_fd(self, fd: int) -> None:
+        """Before load: use an existing map (e.g. one shared by several objects)."""
+        _check_rc(lib().bpf_map__reuse_fd(self.ptr, fd), f"sharing map {self.name}")
 
     def _value_len(self) -> int:
         if self.map_type == MAP_TYPE_PERCPU_ARRAY or self.map_type in (5, 10):  # percpu kinds

@@ -6,6 +6,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from bpfwatch import caps, procfs
@@ -18,8 +19,9 @@ from bpfwatch.pipeline.enrich import Enricher
 from bpfwatch.pipeline.filter import EventFilter, parse_comm
 from bpfwatch.process_cache import ProcessCache, ProcInfo
 from bpfwatch.ringbuf import Poller
-from bpfwatch.sensors.base import DEFAULT_RING_SIZE, SensorOptions, check_ring_size
-from bpfwatch.sensors.process import ARGS_MAX, ProcessFilter, ProcessSensor
+from bpfwatch.sensors.base import DEFAULT_RING_SIZE, Scope, Sensor, SensorOptions, check_ring_size
+from bpfwatch.sensors.file import FileOptions, FileSensor, check_prefixes
+from bpfwatch.sensors.process import ARGS_MAX, TYPE_NAMES, ProcessOptions, ProcessSensor
 
 Event = dict[str, Any]
 
@@ -83,6 +85,8 @@ class Monitor:
         max_delay: float = 0.1,
         args_max: int = ARGS_MAX,
         duration: float | None = None,
+        paths: list[str] | None = None,
+        failed_only: bool = False,
     ) -> None:
         self.types = expand_types(types)
         pids, follows = _pids(pid, "--pid"), _pids(follow, "--follow")
@@ -94,13 +98,20 @@ class Monitor:
             raise UsageError("max_delay must be positive")
         self._follow_roots = follows or set()
         tracked = None if pids is None and follows is None else (pids or set()) | (follows or set())
-        self.kernel_filter = ProcessFilter(
-            pids=tracked, follow=follows is not None, types=self.types,
-            uid=next(iter(uids)) if uids and len(uids) == 1 else None,
-            comms=comms.exact if comm and comms.kernel_only else None,
-            threads=threads, args_max=args_max,
-        )
-        self.py_filter = EventFilter(comm=comms, uids=uids)
+        self.scope = Scope(pids=tracked, follow=follows is not None,
+                           uid=next(iter(uids)) if uids and len(uids) == 1 else None,
+                           comms=comms.exact if comm and comms.kernel_only else None)
+        self.scope.validate()
+        file_types = {t for t in self.types if t.startswith("file.")}
+        # the process sensor always runs: its events keep the process cache
+        # current for every other sensor's events
+        others = bool(file_types)
+        self.process_options = ProcessOptions(
+            types=set(TYPE_NAMES.values()) if others else self.types, threads=threads, args_max=args_max)
+        self.process_options.validate()
+        self.file_options = FileOptions(types=file_types, failed_only=failed_only,
+                                        prefixes=check_prefixes(list(paths or []))) if file_types else None
+        self.py_filter = EventFilter(comm=comms, uids=uids, types=self.types if others else None)
         self.options = SensorOptions(ring_size=check_ring_size(ring_size), wakeup_bytes=wakeup_bytes)
         self.snapshot = snapshot
         self.max_delay = max_delay
@@ -108,7 +119,7 @@ class Monitor:
         self.cache = ProcessCache()
         self.clock = BootClock()
         self.enrich = Enricher(self.cache, self.clock)
-        self.sensors: list[ProcessSensor] = []
+        self.sensors: list[Sensor] = []
         self._poller: Poller | None = None
         self._wake_r = self._wake_w = -1
         self._stopped = False
@@ -122,13 +133,18 @@ class Monitor:
 
     def start(self) -> Monitor:
         caps.require_tracing()
-        sensor = ProcessSensor(self.kernel_filter, self.options)
         try:
-            sensor.open()
-            self.sensors.append(sensor)
-            self._seed(sensor)
+            proc = ProcessSensor(self.process_options, self.options, self.scope)
+            proc.open()
+            self.sensors.append(proc)
+            if self.file_options is not None:
+                fs = FileSensor(self.file_options, self.options, replace(self.scope, shared=proc.shared_maps()))
+                fs.open()
+                self.sensors.append(fs)
+            self._seed(proc)
             self._poller = Poller()
-            self._poller.add(sensor.ring)  # type: ignore[arg-type]
+            for s in self.sensors:
+                self._poller.add(s.ring)  # type: ignore[arg-type]
             self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             self._poller.add_wakeup(self._wake_r)
         except BaseException:
@@ -138,7 +154,7 @@ class Monitor:
             self._deadline = time.monotonic() + self.duration
         return self
 
-    def _seed(self, sensor: ProcessSensor) -> None:
+    def _seed(self, sensor: Sensor) -> None:
         """Process table from /proc; with follow, the existing descendants too."""
         snap: list[Event] = []
         for p in procfs.snapshot():
@@ -152,12 +168,12 @@ class Monitor:
             for _ in range(2):
                 sensor.track({d for root in self._follow_roots for d in procfs.descendants(root)})
         if snap:
-            tracked = sensor.tracked() if self.kernel_filter.pids is not None else None
+            tracked = sensor.tracked() if self.scope.pids is not None else None
             snap = [e for e in snap if tracked is None or e["pid"] in tracked]
-            if self.kernel_filter.uid is not None:
-                snap = [e for e in snap if e["uid"] == self.kernel_filter.uid]
-            if self.kernel_filter.comms is not None:
-                snap = [e for e in snap if e["comm"] in self.kernel_filter.comms]
+            if self.scope.uid is not None:
+                snap = [e for e in snap if e["uid"] == self.scope.uid]
+            if self.scope.comms is not None:
+                snap = [e for e in snap if e["comm"] in self.scope.comms]
             self.enrich(snap)
             self._pending = self.py_filter(snap)
 

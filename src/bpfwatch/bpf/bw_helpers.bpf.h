@@ -84,6 +84,56 @@ static __always_inline void bw_fill_hdr(struct bw_hdr *h, __u32 type, struct tas
 	h->cpu = bpf_get_smp_processor_id();
 }
 
+/* ---- syscall arguments and file descriptors ---------------------------- */
+
+/* Argument i of a syscall from its saved user registers; valid at sys_exit
+ * too (the kernel leaves them in place; arm64 keeps the first in orig_x0). */
+static __always_inline __u64 bw_syscall_arg(struct pt_regs *regs, int i)
+{
+#if defined(__TARGET_ARCH_x86)
+	switch (i) {
+	case 0: return BPF_CORE_READ(regs, di);
+	case 1: return BPF_CORE_READ(regs, si);
+	case 2: return BPF_CORE_READ(regs, dx);
+	case 3: return BPF_CORE_READ(regs, r10);
+	case 4: return BPF_CORE_READ(regs, r8);
+	case 5: return BPF_CORE_READ(regs, r9);
+	}
+#elif defined(__TARGET_ARCH_arm64)
+	if (i == 0)
+		return BPF_CORE_READ(regs, orig_x0);
+	if (i > 0 && i < 6)
+		return BPF_CORE_READ(regs, regs[i]);
+#endif
+	return 0;
+}
+
+static __always_inline long bw_syscall_nr(struct pt_regs *regs)
+{
+#if defined(__TARGET_ARCH_x86)
+	return BPF_CORE_READ(regs, orig_ax);
+#elif defined(__TARGET_ARCH_arm64)
+	return BPF_CORE_READ(regs, syscallno);
+#else
+	return -1;
+#endif
+}
+
+/* The struct file behind fd in task's table, or NULL. */
+static __always_inline struct file *bw_fd_file(struct task_struct *task, long fd)
+{
+	struct files_struct *files = BPF_CORE_READ(task, files);
+	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	struct file **arr;
+	struct file *f = 0;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	arr = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &arr[fd]);
+	return f;
+}
+
 /* ---- path reconstruction ------------------------------------------------ */
 
 #define BW_PATH_MAX 4096        /* bytes of a path we keep, with its NUL */

@@ -1,36 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Process sensor: exec, fork and exit from BTF tracepoints, with pid, comm
  * and uid filters and descendant tracking done in the kernel. */
-#include "bw_helpers.bpf.h"
+#include "bw_filter.bpf.h"
 #include "process.h"
 
 BW_LAYOUT(struct bw_exec_event, exec);
 BW_LAYOUT(struct bw_fork_event, fork);
 BW_LAYOUT(struct bw_exit_event, exit);
 
-/* Filters, set by Python before load. */
-const volatile __u32 flt_tracked = 0;     /* only tgids in bw_tracked */
+/* Filters beyond the shared ones (bw_filter.bpf.h), set by Python before load. */
 const volatile __u32 flt_follow = 0;      /* children of tracked tgids are tracked */
-const volatile __u32 flt_uid_on = 0;
-const volatile __u32 flt_uid = 0;
-const volatile __u32 flt_comm = 0;        /* only comms in bw_comms */
 const volatile __u32 emit_mask = 0xffffffff; /* bit (1 << type) per event type */
 const volatile __u32 emit_threads = 0;
 const volatile __u32 args_max = BW_ARGS_MAX;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, __u8);
-} bw_tracked SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
-	__type(key, char[BW_COMM_LEN]);
-	__type(value, __u8);
-} bw_comms SEC(".maps");
 
 /* Exec records are assembled here, then copied to the ring at their real size.
  * Slack after the record keeps masked offsets inside the value. */
@@ -49,28 +31,6 @@ struct {
 static __always_inline int want(__u32 type)
 {
 	return emit_mask & (1u << type);
-}
-
-/* Scope: the tracked set decides which processes we look at at all. */
-static __always_inline int in_scope(__u32 tgid)
-{
-	return !flt_tracked || bpf_map_lookup_elem(&bw_tracked, &tgid);
-}
-
-/* Match: uid and comm only decide whether an event is emitted; they never
- * stop descendants of a followed process from being tracked. */
-static __always_inline int matches(struct task_struct *task)
-{
-	if (flt_uid_on && BPF_CORE_READ(task, cred, uid.val) != flt_uid)
-		return 0;
-	if (flt_comm) {
-		char comm[BW_COMM_LEN] = {};
-
-		BPF_CORE_READ_STR_INTO(&comm, task, comm);
-		if (!bpf_map_lookup_elem(&bw_comms, &comm))
-			return 0;
-	}
-	return 1;
 }
 
 /* Appends a path to the record at *off; returns the bytes written. */

@@ -19,7 +19,7 @@ from bpfwatch.sensors.base import DEFAULT_RING_SIZE
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("trace", help="stream live events",
-                       description="Stream process events from the kernel. Event types: "
+                       description="Stream events from the kernel. Event types: "
                        + ", ".join(EVENT_TYPES) + " (globs such as 'process.*' work).")
     p.add_argument("types", nargs="*", metavar="TYPE", help="event types to show (default: all)")
     p.add_argument("-t", "--type", dest="type_opt", action="append", default=[], metavar="TYPE",
@@ -32,6 +32,9 @@ def add_parser(sub: Any) -> None:
                    help="process name: exact, glob ('py*') or regex ('re:^py')")
     p.add_argument("-u", "--uid", action="append", metavar="UID",
                    help="user id or name (repeatable)")
+    p.add_argument("--path", action="append", metavar="PREFIX",
+                   help="file events only under this absolute path prefix (repeatable, in the kernel)")
+    p.add_argument("--failed-only", action="store_true", help="file events only for calls that failed")
     p.add_argument("-d", "--duration", type=parse_seconds, metavar="SECONDS", help="stop after this long")
     p.add_argument("--format", choices=["table", "json"],
                    help="table (default on a terminal) or json lines (default otherwise)")
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         types=types or None, pid=args.pid, follow=args.follow, comm=args.comm, uid=args.uid,
         threads=args.threads, snapshot=args.snapshot, ring_size=args.ring_size,
         wakeup_bytes=args.wakeup_bytes, max_delay=args.max_delay, duration=args.duration,
+        paths=args.path, failed_only=args.failed_only,
     )
     fmt = args.format or ("table" if args.output is None and sys.stdout.isatty() else "json")
     if fmt == "json":

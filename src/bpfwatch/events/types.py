@@ -10,6 +10,17 @@ EVENT_TYPES: dict[str, str] = {
     "process.exec": "a program was executed (execve/execveat)",
     "process.fork": "a process (or, with threads on, a thread) was created",
     "process.exit": "a process (or thread) exited",
+    "file.open": "a file was opened or created (open, openat, openat2, creat)",
+    "file.io": "read/write totals of one process on one file, when closed or at exit",
+    "file.unlink": "a file was removed",
+    "file.rename": "a file was renamed",
+    "file.mkdir": "a directory was created",
+    "file.rmdir": "a directory was removed",
+    "file.chmod": "a file's mode was changed",
+    "file.chown": "a file's owner was changed",
+    "file.truncate": "a file was truncated",
+    "file.link": "a hard link was made",
+    "file.symlink": "a symbolic link was made",
 }
 
 
@@ -20,8 +31,8 @@ def expand_types(patterns: list[str] | None) -> set[str]:
     out: set[str] = set()
     for raw in patterns:
         for pat in filter(None, (p.strip() for p in raw.split(","))):
-            if pat in ("process", "all"):
-                pat = "process.*" if pat == "process" else "*"
+            if pat in ("process", "file", "all"):
+                pat = f"{pat}.*" if pat != "all" else "*"
             hits = fnmatch.filter(EVENT_TYPES, pat)
             if not hits:
                 raise UsageError(f"unknown event type '{pat}' (known: {', '.join(EVENT_TYPES)})")

@@ -36,6 +36,8 @@ class Enricher:
                 if info is not None:
                     ev["exe"] = ev["exe"] or info.exe
                     ev["exec_id"] = info.exec_id
+                    ev["ppid"] = ev["ppid"] or info.ppid
+                    ev["cgroup_id"] = ev["cgroup_id"] or info.cgroup_id
         cache.expire()
 
     @staticmethod

@@ -1,6 +1,6 @@
 """Sensors: each loads one BPF object (bpf/<name>.bpf.c) and decodes its ring."""
 
-from bpfwatch.sensors.base import Sensor, SensorOptions
-from bpfwatch.sensors.process import ProcessFilter, ProcessSensor
+from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
+from bpfwatch.sensors.process import ProcessOptions, ProcessSensor
 
-__all__ = ["ProcessFilter", "ProcessSensor", "Sensor", "SensorOptions"]
+__all__ = ["ProcessOptions", "ProcessSensor", "Scope", "Sensor", "SensorOptions"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bpfwatch import libbpf as L
@@ -19,6 +19,31 @@ DEFAULT_RING_SIZE = 16 << 20
 class SensorOptions:
     ring_size: int = DEFAULT_RING_SIZE
     wakeup_bytes: int = 0  # BPF-side wake-up batching; 0 wakes on every record
+
+
+COMM_LEN = 16
+
+
+@dataclass(slots=True)
+class Scope:
+    """Which processes every sensor looks at, decided in the kernel
+    (bw_filter.bpf.h). One sensor owns the shared maps (bw_tracked, bw_comms);
+    the others reuse them by fd through `shared`."""
+
+    pids: set[int] | None = None   # tgids (None: all)
+    follow: bool = False           # descendants of tracked tgids join on fork
+    uid: int | None = None
+    comms: set[str] | None = None  # exact names (<= 15 bytes)
+    shared: dict[str, int] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for c in self.comms or ():
+            if len(c.encode()) >= COMM_LEN:
+                raise UsageError(f"comm '{c}' is longer than the kernel's {COMM_LEN - 1} bytes")
+
+    def rodata(self) -> dict[str, int]:
+        return {"flt_tracked": int(self.pids is not None), "flt_uid_on": int(self.uid is not None),
+                "flt_uid": self.uid or 0, "flt_comm": int(self.comms is not None)}
 
 
 def check_ring_size(size: int) -> int:
@@ -37,9 +62,12 @@ class Sensor:
 
     name = ""
     object_name = ""
+    uses_scope = True  # the object includes bw_filter.bpf.h
 
-    def __init__(self, options: SensorOptions | None = None) -> None:
+    def __init__(self, options: SensorOptions | None = None, scope: Scope | None = None) -> None:
         self.options = options or SensorOptions()
+        self.scope = scope or Scope()
+        self.scope.validate()
         check_ring_size(self.options.ring_size)
         self.obj: L.BpfObject | None = None
         self.ring: RingBuffer | None = None
@@ -53,9 +81,15 @@ class Sensor:
         try:
             obj.map("bw_events").max_entries = self.options.ring_size
             obj.set_rodata(bw_wakeup_bytes=self.options.wakeup_bytes)
+            if self.uses_scope:
+                obj.set_rodata(**self.scope.rodata())
+                for name, fd in self.scope.shared.items():
+                    obj.map(name).reuse_fd(fd)
             self.configure(obj)
             obj.load()
             self.obj = obj
+            if self.uses_scope and not self.scope.shared:
+                self._fill_scope(obj)
             self.populate(obj)
             self.layouts(obj.btf())
             obj.attach_all()
@@ -79,6 +113,31 @@ class Sensor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _fill_scope(self, obj: L.BpfObject) -> None:
+        if self.scope.pids is not None:
+            self.track(self.scope.pids)
+        if self.scope.comms is not None:
+            comms = obj.map("bw_comms")
+            for c in self.scope.comms:
+                comms.update(c.encode().ljust(COMM_LEN, b"\0"), b"\1")
+
+    def shared_maps(self) -> dict[str, int]:
+        """fds of the scope maps, for the other sensors to reuse."""
+        assert self.obj is not None
+        return {name: self.obj.map(name).fd for name in ("bw_tracked", "bw_comms")}
+
+    def track(self, pids: set[int] | list[int]) -> None:
+        """Adds tgids to the kernel's tracked set."""
+        assert self.obj is not None, "track() needs a loaded sensor"
+        tracked = self.obj.map("bw_tracked")
+        for pid in pids:
+            tracked.update(int(pid).to_bytes(4, "little"), b"\1")
+
+    def tracked(self) -> set[int]:
+        if self.obj is None:
+            return set()
+        return {int.from_bytes(k, "little") for k in self.obj.map("bw_tracked").keys()}
 
     # -- hooks ---------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from bpfwatch.sensors.base import Sensor, SensorOptions
 class LoadgenSensor(Sensor):
     name = "loadgen"
     object_name = "loadgen"
+    uses_scope = False
 
     def __init__(self, target_tgid: int, target_nr: int = -1, burst: int = 1,
                  options: SensorOptions | None = None, keep: bool = False) -> None:

@@ -14,15 +14,14 @@ from typing import Any
 import numpy as np
 
 from bpfwatch import libbpf as L
-from bpfwatch.btf_dtype import enum_values, struct_dtype
+from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.ids import exec_id, tick_floor
 from bpfwatch.events.model import common_fields
 from bpfwatch.ringbuf import Run
-from bpfwatch.sensors.base import Sensor, SensorOptions
+from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
 
 ARGS_MAX = 128 * 1024  # BW_ARGS_MAX in process.h: the most argv bytes captured
-COMM_LEN = 16
 
 EXEC_ARGS_TRUNCATED = 1 << 0
 EXEC_EXE_TRUNCATED = 1 << 1
@@ -67,21 +66,12 @@ def _text(raw: bytes) -> str:
 
 
 @dataclass(slots=True)
-class ProcessFilter:
-    """The in-kernel part of the filters for this sensor."""
-
-    pids: set[int] | None = None     # tgids to trace (None: all)
-    follow: bool = False             # ... and their descendants, from fork on
-    uid: int | None = None
-    comms: set[str] | None = None    # exact names (<= 15 bytes)
+class ProcessOptions:
     types: set[str] = field(default_factory=lambda: set(TYPE_NAMES.values()))
     threads: bool = False            # report thread creation/exit too
     args_max: int = ARGS_MAX
 
     def validate(self) -> None:
-        for c in self.comms or ():
-            if len(c.encode()) >= COMM_LEN:
-                raise UsageError(f"comm '{c}' is longer than the kernel's {COMM_LEN - 1} bytes")
         if not 0 <= self.args_max <= ARGS_MAX:
             raise UsageError(f"args_max must be between 0 and {ARGS_MAX}")
 
@@ -90,10 +80,11 @@ class ProcessSensor(Sensor):
     name = "process"
     object_name = "process"
 
-    def __init__(self, flt: ProcessFilter | None = None, options: SensorOptions | None = None) -> None:
-        super().__init__(options)
-        self.filter = flt or ProcessFilter()
-        self.filter.validate()
+    def __init__(self, popts: ProcessOptions | None = None, options: SensorOptions | None = None,
+                 scope: Scope | None = None) -> None:
+        super().__init__(options, scope)
+        self.popts = popts or ProcessOptions()
+        self.popts.validate()
 
     # -- loading ----------------------------------------------------------------
 
@@ -103,35 +94,10 @@ class ProcessSensor(Sensor):
             ids = enum_values(btf, "bw_event_type")
         mask = 0
         for cname, tname in TYPE_NAMES.items():
-            if tname in self.filter.types:
+            if tname in self.popts.types:
                 mask |= 1 << ids[cname]
-        f = self.filter
-        obj.set_rodata(
-            flt_tracked=int(f.pids is not None), flt_follow=int(f.follow),
-            flt_uid_on=int(f.uid is not None), flt_uid=f.uid or 0,
-            flt_comm=int(f.comms is not None), emit_mask=mask,
-            emit_threads=int(f.threads), args_max=f.args_max,
-        )
-
-    def populate(self, obj: L.BpfObject) -> None:
-        if self.filter.pids is not None:
-            self.track(self.filter.pids)
-        if self.filter.comms is not None:
-            comms = obj.map("bw_comms")
-            for c in self.filter.comms:
-                comms.update(c.encode().ljust(COMM_LEN, b"\0"), b"\1")
-
-    def track(self, pids: set[int] | list[int]) -> None:
-        """Adds tgids to the kernel's tracked set (with follow, their children join by themselves)."""
-        assert self.obj is not None, "track() needs a loaded sensor"
-        tracked = self.obj.map("bw_tracked")
-        for pid in pids:
-            tracked.update(int(pid).to_bytes(4, "little"), b"\1")
-
-    def tracked(self) -> set[int]:
-        if self.obj is None:
-            return set()
-        return {int.from_bytes(k, "little") for k in self.obj.map("bw_tracked").keys()}
+        obj.set_rodata(flt_follow=int(self.scope.follow), emit_mask=mask,
+                       emit_threads=int(self.popts.threads), args_max=self.popts.args_max)
 
     def layouts(self, btf: L.Btf) -> None:
         super().layouts(btf)
@@ -208,12 +174,12 @@ class ProcessSensor(Sensor):
                 parts.pop()  # the NUL that ends the last argument
             complete = len(parts)
         argv = [_text(p) for p in parts]
-        tty = r["tty"].decode(errors="replace") or None
+        tty = cstr(r["tty"]) or None
         if tty and tty.startswith("pts") and tty[3:].isdigit():
             tty = f"pts/{tty[3:]}"
         return {
             **common_fields("process.exec", r["ts_boot_ns"], r["pid"], r["tid"], r["ppid"], r["uid"],
-                            r["comm"].decode(errors="replace"), exe, r["cgroup_id"],
+                            cstr(r["comm"]), exe, r["cgroup_id"],
                             exec_id(r["pid"], r["ts_boot_ns"])),
             "gid": r["gid"], "euid": r["euid"], "egid": r["egid"],
             "loginuid": None if r["loginuid"] == 0xFFFFFFFF else r["loginuid"],
@@ -223,7 +189,7 @@ class ProcessSensor(Sensor):
             "argv_omitted_bytes": r["args_size"] - args_len,
             "cwd": cwd, "tty": tty, "ns_pid": r["ns_pid"], "pidns": r["pidns"],
             "start_boot_ns": r["start_boot_ns"],
-            "parent": {"pid": r["ppid"], "comm": r["pcomm"].decode(errors="replace"), "exe": pexe,
+            "parent": {"pid": r["ppid"], "comm": cstr(r["pcomm"]), "exe": pexe,
                        "exec_id": None},
         }
 
@@ -235,7 +201,7 @@ class ProcessSensor(Sensor):
             flags, cpid, cstart = c["flags"][i], c["child_pid"][i], c["child_start_boot_ns"][i]
             out.append({
                 **common_fields("process.fork", ts, c["pid"][i], c["tid"][i], c["ppid"][i], c["uid"][i],
-                                c["comm"][i].decode(errors="replace"), None, c["cgroup_id"][i], None),
+                                cstr(c["comm"][i]), None, c["cgroup_id"][i], None),
                 "child_pid": cpid, "child_tid": c["child_tid"][i], "thread": bool(flags & FORK_THREAD),
                 "clone_flags": clone_flag_names(c["clone_flags"][i]), "child_start_boot_ns": cstart,
                 "child_exec_id": exec_id(cpid, tick_floor(cstart)),
@@ -250,7 +216,7 @@ class ProcessSensor(Sensor):
             code, sig, core = decode_wait_status(status)
             out.append({
                 **common_fields("process.exit", ts, pid, c["tid"][i], c["ppid"][i], c["uid"][i],
-                                c["comm"][i].decode(errors="replace"), None, c["cgroup_id"][i],
+                                cstr(c["comm"][i]), None, c["cgroup_id"][i],
                                 exec_id(pid, tick_floor(start))),
                 "exit_code": code, "signal": sig, "signal_name": signal_name(sig) if sig else None,
                 "core_dumped": core, "status": status, "thread": bool(c["flags"][i] & EXIT_THREAD),

@@ -1,0 +1,104 @@
+"""Writes src/bpfwatch/schema/events.schema.json (run after changing an event's
+fields; tests/test_schema.py fails while the committed file differs)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "src/bpfwatch/schema/events.schema.json"
+
+U32 = {"type": "integer", "minimum": 0, "maximum": 4294967295}
+U64 = {"type": "integer", "minimum": 0}
+NSTR = {"type": ["string", "null"]}
+NINT = {"type": ["integer", "null"]}
+BOOL = {"type": "boolean"}
+
+COMMON = {
+    "ts": {"type": "integer", "description": "nanoseconds since the Unix epoch"},
+    "time": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$",
+             "description": "ts as ISO-8601 UTC"},
+    "type": {"type": "string"},
+    "source": {"enum": ["ebpf", "procfs", "poll"],
+               "description": "ebpf: seen by the kernel; procfs: the start-up snapshot; poll: /proc polling"},
+    "pid": {**U32, "description": "process id (tgid) in the initial pid namespace"},
+    "tid": {**U32, "description": "thread id"},
+    "ppid": {**U32, "description": "parent process id"},
+    "uid": {**U32, "description": "real user id"},
+    "user": {**NSTR, "description": "user name of uid, when it has one"},
+    "comm": {"type": "string", "maxLength": 15, "description": "the kernel's task name (15 bytes)"},
+    "exe": {**NSTR, "description": "absolute path of the executable"},
+    "cgroup_id": {**U64, "description": "cgroup v2 id (the inode of its directory)"},
+    "exec_id": {**NSTR, "description": "stable id of the process image (see docs/events.md)"},
+}
+
+FILE_RESULT = {"path": NSTR, "syscall": {"type": "string"}, "ret": {"type": "integer"},
+               "error": {**NSTR, "description": "errno name when the call failed"}}
+OPTIONAL = {"path_truncated": BOOL}
+
+TYPES: dict[str, dict[str, object]] = {
+    "process.exec": {
+        "gid": U32, "euid": U32, "egid": U32, "loginuid": NINT,
+        "argv": {"type": "array", "items": {"type": "string"}},
+        "argc": U32, "argv_truncated": BOOL, "argv_omitted_args": U32, "argv_omitted_bytes": U32,
+        "cwd": NSTR, "tty": NSTR, "ns_pid": NINT, "pidns": NINT, "start_boot_ns": U64,
+        "parent": {"type": "object", "required": ["pid", "comm", "exe", "exec_id"],
+                   "additionalProperties": False,
+                   "properties": {"pid": U32, "comm": NSTR, "exe": NSTR, "exec_id": NSTR}},
+    },
+    "process.fork": {
+        "child_pid": U32, "child_tid": U32, "thread": BOOL,
+        "clone_flags": {"type": "array", "items": {"type": "string", "pattern": "^CLONE_[A-Z_]+$"}},
+        "child_start_boot_ns": U64, "child_exec_id": NSTR,
+    },
+    "process.exit": {
+        "exit_code": {"type": ["integer", "null"], "minimum": 0, "maximum": 255},
+        "signal": {"type": ["integer", "null"], "minimum": 1, "maximum": 127},
+        "signal_name": NSTR, "core_dumped": BOOL, "status": U32, "thread": BOOL,
+        "duration_ns": U64, "start_boot_ns": U64, "user_time_ns": U64, "system_time_ns": U64,
+    },
+    "file.open": {**FILE_RESULT, "flags": {"type": "array", "items": {"type": "string", "pattern": "^O_"}},
+                  "mode": NINT, "fd": NINT},
+    "file.unlink": FILE_RESULT,
+    "file.rmdir": FILE_RESULT,
+    "file.mkdir": {**FILE_RESULT, "mode": U32},
+    "file.chmod": {**FILE_RESULT, "mode": U32},
+    "file.chown": {**FILE_RESULT, "owner_uid": NINT, "owner_gid": NINT},
+    "file.truncate": {**FILE_RESULT, "length": {"type": "integer"}},
+    "file.rename": {**FILE_RESULT, "new_path": NSTR},
+    "file.link": {**FILE_RESULT, "new_path": NSTR},
+    "file.symlink": {**FILE_RESULT, "target": NSTR},
+    "file.io": {"path": NSTR, "reads": U64, "writes": U64, "read_bytes": U64, "write_bytes": U64,
+                "duration_ns": U64, "closed": BOOL},
+}
+
+
+def variant(name: str, fields: dict[str, object]) -> dict[str, object]:
+    extra = OPTIONAL if name.startswith("file.") and name != "file.io" else {}
+    return {"if": {"properties": {"type": {"const": name}}},
+            "then": {"properties": {**{k: True for k in COMMON}, **fields, **extra},
+                     "required": list(fields), "additionalProperties": False}}
+
+
+def schema() -> dict[str, object]:
+    common = {**COMMON, "type": {"enum": sorted(TYPES)}}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://bpfwatch.dev/schema/events.schema.json",
+        "title": "bpfwatch event",
+        "description": "One event as written by every bpfwatch output (JSON lines, API). See docs/events.md.",
+        "type": "object",
+        "properties": common,
+        "required": list(COMMON),
+        "allOf": [variant(n, f) for n, f in TYPES.items()],
+    }
+
+
+def render() -> str:
+    return json.dumps(schema(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render())
+    sys.stdout.write(f"wrote {OUT}\n")

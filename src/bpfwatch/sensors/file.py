@@ -1,0 +1,278 @@
+"""File sensor: file.open, file.unlink/rename/mkdir/rmdir/chmod/chown/truncate/
+link/symlink, and file.io totals per (process, file).
+
+BPF side: bpf/file.bpf.c. Which syscalls it decodes, and how, is the table
+below, written to the kernel per architecture; path prefix filters run in the
+kernel for paths the kernel resolves, and here for the rest.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bpfwatch import libbpf as L
+from bpfwatch import syscalls
+from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
+from bpfwatch.errors import UsageError
+from bpfwatch.events.model import common_fields
+from bpfwatch.ringbuf import Run
+from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
+
+PREFIX_MAX = 256
+PREFIXES = 16
+ARG_NONE, DIR_CWD, DIR_NONE, ARG_HOW = -1, -2, -3, -4
+PATH1_RESOLVED, PATH1_TRUNC, PATH2_TRUNC = 1, 2, 4
+AT_REMOVEDIR = 0x200
+
+# kind name in file.h -> event type
+KINDS = {
+    "BW_FILE_OPEN": "file.open", "BW_FILE_UNLINK": "file.unlink", "BW_FILE_RENAME": "file.rename",
+    "BW_FILE_MKDIR": "file.mkdir", "BW_FILE_RMDIR": "file.rmdir", "BW_FILE_CHMOD": "file.chmod",
+    "BW_FILE_CHOWN": "file.chown", "BW_FILE_TRUNCATE": "file.truncate", "BW_FILE_LINK": "file.link",
+    "BW_FILE_SYMLINK": "file.symlink", "BW_FILE_READ": "file.io", "BW_FILE_WRITE": "file.io",
+}
+FILE_TYPES = sorted(set(KINDS.values()))
+
+_CWD = {"dirfd1": DIR_CWD}
+# syscall -> (kind, argument layout); absent arguments are ARG_NONE
+SYSCALLS: dict[str, tuple[str, dict[str, int]]] = {
+    "open": ("BW_FILE_OPEN", {**_CWD, "path1": 0, "flags": 1, "mode": 2}),
+    "openat": ("BW_FILE_OPEN", {"dirfd1": 0, "path1": 1, "flags": 2, "mode": 3}),
+    "openat2": ("BW_FILE_OPEN", {"dirfd1": 0, "path1": 1, "flags": ARG_HOW}),
+    "creat": ("BW_FILE_OPEN", {**_CWD, "path1": 0, "mode": 1,
+                               "fixed_flags": os.O_CREAT | os.O_WRONLY | os.O_TRUNC}),
+    "unlink": ("BW_FILE_UNLINK", {**_CWD, "path1": 0}),
+    "unlinkat": ("BW_FILE_UNLINK", {"dirfd1": 0, "path1": 1, "flags": 2}),
+    "rmdir": ("BW_FILE_RMDIR", {**_CWD, "path1": 0}),
+    "mkdir": ("BW_FILE_MKDIR", {**_CWD, "path1": 0, "mode": 1}),
+    "mkdirat": ("BW_FILE_MKDIR", {"dirfd1": 0, "path1": 1, "mode": 2}),
+    "rename": ("BW_FILE_RENAME", {**_CWD, "path1": 0, "dirfd2": DIR_CWD, "path2": 1}),
+    "renameat": ("BW_FILE_RENAME", {"dirfd1": 0, "path1": 1, "dirfd2": 2, "path2": 3}),
+    "renameat2": ("BW_FILE_RENAME", {"dirfd1": 0, "path1": 1, "dirfd2": 2, "path2": 3, "flags": 4}),
+    "link": ("BW_FILE_LINK", {**_CWD, "path1": 0, "dirfd2": DIR_CWD, "path2": 1}),
+    "linkat": ("BW_FILE_LINK", {"dirfd1": 0, "path1": 1, "dirfd2": 2, "path2": 3, "flags": 4}),
+    "symlink": ("BW_FILE_SYMLINK", {"dirfd1": DIR_NONE, "path1": 0, "dirfd2": DIR_CWD, "path2": 1}),
+    "symlinkat": ("BW_FILE_SYMLINK", {"dirfd1": DIR_NONE, "path1": 0, "dirfd2": 1, "path2": 2}),
+    "chmod": ("BW_FILE_CHMOD", {**_CWD, "path1": 0, "mode": 1}),
+    "fchmod": ("BW_FILE_CHMOD", {"fd": 0, "mode": 1}),
+    "fchmodat": ("BW_FILE_CHMOD", {"dirfd1": 0, "path1": 1, "mode": 2}),
+    "fchmodat2": ("BW_FILE_CHMOD", {"dirfd1": 0, "path1": 1, "mode": 2, "flags": 3}),
+    "chown": ("BW_FILE_CHOWN", {**_CWD, "path1": 0, "owner": 1}),
+    "lchown": ("BW_FILE_CHOWN", {**_CWD, "path1": 0, "owner": 1}),
+    "fchown": ("BW_FILE_CHOWN", {"fd": 0, "owner": 1}),
+    "fchownat": ("BW_FILE_CHOWN", {"dirfd1": 0, "path1": 1, "owner": 2, "flags": 4}),
+    "truncate": ("BW_FILE_TRUNCATE", {**_CWD, "path1": 0, "length": 1}),
+    "ftruncate": ("BW_FILE_TRUNCATE", {"fd": 0, "length": 1}),
+    **{n: ("BW_FILE_READ", {"fd": 0}) for n in ("read", "pread64", "readv", "preadv", "preadv2")},
+    **{n: ("BW_FILE_WRITE", {"fd": 0}) for n in ("write", "pwrite64", "writev", "pwritev", "pwritev2")},
+}
+
+_OPEN_FLAGS = [(getattr(os, n), n) for n in (
+    "O_CREAT", "O_EXCL", "O_NOCTTY", "O_TRUNC", "O_APPEND", "O_NONBLOCK", "O_DSYNC", "O_ASYNC",
+    "O_DIRECT", "O_DIRECTORY", "O_NOFOLLOW", "O_NOATIME", "O_CLOEXEC", "O_PATH") if hasattr(os, n)]
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_O_SYNC = getattr(os, "O_SYNC", 0)
+
+
+def open_flag_names(flags: int) -> list[str]:
+    names = [("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")[flags & 3]]
+    if _O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE:
+        names.append("O_TMPFILE")
+        flags &= ~_O_TMPFILE
+    if _O_SYNC and flags & _O_SYNC == _O_SYNC:
+        names.append("O_SYNC")
+        flags &= ~_O_SYNC
+    names += [n for bit, n in _OPEN_FLAGS if flags & bit]
+    return names
+
+
+def error_name(ret: int) -> str | None:
+    return errno.errorcode.get(-ret, f"E{-ret}") if ret < 0 else None
+
+
+def join_path(directory: str | None, path: str) -> str:
+    """An absolute, normalised path from a dir and a path relative to it."""
+    full = posixpath.join(directory, path) if directory and not path.startswith("/") else path
+    full = posixpath.normpath(full)
+    return "/" + full.lstrip("/") if full.startswith("//") else full
+
+
+def check_prefixes(prefixes: list[str]) -> list[str]:
+    out = []
+    for p in prefixes:
+        if not p.startswith("/"):
+            raise UsageError(f"path prefix '{p}' must be absolute (start with /)")
+        if len(p.encode()) >= PREFIX_MAX:
+            raise UsageError(f"path prefix '{p[:40]}...' is longer than {PREFIX_MAX - 1} bytes")
+        out.append(p)
+    if len(out) > PREFIXES:
+        raise UsageError(f"at most {PREFIXES} path prefixes")
+    return out
+
+
+@dataclass(slots=True)
+class FileOptions:
+    types: set[str] = field(default_factory=lambda: set(FILE_TYPES))
+    failed_only: bool = False
+    prefixes: list[str] = field(default_factory=list)
+
+
+class FileSensor(Sensor):
+    name = "file"
+    object_name = "file"
+
+    def __init__(self, fopts: FileOptions | None = None, options: SensorOptions | None = None,
+                 scope: Scope | None = None) -> None:
+        super().__init__(options, scope)
+        self.fopts = fopts or FileOptions()
+        self.fopts.prefixes = check_prefixes(self.fopts.prefixes)
+        self._paths: dict[tuple[int, int], str] = {}
+
+    def configure(self, obj: L.BpfObject) -> None:
+        obj.map("bw_file_scratch").max_entries = L.num_possible_cpus()
+        with obj.btf() as btf:
+            self._kind_ids = enum_values(btf, "bw_file_kind")
+        mask = 0
+        for cname, tname in KINDS.items():
+            if tname in self.fopts.types:
+                mask |= 1 << self._kind_ids[cname]
+        obj.set_rodata(emit_kinds=mask, failed_only=int(self.fopts.failed_only),
+                       n_prefixes=len(self.fopts.prefixes), nr_close=syscalls.table()["close"],
+                       nr_dup2=syscalls.table().get("dup2", -1), nr_dup3=syscalls.table()["dup3"])
+
+    def populate(self, obj: L.BpfObject) -> None:
+        with obj.btf() as btf:
+            desc_dt = struct_dtype(btf, "bw_sysdesc")
+        table = obj.map("bw_sysdesc")
+        nrs = syscalls.table()
+        close = np.zeros(1, desc_dt)
+        close[0]["kind"] = self._kind_ids["BW_FILE_CLOSE"]
+        for name, (kind, layout) in SYSCALLS.items():
+            if name not in nrs:
+                continue  # e.g. arm64 has no open(2)
+            rec = np.zeros(1, desc_dt)
+            for f in ("dirfd1", "path1", "dirfd2", "path2", "fd", "flags", "mode", "owner", "length"):
+                rec[0][f] = layout.get(f, ARG_NONE)
+            rec[0]["fixed_flags"] = layout.get("fixed_flags", 0)
+            rec[0]["kind"] = self._kind_ids[kind]
+            table.update(nrs[name].to_bytes(4, "little"), rec.tobytes())
+        table.update(nrs["close"].to_bytes(4, "little"), close.tobytes())
+        prefixes = obj.map("bw_prefixes")
+        for i, p in enumerate(self.fopts.prefixes):
+            raw = p.encode()
+            prefixes.update(i.to_bytes(4, "little"), len(raw).to_bytes(4, "little") + raw.ljust(PREFIX_MAX, b"\0"))
+
+    def layouts(self, btf: L.Btf) -> None:
+        super().layouts(btf)
+        ids = enum_values(btf, "bw_event_type")
+        self.op_dtype = struct_dtype(btf, "bw_file_event")
+        self.io_dtype = struct_dtype(btf, "bw_fileio_event")
+        self.path_dtype = struct_dtype(btf, "bw_fileio_path_event")
+        self._kind_names = {v: KINDS.get(k) for k, v in enum_values(btf, "bw_file_kind").items()}
+        self._decoders = {ids["BW_EV_FILE_OP"]: self._decode_op, ids["BW_EV_FILE_IO"]: self._decode_io,
+                          ids["BW_EV_FILE_IOPATH"]: self._decode_path}
+
+    # -- decoding ---------------------------------------------------------------
+
+    def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
+        types = run.view(self.hdr_dtype)["type"]
+        for t in np.unique(types).tolist():
+            fn = self._decoders.get(t)
+            if fn is not None:
+                fn(run, None if run.count == 1 else np.flatnonzero(types == t).tolist(), out)
+
+    def _fixed(self, run: Run, i: int, dt: np.dtype) -> tuple[dict[str, Any], bytes]:
+        rec = bytes(run.record(i))
+        return dict(zip(dt.names, np.frombuffer(rec, dt, count=1).tolist()[0], strict=True)), rec[dt.itemsize:]
+
+    def _decode_path(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
+        for i in idx if idx is not None else range(run.count):
+            r, data = self._fixed(run, i, self.path_dtype)
+            self._paths[(r["tgid"], r["file"])] = _text(data[: r["path_len"]])
+
+    def _decode_io(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
+        recs = run.view(self.io_dtype)
+        if idx is not None:
+            recs = recs[idx]
+        for r in recs.tolist():
+            r = dict(zip(self.io_dtype.names, r, strict=True))
+            path = self._paths.pop((r["tgid"], r["file"]), None)
+            if not self.path_wanted(path):
+                continue
+            out.append({
+                **common_fields("file.io", r["ts_boot_ns"], r["tgid"], r["tid"], 0, r["uid"],
+                                cstr(r["comm"]), None, 0, None),
+                "path": path, "reads": r["reads"], "writes": r["writes"], "read_bytes": r["read_bytes"],
+                "write_bytes": r["write_bytes"], "duration_ns": max(r["last_ns"] - r["first_ns"], 0),
+                "closed": bool(r["closed"]),
+            })
+
+    def _decode_op(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
+        for i in idx if idx is not None else range(run.count):
+            r, data = self._fixed(run, i, self.op_dtype)
+            ev = self._op_event(r, data)
+            if ev is not None:
+                out.append(ev)
+
+    def _op_event(self, r: dict[str, Any], data: bytes) -> dict[str, Any] | None:
+        parts = []
+        o = 0
+        for n in (r["path1_len"], r["dir1_len"], r["path2_len"], r["dir2_len"]):
+            parts.append(_text(data[o: o + n].rstrip(b"\0")) if n else None)
+            o += n
+        p1, d1, p2, d2 = parts
+        kind = self._kind_names.get(r["kind"])
+        sysname = syscalls.name_of(r["nr"])
+        if kind == "file.unlink" and sysname == "unlinkat" and r["flags"] & AT_REMOVEDIR:
+            kind = "file.rmdir"
+        if kind is None:
+            return None
+        ret = r["ret"]
+        if kind == "file.symlink":
+            path, target = (join_path(d2, p2) if p2 is not None else None), p1
+        else:
+            path = p1 if r["rflags"] & PATH1_RESOLVED or p1 is None else join_path(d1, p1)
+            target = None
+        if not self.path_wanted(path):
+            return None
+        ev = {
+            **common_fields(kind, r["ts_boot_ns"], r["pid"], r["tid"], 0, r["uid"],
+                            cstr(r["comm"]), None, r["cgroup_id"], None),
+            "path": path, "syscall": sysname, "ret": ret, "error": error_name(ret),
+        }
+        if r["rflags"] & (PATH1_TRUNC | PATH2_TRUNC):
+            ev["path_truncated"] = True
+        if kind == "file.open":
+            flags = r["flags"]
+            ev["flags"] = open_flag_names(flags)
+            ev["mode"] = r["mode"] & 0o7777 if flags & os.O_CREAT or (_O_TMPFILE and flags & _O_TMPFILE) else None
+            ev["fd"] = ret if ret >= 0 else None
+        elif kind in ("file.mkdir", "file.chmod"):
+            ev["mode"] = r["mode"] & 0o7777
+        elif kind == "file.chown":
+            ev["owner_uid"] = None if r["owner_uid"] == 0xFFFFFFFF else r["owner_uid"]
+            ev["owner_gid"] = None if r["owner_gid"] == 0xFFFFFFFF else r["owner_gid"]
+        elif kind == "file.truncate":
+            ev["length"] = r["length"]
+        elif kind in ("file.rename", "file.link"):
+            ev["new_path"] = join_path(d2, p2) if p2 is not None else None
+        elif kind == "file.symlink":
+            ev["target"] = target
+        return ev
+
+    def path_wanted(self, path: str | None) -> bool:
+        """The Python half of the prefix filter (for paths the kernel could not resolve)."""
+        prefixes = self.fopts.prefixes
+        if not prefixes:
+            return True
+        return path is not None and any(path.startswith(p) for p in prefixes)
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
