@@ -53,11 +53,11 @@ run: bpf venv
 	$(VENV)/bin/bpfwatch trace $(ARGS)
 
 test: bpf venv
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
 	$(VPY) -m pytest $(ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
 
 bench: bpf venv
 	$(VPY) bench/run_all.py

@@ -194,7 +194,7 @@ class FileSensor(Sensor):
     def _decode_path(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         for i in idx if idx is not None else range(run.count):
             r, data = self._fixed(run, i, self.path_dtype)
-            self._paths[(r["tgid"], r["file"])] = _text(data[: r["path_len"]])
+            self._paths[(r["tgid"], r["file"])] = _text(data[: r["path_len"]].rstrip(b"\0"))
 
     def _decode_io(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         recs = run.view(self.io_dtype)

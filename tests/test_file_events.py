@@ -1,0 +1,196 @@
+"""The file sensor on the real kernel: real file operations in a temp dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import bpfwatch
+from conftest import collect
+
+pytestmark = pytest.mark.kernel
+ME = os.getpid()
+MARK = "/bin/true"  # exec'd last: its exit says everything before was seen
+
+
+def _trace(tmp, fn, **kw):
+    """Runs fn(tmp) while tracing file.* under tmp; returns this process's file events."""
+    kw.setdefault("types", ["file.*", "process.exit"])
+    with bpfwatch.Monitor(follow=ME, paths=[str(tmp)], **kw) as m:
+        fn(tmp)
+        marker = subprocess.Popen([MARK])
+        marker.wait()
+        events = collect(m, lambda ev: any(e["type"] == "process.exit" and e["pid"] == marker.pid for e in ev))
+    return [e for e in events if e["type"].startswith("file.")]
+
+
+def _one(events, type_, **match):
+    hits = [e for e in events if e["type"] == type_ and all(e.get(k) == v for k, v in match.items())]
+    assert len(hits) == 1, (type_, match, [e for e in events if e["type"] == type_])
+    return hits[0]
+
+
+def test_every_file_operation(tmp_path):
+    d = os.path.realpath(tmp_path)
+
+    def ops(t):
+        fd = os.open(t / "a.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        os.write(fd, b"x" * 100)
+        os.close(fd)
+        os.rename(t / "a.txt", t / "b.txt")
+        os.mkdir(t / "sub", 0o750)
+        os.chmod(t / "b.txt", 0o600)
+        os.chown(t / "b.txt", 65534, -1)
+        os.truncate(t / "b.txt", 10)
+        os.link(t / "b.txt", t / "hard")
+        os.symlink("b.txt", t / "soft")
+        os.unlink(t / "hard")
+        os.unlink(t / "soft")
+        os.rmdir(t / "sub")
+        with pytest.raises(FileNotFoundError):
+            os.open(t / "missing", os.O_RDONLY)
+
+    ev = _trace(tmp_path, ops)
+    op = _one(ev, "file.open", path=f"{d}/a.txt", error=None)
+    assert op["flags"][:1] == ["O_WRONLY"] and {"O_CREAT", "O_EXCL", "O_CLOEXEC"} <= set(op["flags"])
+    assert op["mode"] == 0o640 and op["fd"] >= 0 and op["syscall"] == "openat"
+    assert op["pid"] == ME and op["exe"] == os.path.realpath(sys.executable) and op["exec_id"]
+    io = _one(ev, "file.io", path=f"{d}/a.txt")
+    assert (io["writes"], io["write_bytes"], io["reads"], io["read_bytes"]) == (1, 100, 0, 0)
+    assert io["closed"] is True
+    assert _one(ev, "file.rename", path=f"{d}/a.txt")["new_path"] == f"{d}/b.txt"
+    assert _one(ev, "file.mkdir", path=f"{d}/sub")["mode"] == 0o750
+    assert _one(ev, "file.chmod", path=f"{d}/b.txt")["mode"] == 0o600
+    ch = _one(ev, "file.chown", path=f"{d}/b.txt")
+    assert ch["owner_uid"] == 65534 and ch["owner_gid"] is None
+    assert _one(ev, "file.truncate", path=f"{d}/b.txt")["length"] == 10
+    assert _one(ev, "file.link", path=f"{d}/b.txt")["new_path"] == f"{d}/hard"
+    sl = _one(ev, "file.symlink", path=f"{d}/soft")
+    assert sl["target"] == "b.txt"
+    _one(ev, "file.unlink", path=f"{d}/hard")
+    _one(ev, "file.unlink", path=f"{d}/soft")
+    _one(ev, "file.rmdir", path=f"{d}/sub")
+    miss = _one(ev, "file.open", path=f"{d}/missing")
+    assert miss["error"] == "ENOENT" and miss["fd"] is None and miss["ret"] < 0
+    for e in ev:
+        assert e["type"] == "file.io" or e is miss or e["error"] is None
+
+
+def test_file_io_exact_counts_and_exit_flush(tmp_path):
+    d = os.path.realpath(tmp_path)
+    code = f"""
+import os
+fd = os.open({d + '/data'!r}, os.O_RDWR | os.O_CREAT, 0o600)
+for _ in range(37):
+    os.write(fd, b"y" * 1000)
+os.lseek(fd, 0, 0)
+got = 0
+while True:
+    b = os.read(fd, 4096)
+    if not b:
+        break
+    got += len(b)
+os.pwrite(fd, b"z" * 5, 0)
+os._exit(0)   # no close(): the totals come out at exit
+"""
+
+    def run(t):
+        subprocess.run([sys.executable, "-c", code], check=True)
+
+    ev = _trace(tmp_path, run)
+    io = _one(ev, "file.io", path=f"{d}/data")
+    assert io["writes"] == 38 and io["write_bytes"] == 37_000 + 5
+    assert io["reads"] == 10 and io["read_bytes"] == 37_000  # 9 full reads of 4096 + 1 of 136
+    assert io["closed"] is False
+
+
+def test_relative_paths_resolved(tmp_path):
+    d = os.path.realpath(tmp_path)
+    (tmp_path / "in").mkdir()
+
+    def run(t):
+        dfd = os.open(t / "in", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = os.open("rel.txt", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=dfd)
+            os.close(fd)
+            with pytest.raises(FileNotFoundError):
+                os.open("nope/x", os.O_RDONLY, dir_fd=dfd)
+            os.unlink("rel.txt", dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        subprocess.run(["/bin/sh", "-c", "cd in && mkdir ./r2 && rmdir ../in/r2"], cwd=t, check=True)
+
+    ev = _trace(tmp_path, run)
+    _one(ev, "file.open", path=f"{d}/in/rel.txt", error=None)
+    assert _one(ev, "file.open", path=f"{d}/in/nope/x")["error"] == "ENOENT"
+    _one(ev, "file.unlink", path=f"{d}/in/rel.txt")
+    assert _one(ev, "file.mkdir", path=f"{d}/in/r2")["comm"] == "mkdir"
+    _one(ev, "file.rmdir", path=f"{d}/in/r2")
+
+
+def test_path_prefix_excludes_other_dirs(tmp_path):
+    inside, outside = tmp_path / "in", tmp_path / "out"
+    inside.mkdir()
+    outside.mkdir()
+
+    def run(t):
+        for base in (inside, outside):
+            (base / "f").write_bytes(b"abc")
+            (base / "f").unlink()
+
+    with bpfwatch.Monitor(follow=ME, paths=[str(os.path.realpath(inside))], types=["file.*", "process.exit"]) as m:
+        run(tmp_path)
+        marker = subprocess.Popen([MARK])
+        marker.wait()
+        ev = collect(m, lambda ev: any(e["type"] == "process.exit" and e["pid"] == marker.pid for e in ev))
+    paths = {e["path"] for e in ev if e["type"].startswith("file.")}
+    assert paths == {os.path.realpath(inside / "f")}
+
+
+def test_failed_only(tmp_path):
+    def run(t):
+        (t / "ok").write_text("fine")
+        with pytest.raises(FileNotFoundError):
+            (t / "missing").read_text()
+        with pytest.raises(FileNotFoundError):
+            os.unlink(t / "gone")
+
+    ev = _trace(tmp_path, run, failed_only=True)
+    assert ev and all(e["error"] == "ENOENT" for e in ev if e["type"] != "file.io")
+    assert {e["type"] for e in ev if e["type"] != "file.io"} == {"file.open", "file.unlink"}
+
+
+def test_dup2_onto_a_file_emits_its_totals(tmp_path):
+    d = os.path.realpath(tmp_path)
+    code = f"""
+import os
+fd = os.open({d + '/out'!r}, os.O_WRONLY | os.O_CREAT, 0o600)
+os.write(fd, b"q" * 42)
+null = os.open("/dev/null", os.O_WRONLY)
+os.dup2(null, fd)     # closes the file behind fd
+import time; time.sleep(0.3)
+os._exit(0)
+"""
+    ev = _trace(tmp_path, lambda t: subprocess.run([sys.executable, "-c", code], check=True))
+    io = _one(ev, "file.io", path=f"{d}/out")
+    assert io["write_bytes"] == 42 and io["closed"] is True
+
+
+def test_file_events_match_schema(tmp_path):
+    import jsonschema
+
+    from bpfwatch.schema import event_schema
+
+    validator = jsonschema.Draft202012Validator(event_schema())
+
+    def run(t):
+        (t / "s").write_text("x")
+        os.symlink("s", t / "l")
+        os.chmod(t / "s", 0o644)
+        os.unlink(t / "l")
+
+    for e in _trace(tmp_path, run):
+        validator.validate(e)
