@@ -33,6 +33,14 @@ COMMON = {
     "exec_id": {**NSTR, "description": "stable id of the process image (see docs/events.md)"},
 }
 
+U16 = {"type": "integer", "minimum": 0, "maximum": 65535}
+ROLE = {"enum": ["client", "server", None]}
+SOCKET = {"protocol": {"enum": ["tcp", "udp"]}, "family": {"enum": ["ipv4", "ipv6"]},
+          "local_addr": {"type": "string"}, "local_port": U16, "remote_addr": {"type": "string"},
+          "remote_port": U16}
+DNS_PEER = {"protocol": {"enum": ["udp"]}, "family": {"enum": ["ipv4", "ipv6"]},
+            "server_addr": {"type": "string"}, "server_port": U16, "local_port": U16}
+
 FILE_RESULT = {"path": NSTR, "syscall": {"type": "string"}, "ret": {"type": "integer"},
                "error": {**NSTR, "description": "errno name when the call failed"}}
 OPTIONAL = {"path_truncated": BOOL}
@@ -71,6 +79,27 @@ TYPES: dict[str, dict[str, object]] = {
     "file.symlink": {**FILE_RESULT, "target": NSTR},
     "file.io": {"path": NSTR, "reads": U64, "writes": U64, "read_bytes": U64, "write_bytes": U64,
                 "duration_ns": U64, "closed": BOOL},
+    "network.connect": {**SOCKET, "result": {"enum": ["established", "refused", "timeout", "unreachable",
+                                                      "reset", "error"]},
+                        "error": NSTR, "latency_ns": U64},
+    "network.accept": SOCKET,
+    "network.close": {**SOCKET, "bytes_sent": U64, "bytes_received": U64, "bytes_exact": BOOL,
+                      "duration_ns": U64, "closed_by": {"enum": ["local", "remote", None]},
+                      "retransmits": U32, "segs_in": U32, "segs_out": U32, "role": ROLE},
+    "network.state": {**SOCKET, "old_state": {"type": "string"}, "new_state": {"type": "string"}, "role": ROLE},
+    "network.udp": {**SOCKET, "phase": {"enum": ["start", "end"]}, "bytes_sent": U64, "bytes_received": U64,
+                    "packets_sent": U64, "packets_received": U64, "duration_ns": U64},
+    "dns.query": {**DNS_PEER, "id": U16, "name": NSTR, "qtype": NSTR,
+                  "questions": {"type": "array", "items": {"type": "object", "required": ["name", "type"]}}},
+    "dns.response": {**DNS_PEER, "id": U16, "name": NSTR, "qtype": NSTR, "rcode": {"type": "string"},
+                     "truncated": BOOL, "authoritative": BOOL,
+                     "answers": {"type": "array", "items": {"type": "object",
+                                                            "required": ["name", "type", "ttl", "data"]}},
+                     "addresses": {"type": "array", "items": {"type": "string"}},
+                     "cname_chain": {"type": "array", "items": {"type": "string"}},
+                     "latency_ns": NINT},
+    "dns.malformed": {**DNS_PEER, "direction": {"enum": ["sent", "received"]}, "length": U32, "captured": U32,
+                      "reason": {"type": "string"}},
 }
 
 

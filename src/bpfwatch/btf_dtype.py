@@ -6,6 +6,8 @@ restates offsets or sizes, it asks the object's BTF.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from bpfwatch import libbpf as L
@@ -33,14 +35,21 @@ def struct_dtype(btf: L.Btf, name: str, flatten: bool = True) -> np.dtype:
 
 
 def _add_struct(btf: L.Btf, t: L.BtfType, base: int, out: dict[str, tuple[np.dtype, int]],
-                flatten: bool) -> None:
+                flatten: bool, prefix: str = "") -> None:
     for mname, mtype, bitoff, bitsize in t.members():
         if bitsize or bitoff % 8:
             raise LayoutError(f"{t.name}.{mname}: bitfields are not supported in event records")
         off = base + bitoff // 8
         rt = btf.resolve(mtype)
         if rt.kind == L.BTF_KIND_STRUCT and flatten:
-            _add_struct(btf, rt, off, out, flatten)
+            # a nested struct's fields keep their names, unless taken: then member_field
+            names: dict[str, tuple[np.dtype, int]] = {}
+            _add_struct(btf, rt, off, names, flatten)
+            for n, v in names.items():
+                key = f"{mname}_{n}" if n in out else n
+                if key in out:
+                    raise LayoutError(f"{t.name}.{mname}.{n}: field name used twice once flattened")
+                out[key] = v
             continue
         if rt.kind == L.BTF_KIND_ARRAY and rt.array()[1] == 0:
             continue  # flexible array member: variable data after the record
@@ -87,3 +96,8 @@ def cstr(raw: bytes) -> str:
     """A C char array as text: up to the first NUL (the bytes after it are
     whatever the buffer held before), invalid UTF-8 as \\xNN escapes."""
     return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+
+
+def record_dict(dtype: np.dtype, raw: bytes) -> dict[str, Any]:
+    """One record (bytes laid out as dtype) as {field: value}."""
+    return dict(zip(dtype.names, np.frombuffer(raw[: dtype.itemsize], dtype, count=1).tolist()[0], strict=True))

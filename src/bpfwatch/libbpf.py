@@ -73,10 +73,12 @@ _PROTOTYPES: list[tuple[str, Any, list[Any]]] = [
     ("bpf_map_lookup_elem", _c_int, [_c_int, _c_void_p, _c_void_p]),
     ("bpf_map_update_elem", _c_int, [_c_int, _c_void_p, _c_void_p, ctypes.c_uint64]),
     ("bpf_map_delete_elem", _c_int, [_c_int, _c_void_p]),
+    ("bpf_map_lookup_and_delete_elem", _c_int, [_c_int, _c_void_p, _c_void_p]),
     ("bpf_map_get_next_key", _c_int, [_c_int, _c_void_p, _c_void_p]),
     ("bpf_map_create", _c_int,
      [_c_int, _c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, _c_void_p]),
     ("bpf_link_create", _c_int, [_c_int, _c_int, _c_int, _c_void_p]),
+    ("libbpf_find_vmlinux_btf_id", _c_int, [_c_char_p, _c_int]),
     ("btf__parse", _c_void_p, [_c_char_p, _c_void_p]),
     ("btf__free", None, [_c_void_p]),
     ("btf__type_cnt", ctypes.c_uint32, [_c_void_p]),
@@ -201,6 +203,14 @@ def num_possible_cpus() -> int:
     if n <= 0:
         raise BpfError("cannot read the number of possible CPUs", -n)
     return n
+
+
+BPF_TRACE_RAW_TP = 23  # enum bpf_attach_type
+
+
+def kernel_has_tracepoint(name: str) -> bool:
+    """Whether the running kernel has a BTF tracepoint (for tp_btf programs)."""
+    return lib().libbpf_find_vmlinux_btf_id(name.encode(), BPF_TRACE_RAW_TP) >= 0
 
 
 def strerror(err: int) -> str:
@@ -492,6 +502,16 @@ class Map:
             return False
         _check_rc(rc, f"delete from map {self.name}")
         return True
+
+    def pop(self, key: bytes) -> bytes | None:
+        """Atomically reads and deletes an entry (hash maps, Linux >= 5.14)."""
+        val = ctypes.create_string_buffer(self._value_len())
+        rc = lib().bpf_map_lookup_and_delete_elem(self.fd, key, val)
+        if rc < 0:
+            if -rc == errno_mod.ENOENT:
+                return None
+            _check_rc(rc, f"lookup-and-delete in map {self.name}")
+        return val.raw
 
     def keys(self) -> Iterator[bytes]:
         key = ctypes.create_string_buffer(self.key_size)

@@ -20,7 +20,9 @@ from bpfwatch.pipeline.filter import EventFilter, parse_comm
 from bpfwatch.process_cache import ProcessCache, ProcInfo
 from bpfwatch.ringbuf import Poller
 from bpfwatch.sensors.base import DEFAULT_RING_SIZE, Scope, Sensor, SensorOptions, check_ring_size
+from bpfwatch.sensors.dns import DnsOptions, DnsSensor
 from bpfwatch.sensors.file import FileOptions, FileSensor, check_prefixes
+from bpfwatch.sensors.network import NetworkOptions, NetworkSensor
 from bpfwatch.sensors.process import ARGS_MAX, TYPE_NAMES, ProcessOptions, ProcessSensor
 
 Event = dict[str, Any]
@@ -87,6 +89,9 @@ class Monitor:
         duration: float | None = None,
         paths: list[str] | None = None,
         failed_only: bool = False,
+        dns_port: int = 53,
+        dns_names: list[str] | None = None,
+        udp_idle: float = 30.0,
     ) -> None:
         self.types = expand_types(types)
         pids, follows = _pids(pid, "--pid"), _pids(follow, "--follow")
@@ -103,14 +108,22 @@ class Monitor:
                            comms=comms.exact if comm and comms.kernel_only else None)
         self.scope.validate()
         file_types = {t for t in self.types if t.startswith("file.")}
+        net_types = {t for t in self.types if t.startswith("network.")}
+        dns_types = {t for t in self.types if t.startswith("dns.")}
         # the process sensor always runs: its events keep the process cache
         # current for every other sensor's events
-        others = bool(file_types)
+        others = bool(file_types or net_types or dns_types)
         self.process_options = ProcessOptions(
             types=set(TYPE_NAMES.values()) if others else self.types, threads=threads, args_max=args_max)
         self.process_options.validate()
         self.file_options = FileOptions(types=file_types, failed_only=failed_only,
                                         prefixes=check_prefixes(list(paths or []))) if file_types else None
+        self.network_options = NetworkOptions(types=net_types, udp_idle=udp_idle) if net_types else None
+        self.dns_options = DnsOptions(types=dns_types, port=dns_port, names=list(dns_names or [])) \
+            if dns_types else None
+        for opts in (self.network_options, self.dns_options):
+            if opts is not None:
+                opts.validate()
         self.py_filter = EventFilter(comm=comms, uids=uids, types=self.types if others else None)
         self.options = SensorOptions(ring_size=check_ring_size(ring_size), wakeup_bytes=wakeup_bytes)
         self.snapshot = snapshot
@@ -137,10 +150,13 @@ class Monitor:
             proc = ProcessSensor(self.process_options, self.options, self.scope)
             proc.open()
             self.sensors.append(proc)
-            if self.file_options is not None:
-                fs = FileSensor(self.file_options, self.options, replace(self.scope, shared=proc.shared_maps()))
-                fs.open()
-                self.sensors.append(fs)
+            shared = replace(self.scope, shared=proc.shared_maps())
+            for cls, opts in ((FileSensor, self.file_options), (NetworkSensor, self.network_options),
+                              (DnsSensor, self.dns_options)):
+                if opts is not None:
+                    sensor = cls(opts, self.options, shared)
+                    sensor.open()
+                    self.sensors.append(sensor)
             self._seed(proc)
             self._poller = Poller()
             for s in self.sensors:
@@ -244,6 +260,7 @@ class Monitor:
         for s in self.sensors:
             if s.ring in ready or s.ring.pending_bytes():  # type: ignore[union-attr]
                 s.drain(raw)
+            s.tick(raw, force=self._stopped)
         if self._stopped:
             with contextlib.suppress(OSError):
                 os.read(self._wake_r, 64)

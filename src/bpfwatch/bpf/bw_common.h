@@ -14,7 +14,21 @@ enum bw_event_type {
 	BW_EV_FILE_OP = 10,     /* open, unlink, rename, ... (kind in the record) */
 	BW_EV_FILE_IO = 11,     /* read/write totals of one (process, file) */
 	BW_EV_FILE_IOPATH = 12, /* internal: the path behind a file key, sent once */
+	BW_EV_TCP = 20,         /* connect, accept, close, state (kind in the record) */
+	BW_EV_UDP = 21,         /* a UDP flow starts or ends */
+	BW_EV_DNS = 22,         /* a DNS message sent or received */
 	BW_EV_BENCH = 100,
+};
+
+/* Addresses and ports of a socket, in network byte order; IPv4 in the first
+ * 4 bytes of the address. */
+struct bw_tuple {
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport;
+	__u16 rport;
+	__u16 family;
+	__u16 proto;
 };
 
 /* Every ring buffer record starts with this header. */

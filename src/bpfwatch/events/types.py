@@ -21,17 +21,26 @@ EVENT_TYPES: dict[str, str] = {
     "file.truncate": "a file was truncated",
     "file.link": "a hard link was made",
     "file.symlink": "a symbolic link was made",
+    "network.connect": "an outbound TCP connection was established, refused or timed out",
+    "network.accept": "an inbound TCP connection was accepted",
+    "network.close": "a TCP connection ended: bytes each way, duration, who closed",
+    "network.state": "a TCP state change (opt-in: name it to get it)",
+    "network.udp": "a UDP flow started, or ended (idle, or its process exited)",
+    "dns.query": "a DNS query was sent",
+    "dns.response": "a DNS response was received (answers, rcode, latency)",
+    "dns.malformed": "a message to or from the DNS port that does not parse",
 }
+OPT_IN = {"network.state"}  # only when asked for by name or glob
 
 
 def expand_types(patterns: list[str] | None) -> set[str]:
     """Event types selected by names or globs ('process.*'); all when empty."""
     if not patterns:
-        return set(EVENT_TYPES)
+        return set(EVENT_TYPES) - OPT_IN
     out: set[str] = set()
     for raw in patterns:
         for pat in filter(None, (p.strip() for p in raw.split(","))):
-            if pat in ("process", "file", "all"):
+            if pat in ("process", "file", "network", "dns", "all"):
                 pat = f"{pat}.*" if pat != "all" else "*"
             hits = fnmatch.filter(EVENT_TYPES, pat)
             if not hits:

@@ -154,6 +154,9 @@ class Sensor:
     def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
         raise NotImplementedError
 
+    def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
+        """Periodic work between drains (e.g. ending idle flows); `force` at the end."""
+
     # -- consuming -------------------------------------------------------------
 
     def drain(self, out: list[dict[str, Any]], max_bytes: int | None = None) -> int:

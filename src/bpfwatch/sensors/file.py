@@ -18,7 +18,7 @@ import numpy as np
 
 from bpfwatch import libbpf as L
 from bpfwatch import syscalls
-from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
+from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.model import common_fields
 from bpfwatch.ringbuf import Run
@@ -187,9 +187,10 @@ class FileSensor(Sensor):
             if fn is not None:
                 fn(run, None if run.count == 1 else np.flatnonzero(types == t).tolist(), out)
 
-    def _fixed(self, run: Run, i: int, dt: np.dtype) -> tuple[dict[str, Any], bytes]:
+    @staticmethod
+    def _fixed(run: Run, i: int, dt: np.dtype) -> tuple[dict[str, Any], bytes]:
         rec = bytes(run.record(i))
-        return dict(zip(dt.names, np.frombuffer(rec, dt, count=1).tolist()[0], strict=True)), rec[dt.itemsize:]
+        return record_dict(dt, rec), rec[dt.itemsize:]
 
     def _decode_path(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         for i in idx if idx is not None else range(run.count):

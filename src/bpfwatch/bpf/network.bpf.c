@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Network sensor: TCP connect/accept/close (and every state change, opt-in)
+ * from sock:inet_sock_set_state with owners recorded in process context, and
+ * UDP flows aggregated in the kernel from the send/recv syscalls. */
+#include "bw_filter.bpf.h"
+#include "bw_sock.bpf.h"
+#include "network.h"
+
+BW_LAYOUT(struct bw_tcp_event, tcp_event);
+BW_LAYOUT(struct bw_udp_event, udp_event);
+BW_LAYOUT(enum bw_tcp_kind, tcp_kind);
+
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_FIN_WAIT1 4
+#define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
+
+const volatile __u32 emit_tcp = 0xffffffff; /* bit (1 << kind) */
+const volatile __u32 emit_udp = 1;
+const volatile __u32 count_app_bytes = 1; /* sock_send/recv_length exist (>= 6.2) */
+/* syscall numbers, from Python's table for this architecture */
+const volatile __s32 nr_accept = -1, nr_accept4 = -1;
+const volatile __s32 nr_sendto = -1, nr_recvfrom = -1, nr_sendmsg = -1, nr_recvmsg = -1;
+const volatile __s32 nr_sendmmsg = -1, nr_recvmmsg = -1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);  /* struct sock * */
+	__type(value, struct bw_sock_info);
+} bw_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct bw_udp_key);
+	__type(value, struct bw_udp_stats);
+} bw_udp SEC(".maps");
+
+static __always_inline void set_owner(struct bw_sock_info *i, struct task_struct *task)
+{
+	__u64 pt = bpf_get_current_pid_tgid();
+
+	i->owner_pid = pt >> 32;
+	i->owner_tid = (__u32)pt;
+	i->owner_uid = BPF_CORE_READ(task, cred, uid.val);
+	i->cgroup_id = bpf_get_current_cgroup_id();
+	BPF_CORE_READ_STR_INTO(&i->comm, task, comm);
+}
+
+static __always_inline void emit_tcp_event(const struct sock *sk, struct bw_sock_info *who, __u32 kind,
+					   int old, int new)
+{
+	if (!(emit_tcp & (1u << kind)))
+		return;
+	struct bw_tcp_event *e = bw_reserve(sizeof(*e));
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	if (!e)
+		return;
+	e->hdr.ts_boot_ns = now;
+	e->hdr.type = BW_EV_TCP;
+	e->hdr.pid = who->owner_pid;
+	e->hdr.tid = who->owner_tid;
+	e->hdr.cpu = bpf_get_smp_processor_id();
+	bw_sock_tuple(sk, &e->t);
+	if (e->t.lport && e->t.rport)
+		who->known = e->t;
+	else if (who->known.lport)
+		e->t = who->known;
+	e->who = *who;
+	e->sk = (__u64)sk;
+	e->kind = kind;
+	e->err = BPF_CORE_READ(sk, sk_err);
+	e->old_state = old;
+	e->new_state = new;
+	e->latency_ns = who->established_ns ? who->established_ns - who->start_ns : 0;
+	e->duration_ns = now - (who->established_ns ? who->established_ns : who->start_ns);
+	e->bytes_sent = BPF_CORE_READ(tp, bytes_acked);
+	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	e->retransmits = BPF_CORE_READ(tp, total_retrans);
+	e->segs_in = BPF_CORE_READ(tp, segs_in);
+	e->segs_out = BPF_CORE_READ(tp, segs_out);
+	e->tcp_pad = 0;
+	bw_submit(e);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(bw_net_tcp_state, const struct sock *sk, const int old, const int new)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != BW_IPPROTO_TCP)
+		return 0;
+	__u64 key = (__u64)sk;
+	struct bw_sock_info *info;
+
+	if (new == TCP_SYN_SENT) {
+		/* connect(): process context, the caller owns the socket */
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+		struct bw_sock_info fresh = {};
+
+		if (!in_scope(bpf_get_current_pid_tgid() >> 32) || !matches(task))
+			return 0;
+		set_owner(&fresh, task);
+		fresh.role = BW_ROLE_CLIENT;
+		fresh.counted = count_app_bytes;
+		fresh.start_ns = bpf_ktime_get_boot_ns();
+		bpf_map_update_elem(&bw_socks, &key, &fresh, BPF_ANY);
+		info = bpf_map_lookup_elem(&bw_socks, &key);
+		if (info)
+			emit_tcp_event(sk, info, BW_TCP_STATE, old, new);
+		return 0;
+	}
+	if (new == TCP_ESTABLISHED && old == TCP_SYN_RECV) {
+		/* a passive open, in softirq: the owner is known at accept() */
+		struct bw_sock_info fresh = { .role = BW_ROLE_SERVER, .counted = count_app_bytes };
+
+		fresh.start_ns = fresh.established_ns = bpf_ktime_get_boot_ns();
+		bpf_map_update_elem(&bw_socks, &key, &fresh, BPF_NOEXIST);
+		return 0;
+	}
+	info = bpf_map_lookup_elem(&bw_socks, &key);
+	if (!info)
+		return 0;
+	if (info->owner_pid)
+		emit_tcp_event(sk, info, BW_TCP_STATE, old, new);
+	if (old == TCP_SYN_SENT) {
+		if (new == TCP_ESTABLISHED) {
+			info->established_ns = bpf_ktime_get_boot_ns();
+			emit_tcp_event(sk, info, BW_TCP_CONNECT, old, new);
+			return 0;
+		}
+		if (new == TCP_CLOSE) {
+			emit_tcp_event(sk, info, BW_TCP_CONNECT, old, new);
+			bpf_map_delete_elem(&bw_socks, &key);
+		}
+		return 0;
+	}
+	if (old == TCP_ESTABLISHED && new == TCP_FIN_WAIT1 && !info->closer)
+		info->closer = BW_CLOSER_LOCAL;
+	else if (old == TCP_ESTABLISHED && new == TCP_CLOSE_WAIT && !info->closer)
+		info->closer = BW_CLOSER_REMOTE;
+	/* the summary waits for tcp_destroy_sock: after TCP's CLOSE the
+	 * application may still be reading what arrived before the FIN */
+	return 0;
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(bw_net_tcp_destroy, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct bw_sock_info *info = bpf_map_lookup_elem(&bw_socks, &key);
+
+	if (!info)
+		return 0;
+	if (info->owner_pid && info->established_ns)
+		emit_tcp_event(sk, info, BW_TCP_CLOSE, TCP_CLOSE, TCP_CLOSE);
+	bpf_map_delete_elem(&bw_socks, &key);
+	return 0;
+}
+
+/* ---- application bytes: exact, whatever TCP adds (SYN, FIN, retransmits) ---- */
+
+#define BW_MSG_PEEK 2
+
+static __always_inline void count_app(struct sock *sk, int ret, int sent)
+{
+	if (ret <= 0 || BPF_CORE_READ(sk, sk_protocol) != BW_IPPROTO_TCP)
+		return;
+	__u64 key = (__u64)sk;
+	struct bw_sock_info *info = bpf_map_lookup_elem(&bw_socks, &key);
+
+	if (!info)
+		return;
+	if (sent)
+		__sync_fetch_and_add(&info->app_sent, ret);
+	else
+		__sync_fetch_and_add(&info->app_received, ret);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(bw_net_send_len, struct sock *sk, int ret, int flags)
+{
+	count_app(sk, ret, 1);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(bw_net_recv_len, struct sock *sk, int ret, int flags)
+{
+	if (!(flags & BW_MSG_PEEK))
+		count_app(sk, ret, 0);
+	return 0;
+}
+
+/* ---- accept and UDP, from syscall exits ------------------------------------- */
+
+static __always_inline void on_accept(struct task_struct *task, long fd)
+{
+	struct sock *sk = bw_fd_sock(task, fd);
+
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != BW_IPPROTO_TCP)
+		return;
+	__u64 key = (__u64)sk;
+	struct bw_sock_info *info = bpf_map_lookup_elem(&bw_socks, &key);
+
+	if (!info) {
+		/* established before we started: bytes before now are not ours to count */
+		struct bw_sock_info fresh = { .role = BW_ROLE_SERVER };
+
+		fresh.start_ns = fresh.established_ns = bpf_ktime_get_boot_ns();
+		bpf_map_update_elem(&bw_socks, &key, &fresh, BPF_ANY);
+		info = bpf_map_lookup_elem(&bw_socks, &key);
+		if (!info)
+			return;
+	}
+	set_owner(info, task);
+	emit_tcp_event(sk, info, BW_TCP_ACCEPT, TCP_ESTABLISHED, TCP_ESTABLISHED);
+}
+
+static __always_inline void emit_udp_event(struct bw_udp_key *key, struct bw_udp_stats *st, __u32 phase)
+{
+	struct bw_udp_event *e = bw_reserve(sizeof(*e));
+
+	if (!e)
+		return;
+	e->hdr.ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->hdr.type = BW_EV_UDP;
+	e->hdr.pid = key->tgid;
+	e->hdr.tid = 0;
+	e->hdr.cpu = bpf_get_smp_processor_id();
+	e->key = *key;
+	e->st = *st;
+	e->phase = phase;
+	e->ev_pad = 0;
+	bw_submit(e);
+}
+
+/* One datagram of len bytes between sk and the remote in *t. */
+static __always_inline void count_udp(struct task_struct *task, struct bw_udp_key *key, __u64 len, int sent)
+{
+	struct bw_udp_stats *st = bpf_map_lookup_elem(&bw_udp, key);
+
+	if (!st) {
+		struct bw_udp_stats fresh = {};
+
+		fresh.first_ns = bpf_ktime_get_boot_ns();
+		fresh.cgroup_id = bpf_get_current_cgroup_id();
+		fresh.uid = BPF_CORE_READ(task, cred, uid.val);
+		BPF_CORE_READ_STR_INTO(&fresh.comm, task, comm);
+		if (bpf_map_update_elem(&bw_udp, key, &fresh, BPF_NOEXIST) == 0)
+			emit_udp_event(key, &fresh, BW_UDP_START);
+		st = bpf_map_lookup_elem(&bw_udp, key);
+		if (!st)
+			return;
+	}
+	if (sent) {
+		__sync_fetch_and_add(&st->bytes_sent, len);
+		__sync_fetch_and_add(&st->packets_sent, 1);
+	} else {
+		__sync_fetch_and_add(&st->bytes_received, len);
+		__sync_fetch_and_add(&st->packets_received, 1);
+	}
+	st->last_ns = bpf_ktime_get_boot_ns();
+}
+
+/* Fills key->t for a datagram on sk to/from the user sockaddr `addr`
+ * (NULL for a connected socket). */
+static __always_inline int udp_key(struct sock *sk, const void *addr, struct bw_udp_key *key)
+{
+	bw_sock_tuple(sk, &key->t);
+	if (key->t.rport == 0 && bw_read_sockaddr(addr, &key->t))
+		return -1;
+	return 0;
+}
+
+#define BW_MMSG_MAX 8
+
+static __always_inline void on_udp(struct task_struct *task, struct pt_regs *regs, long nr, long ret)
+{
+	struct sock *sk = bw_fd_sock(task, (int)bw_syscall_arg(regs, 0));
+
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != BW_IPPROTO_UDP)
+		return;
+	struct bw_udp_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+	void *name = 0, *base = 0;
+	__u64 len = 0;
+
+	if (nr == nr_sendto || nr == nr_recvfrom) {
+		if (udp_key(sk, (void *)bw_syscall_arg(regs, 4), &key) == 0)
+			count_udp(task, &key, ret, nr == nr_sendto);
+		return;
+	}
+	if (nr == nr_sendmsg || nr == nr_recvmsg) {
+		bw_read_msghdr((void *)bw_syscall_arg(regs, 1), &name, &base, &len);
+		if (udp_key(sk, name, &key) == 0)
+			count_udp(task, &key, ret, nr == nr_sendmsg);
+		return;
+	}
+	/* sendmmsg/recvmmsg: ret messages, each with its own length */
+	struct mmsghdr *vec = (void *)bw_syscall_arg(regs, 1);
+
+	for (int i = 0; i < BW_MMSG_MAX; i++) {
+		unsigned int mlen = 0;
+
+		if (i >= ret)
+			break;
+		bw_read_msghdr(&vec[i].msg_hdr, &name, &base, &len);
+		bpf_probe_read_user(&mlen, sizeof(mlen), &vec[i].msg_len);
+		if (udp_key(sk, name, &key) == 0)
+			count_udp(task, &key, mlen, nr == nr_sendmmsg);
+	}
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(bw_net_sys_exit, struct pt_regs *regs, long ret)
+{
+	long nr = bw_syscall_nr(regs);
+	int accept = nr == nr_accept || nr == nr_accept4;
+	int udp = nr == nr_sendto || nr == nr_recvfrom || nr == nr_sendmsg || nr == nr_recvmsg ||
+		  nr == nr_sendmmsg || nr == nr_recvmmsg;
+
+	if ((!accept && !udp) || ret < 0)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+
+	if (!in_scope(bpf_get_current_pid_tgid() >> 32) || !matches(task))
+		return 0;
+	if (accept)
+		on_accept(task, ret);
+	else if (emit_udp && ret > 0)
+		on_udp(task, regs, nr, ret);
+	return 0;
+}
+
+/* Flows that go idle are ended by Python (atomic lookup-and-delete). */
+struct udp_flush_ctx {
+	__u32 tgid;
+};
+
+static long udp_flush_one(struct bpf_map *map, struct bw_udp_key *key, struct bw_udp_stats *st,
+			  struct udp_flush_ctx *c)
+{
+	if (key->tgid != c->tgid)
+		return 0;
+	emit_udp_event(key, st, BW_UDP_END);
+	bpf_map_delete_elem(map, key);
+	return 0;
+}
+
+/* process exit: its UDP flows end */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(bw_net_proc_exit, struct task_struct *task)
+{
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	struct udp_flush_ctx c = { .tgid = BPF_CORE_READ(task, tgid) };
+
+	bpf_for_each_map_elem(&bw_udp, udp_flush_one, &c, 0);
+	return 0;
+}

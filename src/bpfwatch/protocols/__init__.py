@@ -1,0 +1,1 @@
+"""Parsers for protocol payloads captured by sensors. They never trust input."""

@@ -1,0 +1,165 @@
+"""Network sensor: network.connect, network.accept, network.close,
+network.state (opt-in) and network.udp.
+
+BPF side: bpf/network.bpf.c. TCP owners are recorded in process context
+(connect, accept) so events from softirq context are attributed right; UDP
+flows are aggregated in the kernel and end when idle (ended here, atomically)
+or when their process exits (in the kernel).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bpfwatch import libbpf as L
+from bpfwatch import syscalls
+from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
+from bpfwatch.errors import UsageError
+from bpfwatch.events.model import common_fields
+from bpfwatch.protocols.inet import tuple_fields
+from bpfwatch.ringbuf import Run
+from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
+
+NETWORK_TYPES = ["network.accept", "network.close", "network.connect", "network.state", "network.udp"]
+DEFAULT_TYPES = set(NETWORK_TYPES) - {"network.state"}  # every state change is opt-in
+TCP_KINDS = {"BW_TCP_CONNECT": "network.connect", "BW_TCP_ACCEPT": "network.accept",
+             "BW_TCP_CLOSE": "network.close", "BW_TCP_STATE": "network.state"}
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
+              12: "NEW_SYN_RECV"}
+ROLES = {0: None, 1: "client", 2: "server"}
+CLOSERS = {0: None, 1: "local", 2: "remote"}
+CONNECT_RESULTS = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timeout", errno.EHOSTUNREACH: "unreachable",
+                   errno.ENETUNREACH: "unreachable", errno.ECONNRESET: "reset"}
+SYSCALL_RODATA = {"nr_sendto": "sendto", "nr_recvfrom": "recvfrom", "nr_sendmsg": "sendmsg",
+                  "nr_recvmsg": "recvmsg", "nr_sendmmsg": "sendmmsg", "nr_recvmmsg": "recvmmsg"}
+
+
+def syscall_rodata(names: dict[str, str]) -> dict[str, int]:
+    nrs = syscalls.table()
+    return {var: nrs.get(name, -1) for var, name in names.items()}
+
+
+@dataclass(slots=True)
+class NetworkOptions:
+    types: set[str] = field(default_factory=lambda: set(DEFAULT_TYPES))
+    udp_idle: float = 30.0  # seconds without a datagram before a UDP flow ends
+
+    def validate(self) -> None:
+        if self.udp_idle <= 0:
+            raise UsageError("the UDP idle timeout must be positive")
+
+
+class NetworkSensor(Sensor):
+    name = "network"
+    object_name = "network"
+
+    def __init__(self, nopts: NetworkOptions | None = None, options: SensorOptions | None = None,
+                 scope: Scope | None = None) -> None:
+        super().__init__(options, scope)
+        self.nopts = nopts or NetworkOptions()
+        self.nopts.validate()
+        self._next_scan = 0.0
+
+    def configure(self, obj: L.BpfObject) -> None:
+        with obj.btf() as btf:
+            kinds = enum_values(btf, "bw_tcp_kind")
+        mask = 0
+        for cname, tname in TCP_KINDS.items():
+            if tname in self.nopts.types:
+                mask |= 1 << kinds[cname]
+        # exact application bytes need sock:sock_send_length (Linux >= 6.2)
+        app_bytes = L.kernel_has_tracepoint("sock_send_length") and L.kernel_has_tracepoint("sock_recv_length")
+        if not app_bytes:
+            for prog in ("bw_net_send_len", "bw_net_recv_len"):
+                obj.program(prog).autoload = False
+        obj.set_rodata(emit_tcp=mask, emit_udp=int("network.udp" in self.nopts.types),
+                       count_app_bytes=int(app_bytes),
+                       **syscall_rodata({**SYSCALL_RODATA, "nr_accept": "accept", "nr_accept4": "accept4"}))
+
+    def layouts(self, btf: L.Btf) -> None:
+        super().layouts(btf)
+        ids = enum_values(btf, "bw_event_type")
+        self.tcp_dtype = struct_dtype(btf, "bw_tcp_event")
+        self.udp_dtype = struct_dtype(btf, "bw_udp_event")
+        self.udp_key_dtype = struct_dtype(btf, "bw_udp_key")
+        self.udp_stats_dtype = struct_dtype(btf, "bw_udp_stats")
+        self._kind_names = {v: TCP_KINDS[k] for k, v in enum_values(btf, "bw_tcp_kind").items()}
+        self._tcp_type, self._udp_type = ids["BW_EV_TCP"], ids["BW_EV_UDP"]
+
+    def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
+        types = run.view(self.hdr_dtype)["type"]
+        for t, dt, fn in ((self._tcp_type, self.tcp_dtype, self._tcp), (self._udp_type, self.udp_dtype, self._udp)):
+            mask = types == t
+            if not mask.any() or run.length < dt.itemsize:
+                continue
+            recs = run.view(dt)[mask]
+            for rec in recs.tolist():
+                ev = fn(dict(zip(dt.names, rec, strict=True)))
+                if ev is not None:
+                    out.append(ev)
+
+    def _tcp(self, r: dict[str, Any]) -> dict[str, Any] | None:
+        kind = self._kind_names.get(r["kind"])
+        if kind is None or kind not in self.nopts.types:
+            return None
+        ev = {
+            **common_fields(kind, r["ts_boot_ns"], r["owner_pid"], r["owner_tid"], 0, r["owner_uid"],
+                            cstr(r["comm"]), None, r["cgroup_id"], None),
+            **tuple_fields(r),
+        }
+        if kind == "network.connect":
+            ok = r["new_state"] == 1
+            err = r["err"] if not ok else 0
+            ev["result"] = "established" if ok else CONNECT_RESULTS.get(err, "error")
+            ev["error"] = errno.errorcode.get(err, f"E{err}") if err else (None if ok else "ECONNABORTED")
+            ev["latency_ns"] = r["latency_ns"] if ok else r["duration_ns"]
+        elif kind == "network.close":
+            # application bytes when counted (exact); else TCP's own counters,
+            # which include the SYN and FIN sequence numbers
+            exact = bool(r["counted"])
+            ev.update(bytes_sent=r["app_sent"] if exact else r["bytes_sent"],
+                      bytes_received=r["app_received"] if exact else r["bytes_received"],
+                      bytes_exact=exact,
+                      duration_ns=r["duration_ns"], closed_by=CLOSERS.get(r["closer"]),
+                      retransmits=r["retransmits"], segs_in=r["segs_in"], segs_out=r["segs_out"],
+                      role=ROLES.get(r["role"]))
+        elif kind == "network.state":
+            ev.update(old_state=TCP_STATES.get(r["old_state"], str(r["old_state"])),
+                      new_state=TCP_STATES.get(r["new_state"], str(r["new_state"])), role=ROLES.get(r["role"]))
+        return ev
+
+    def _udp(self, r: dict[str, Any]) -> dict[str, Any] | None:
+        return self._udp_event(r, "start" if r["phase"] == 1 else "end", r["ts_boot_ns"])
+
+    def _udp_event(self, r: dict[str, Any], phase: str, ts: int) -> dict[str, Any]:
+        return {
+            **common_fields("network.udp", ts, r["tgid"], r["tgid"], 0, r["uid"], cstr(r["comm"]), None,
+                            r["cgroup_id"], None),
+            **tuple_fields(r),
+            "phase": phase, "bytes_sent": r["bytes_sent"], "bytes_received": r["bytes_received"],
+            "packets_sent": r["packets_sent"], "packets_received": r["packets_received"],
+            "duration_ns": max(r["last_ns"] - r["first_ns"], 0) if phase == "end" else 0,
+        }
+
+    def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
+        """Ends UDP flows idle for longer than udp_idle (at most once a second)."""
+        now = time.monotonic()
+        if self.obj is None or (not force and now < self._next_scan):
+            return
+        self._next_scan = now + 1.0
+        boot_now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        idle_ns = int(self.nopts.udp_idle * 1e9)
+        flows = self.obj.map("bw_udp")
+        last = self.udp_stats_dtype.fields["last_ns"][1]
+        for key in list(flows.keys()):
+            raw = flows.lookup(key)
+            if raw is None or boot_now - int.from_bytes(raw[last: last + 8], "little") < idle_ns:
+                continue
+            raw = flows.pop(key)  # atomic: nothing counted after this read is lost
+            if raw is not None:
+                flow = {**record_dict(self.udp_key_dtype, key), **record_dict(self.udp_stats_dtype, raw)}
+                out.append(self._udp_event(flow, "end", boot_now))
