@@ -15,8 +15,8 @@ from bpfwatch.events.clock import BootClock
 from bpfwatch.events.ids import exec_id
 from bpfwatch.events.model import common_fields
 from bpfwatch.events.types import expand_types
+from bpfwatch.filters import Filter
 from bpfwatch.pipeline.enrich import Enricher
-from bpfwatch.pipeline.filter import EventFilter, parse_comm
 from bpfwatch.process_cache import ProcessCache, ProcInfo
 from bpfwatch.ringbuf import Poller
 from bpfwatch.sensors.base import DEFAULT_RING_SIZE, Scope, Sensor, SensorOptions, check_ring_size
@@ -28,38 +28,10 @@ from bpfwatch.sensors.process import ARGS_MAX, TYPE_NAMES, ProcessOptions, Proce
 Event = dict[str, Any]
 
 
-def _pids(values: list[int] | int | None, what: str) -> set[int] | None:
-    if values is None:
-        return None
-    out = set()
-    for v in [values] if isinstance(values, int) else values:
-        try:
-            pid = int(v)
-        except (TypeError, ValueError):
-            raise UsageError(f"{what}: '{v}' is not a process id") from None
-        if pid <= 0:
-            raise UsageError(f"{what}: {pid} is not a valid process id")
-        if not procfs.exists(pid):
-            raise UsageError(f"{what}: no process with pid {pid}")
-        out.add(pid)
-    return out
-
-
-def _uids(values: list[int | str] | int | str | None) -> set[int] | None:
-    import pwd
-
-    if values is None:
-        return None
-    out = set()
-    for v in [values] if isinstance(values, int | str) else values:
-        if isinstance(v, int) or str(v).isdigit():
-            out.add(int(v))
-            continue
-        try:
-            out.add(pwd.getpwnam(str(v)).pw_uid)
-        except KeyError:
-            raise UsageError(f"--uid: no user named '{v}'") from None
-    return out
+def _listify(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple | set) else [value]
 
 
 class Monitor:
@@ -92,20 +64,38 @@ class Monitor:
         dns_port: int = 53,
         dns_names: list[str] | None = None,
         udp_idle: float = 30.0,
+        allow: dict[str, Any] | None = None,
+        deny: dict[str, Any] | None = None,
     ) -> None:
-        self.types = expand_types(types)
-        pids, follows = _pids(pid, "--pid"), _pids(follow, "--follow")
-        comms = parse_comm([comm] if isinstance(comm, str) else list(comm or []))
-        uids = _uids(uid)
+        allow = {k: _listify(v) for k, v in (allow or {}).items()}
+        for key, value in (("pid", pid), ("follow", follow), ("comm", comm), ("uid", uid), ("path", paths),
+                           ("dns_name", dns_names)):
+            if _listify(value):
+                allow[key] = allow.get(key, []) + _listify(value)
+        if failed_only:
+            allow["failed_only"] = [True]
+        self.filter = Filter(allow, deny)
+        a, d = self.filter.allow, self.filter.deny
+        for p in a.pids | a.follow:
+            if not procfs.exists(p):
+                raise UsageError(f"--{'follow' if p in a.follow else 'pid'}: no process with pid {p}")
+        self.types = expand_types(types) if types else (set(a.types) or expand_types(None))
+        if types and a.types:
+            self.types &= set(a.types)
+        self.types -= set(d.types)
+        if not self.types:
+            raise UsageError("the filters leave no event type to trace")
         if duration is not None and duration <= 0:
             raise UsageError(f"--duration must be positive, not {duration}")
         if max_delay <= 0:
             raise UsageError("max_delay must be positive")
-        self._follow_roots = follows or set()
-        tracked = None if pids is None and follows is None else (pids or set()) | (follows or set())
-        self.scope = Scope(pids=tracked, follow=follows is not None,
-                           uid=next(iter(uids)) if uids and len(uids) == 1 else None,
-                           comms=comms.exact if comm and comms.kernel_only else None)
+        self._follow_roots = a.follow
+        self.scope = Scope(
+            pids=(a.pids | a.follow) or None, follow=set(a.follow),
+            uid=next(iter(a.uids)) if len(a.uids) == 1 else None,
+            comms=set(a.comm.exact) if a.comm and not a.comm.patterns else None,
+            deny_pids=set(d.pids), deny_comms=set(d.comm.exact) if d.comm else set(),
+            cgroups=set(a.cgroups) if a.cgroup_given else None, deny_cgroups=set(d.cgroups))
         self.scope.validate()
         file_types = {t for t in self.types if t.startswith("file.")}
         net_types = {t for t in self.types if t.startswith("network.")}
@@ -116,15 +106,14 @@ class Monitor:
         self.process_options = ProcessOptions(
             types=set(TYPE_NAMES.values()) if others else self.types, threads=threads, args_max=args_max)
         self.process_options.validate()
-        self.file_options = FileOptions(types=file_types, failed_only=failed_only,
-                                        prefixes=check_prefixes(list(paths or []))) if file_types else None
-        self.network_options = NetworkOptions(types=net_types, udp_idle=udp_idle) if net_types else None
-        self.dns_options = DnsOptions(types=dns_types, port=dns_port, names=list(dns_names or [])) \
-            if dns_types else None
+        self.file_options = FileOptions(types=file_types, failed_only=a.failed_only,
+                                        prefixes=check_prefixes(a.paths)) if file_types else None
+        self.network_options = NetworkOptions(types=net_types, udp_idle=udp_idle, allow_ports=a.ports,
+                                              deny_ports=d.ports) if net_types else None
+        self.dns_options = DnsOptions(types=dns_types, port=dns_port) if dns_types else None
         for opts in (self.network_options, self.dns_options):
             if opts is not None:
                 opts.validate()
-        self.py_filter = EventFilter(comm=comms, uids=uids, types=self.types if others else None)
         self.options = SensorOptions(ring_size=check_ring_size(ring_size), wakeup_bytes=wakeup_bytes)
         self.snapshot = snapshot
         self.max_delay = max_delay
@@ -191,7 +180,12 @@ class Monitor:
             if self.scope.comms is not None:
                 snap = [e for e in snap if e["comm"] in self.scope.comms]
             self.enrich(snap)
-            self._pending = self.py_filter(snap)
+            self._pending = self._select(snap)
+
+    def _select(self, events: list[Event]) -> list[Event]:
+        """The types asked for, through the whole filter (deny wins)."""
+        types, match = self.types, self.filter.match
+        return [e for e in events if e["type"] in types and match(e)]
 
     def _snapshot_event(self, p: procfs.ProcSnapshot, eid: str) -> Event:
         parent = self.cache.get(p.ppid)
@@ -268,7 +262,7 @@ class Monitor:
         if not raw:
             return raw
         self.enrich(raw)
-        out = self.py_filter(raw)
+        out = self._select(raw)
         self.events_seen += len(out)
         return out
 

@@ -25,6 +25,35 @@ const volatile __s32 nr_accept = -1, nr_accept4 = -1;
 const volatile __s32 nr_sendto = -1, nr_recvfrom = -1, nr_sendmsg = -1, nr_recvmsg = -1;
 const volatile __s32 nr_sendmmsg = -1, nr_recvmmsg = -1;
 
+/* Port filter: bw_ports maps a port (host order) to BW_PORT_ALLOW or
+ * BW_PORT_DENY; a flow passes if either port is allowed (when an allow list
+ * exists) and neither is denied. */
+#define BW_PORT_ALLOW 1
+#define BW_PORT_DENY 2
+const volatile __u32 flt_port = 0; /* BW_PORT_ALLOW | BW_PORT_DENY: which lists exist */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u16);
+	__type(value, __u8);
+} bw_ports SEC(".maps");
+
+static __always_inline int ports_pass(const struct bw_tuple *t)
+{
+	if (!flt_port)
+		return 1;
+	__u16 lp = bpf_ntohs(t->lport), rp = bpf_ntohs(t->rport);
+	__u8 *a = bpf_map_lookup_elem(&bw_ports, &lp);
+	__u8 *b = bpf_map_lookup_elem(&bw_ports, &rp);
+	int allowed = (a && *a == BW_PORT_ALLOW) || (b && *b == BW_PORT_ALLOW);
+	int denied = (a && *a == BW_PORT_DENY) || (b && *b == BW_PORT_DENY);
+
+	if ((flt_port & BW_PORT_ALLOW) && !allowed)
+		return 0;
+	return !denied;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -71,6 +100,10 @@ static __always_inline void emit_tcp_event(const struct sock *sk, struct bw_sock
 		who->known = e->t;
 	else if (who->known.lport)
 		e->t = who->known;
+	if (!ports_pass(&e->t)) {
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return;
+	}
 	e->who = *who;
 	e->sk = (__u64)sk;
 	e->kind = kind;
@@ -244,6 +277,8 @@ static __always_inline void count_udp(struct task_struct *task, struct bw_udp_ke
 	struct bw_udp_stats *st = bpf_map_lookup_elem(&bw_udp, key);
 
 	if (!st) {
+		if (!ports_pass(&key->t))
+			return;
 		struct bw_udp_stats fresh = {};
 
 		fresh.first_ns = bpf_ktime_get_boot_ns();

@@ -148,9 +148,13 @@ int BPF_PROG(bw_proc_fork, struct task_struct *child, u64 clone_flags)
 	if (!in_scope(tgid))
 		return 0;
 	if (flt_tracked && flt_follow && !thread) {
-		__u8 one = 1;
+		__u8 *how = bpf_map_lookup_elem(&bw_tracked, &tgid);
 
-		bpf_map_update_elem(&bw_tracked, &child_tgid, &one, BPF_ANY);
+		if (how && *how == BW_TRACK_FOLLOW) {
+			__u8 follow = BW_TRACK_FOLLOW;
+
+			bpf_map_update_elem(&bw_tracked, &child_tgid, &follow, BPF_ANY);
+		}
 	}
 	if (!want(BW_EV_FORK) || (thread && !emit_threads) || !matches(cur))
 		return 0;

@@ -12,6 +12,7 @@ from typing import Any
 from bpfwatch.cli.options import parse_pid, parse_seconds, parse_size
 from bpfwatch.errors import BpfwatchError
 from bpfwatch.events.types import EVENT_TYPES
+from bpfwatch.filters import parse_assignments
 from bpfwatch.monitor import Monitor
 from bpfwatch.pipeline.sink import JsonLinesSink, TableSink, open_output
 from bpfwatch.sensors.base import DEFAULT_RING_SIZE
@@ -32,6 +33,13 @@ def add_parser(sub: Any) -> None:
                    help="process name: exact, glob ('py*') or regex ('re:^py')")
     p.add_argument("-u", "--uid", action="append", metavar="UID",
                    help="user id or name (repeatable)")
+    p.add_argument("--allow", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
+                   help="allow only events matching (repeatable; keys in docs/filters.md)")
+    p.add_argument("--deny", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
+                   help="drop events matching (repeatable; deny wins over allow)")
+    p.add_argument("--dns-port", type=int, default=53, metavar="PORT", help="the DNS server port (default 53)")
+    p.add_argument("--udp-idle", type=float, default=30.0, metavar="SECONDS",
+                   help="a UDP flow ends after this long without a datagram (default 30)")
     p.add_argument("--path", action="append", metavar="PREFIX",
                    help="file events only under this absolute path prefix (repeatable, in the kernel)")
     p.add_argument("--failed-only", action="store_true", help="file events only for calls that failed")
@@ -73,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         types=types or None, pid=args.pid, follow=args.follow, comm=args.comm, uid=args.uid,
         threads=args.threads, snapshot=args.snapshot, ring_size=args.ring_size,
         wakeup_bytes=args.wakeup_bytes, max_delay=args.max_delay, duration=args.duration,
-        paths=args.path, failed_only=args.failed_only,
+        paths=args.path, failed_only=args.failed_only, dns_port=args.dns_port, udp_idle=args.udp_idle,
+        allow=parse_assignments(args.allow, "allow"), deny=parse_assignments(args.deny, "deny"),
     )
     fmt = args.format or ("table" if args.output is None and sys.stdout.isatty() else "json")
     if fmt == "json":

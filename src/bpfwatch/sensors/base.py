@@ -27,23 +27,31 @@ COMM_LEN = 16
 @dataclass(slots=True)
 class Scope:
     """Which processes every sensor looks at, decided in the kernel
-    (bw_filter.bpf.h). One sensor owns the shared maps (bw_tracked, bw_comms);
-    the others reuse them by fd through `shared`."""
+    (bw_filter.bpf.h). One sensor owns the shared maps; the others reuse them
+    by fd through `shared`."""
 
     pids: set[int] | None = None   # tgids (None: all)
-    follow: bool = False           # descendants of tracked tgids join on fork
+    follow: set[int] = field(default_factory=set)  # of those, the ones whose descendants join
     uid: int | None = None
     comms: set[str] | None = None  # exact names (<= 15 bytes)
+    deny_pids: set[int] = field(default_factory=set)
+    deny_comms: set[str] = field(default_factory=set)
+    cgroups: set[int] | None = None  # allowed cgroup ids
+    deny_cgroups: set[int] = field(default_factory=set)
     shared: dict[str, int] = field(default_factory=dict)
 
+    MAPS = ("bw_tracked", "bw_comms", "bw_deny_pids", "bw_deny_comms", "bw_cgroups")
+
     def validate(self) -> None:
-        for c in self.comms or ():
+        for c in (self.comms or set()) | self.deny_comms:
             if len(c.encode()) >= COMM_LEN:
                 raise UsageError(f"comm '{c}' is longer than the kernel's {COMM_LEN - 1} bytes")
 
     def rodata(self) -> dict[str, int]:
         return {"flt_tracked": int(self.pids is not None), "flt_uid_on": int(self.uid is not None),
-                "flt_uid": self.uid or 0, "flt_comm": int(self.comms is not None)}
+                "flt_uid": self.uid or 0, "flt_comm": int(self.comms is not None),
+                "flt_deny_comm": int(bool(self.deny_comms)), "flt_deny_pid": int(bool(self.deny_pids)),
+                "flt_cgroup": (1 if self.cgroups is not None else 0) | (2 if self.deny_cgroups else 0)}
 
 
 def check_ring_size(size: int) -> int:
@@ -115,24 +123,35 @@ class Sensor:
         self.close()
 
     def _fill_scope(self, obj: L.BpfObject) -> None:
-        if self.scope.pids is not None:
-            self.track(self.scope.pids)
-        if self.scope.comms is not None:
-            comms = obj.map("bw_comms")
-            for c in self.scope.comms:
-                comms.update(c.encode().ljust(COMM_LEN, b"\0"), b"\1")
+        sc = self.scope
+        if sc.pids is not None:
+            self.track(sc.pids - sc.follow, follow=False)
+            self.track(sc.follow, follow=True)
+        for name, values in (("bw_comms", sc.comms or ()), ("bw_deny_comms", sc.deny_comms)):
+            m = obj.map(name)
+            for c in values:
+                m.update(c.encode().ljust(COMM_LEN, b"\0"), b"\1")
+        deny = obj.map("bw_deny_pids")
+        for pid in sc.deny_pids:
+            deny.update(pid.to_bytes(4, "little"), b"\1")
+        cg = obj.map("bw_cgroups")
+        for ids, how in ((sc.cgroups or set(), b"\1"), (sc.deny_cgroups, b"\2")):
+            for i in ids:
+                cg.update(i.to_bytes(8, "little"), how)
 
     def shared_maps(self) -> dict[str, int]:
         """fds of the scope maps, for the other sensors to reuse."""
         assert self.obj is not None
-        return {name: self.obj.map(name).fd for name in ("bw_tracked", "bw_comms")}
+        return {name: self.obj.map(name).fd for name in Scope.MAPS}
 
-    def track(self, pids: set[int] | list[int]) -> None:
-        """Adds tgids to the kernel's tracked set."""
+    def track(self, pids: set[int] | list[int], follow: bool = True) -> None:
+        """Adds tgids to the kernel's tracked set; with follow, their future
+        children join it too."""
         assert self.obj is not None, "track() needs a loaded sensor"
         tracked = self.obj.map("bw_tracked")
+        how = b"\2" if follow else b"\1"
         for pid in pids:
-            tracked.update(int(pid).to_bytes(4, "little"), b"\1")
+            tracked.update(int(pid).to_bytes(4, "little"), how)
 
     def tracked(self) -> set[int]:
         if self.obj is None:

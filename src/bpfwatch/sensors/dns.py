@@ -7,7 +7,6 @@ matching of responses to queries, for latency, happen here.
 
 from __future__ import annotations
 
-import fnmatch
 import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ PENDING_TTL_NS = 30 * 10**9
 class DnsOptions:
     types: set[str] = field(default_factory=lambda: set(DNS_TYPES))
     port: int = 53
-    names: list[str] = field(default_factory=list)  # globs; empty: every name
 
     def validate(self) -> None:
         if not 0 < self.port < 65536:
@@ -89,8 +87,6 @@ class DnsSensor(Sensor):
             return {**self._common("dns.malformed", r), **base, "direction": "sent" if sent else "received",
                     "length": r["len"], "captured": r["captured"], "reason": str(e)}
         name, qtype = msg.questions[0] if msg.questions else (None, None)
-        if self.dopts.names and not (name and any(fnmatch.fnmatch(name, g) for g in self.dopts.names)):
-            return None
         key = (r["pid"], base["server_addr"], base["server_port"], base["local_port"], msg.id, name)
         if not msg.response:
             self._remember(key, r["ts_boot_ns"])

@@ -47,6 +47,8 @@ def syscall_rodata(names: dict[str, str]) -> dict[str, int]:
 class NetworkOptions:
     types: set[str] = field(default_factory=lambda: set(DEFAULT_TYPES))
     udp_idle: float = 30.0  # seconds without a datagram before a UDP flow ends
+    allow_ports: list[tuple[int, int]] = field(default_factory=list)  # ranges, in the kernel
+    deny_ports: list[tuple[int, int]] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.udp_idle <= 0:
@@ -76,9 +78,17 @@ class NetworkSensor(Sensor):
         if not app_bytes:
             for prog in ("bw_net_send_len", "bw_net_recv_len"):
                 obj.program(prog).autoload = False
-        obj.set_rodata(emit_tcp=mask, emit_udp=int("network.udp" in self.nopts.types),
+        flt_port = (1 if self.nopts.allow_ports else 0) | (2 if self.nopts.deny_ports else 0)
+        obj.set_rodata(emit_tcp=mask, emit_udp=int("network.udp" in self.nopts.types), flt_port=flt_port,
                        count_app_bytes=int(app_bytes),
                        **syscall_rodata({**SYSCALL_RODATA, "nr_accept": "accept", "nr_accept4": "accept4"}))
+
+    def populate(self, obj: L.BpfObject) -> None:
+        ports = obj.map("bw_ports")
+        for ranges, how in ((self.nopts.allow_ports, b"\1"), (self.nopts.deny_ports, b"\2")):  # deny last: it wins
+            for lo, hi in ranges:
+                for p in range(lo, hi + 1):
+                    ports.update(p.to_bytes(2, "little"), how)
 
     def layouts(self, btf: L.Btf) -> None:
         super().layouts(btf)

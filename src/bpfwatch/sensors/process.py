@@ -96,7 +96,7 @@ class ProcessSensor(Sensor):
         for cname, tname in TYPE_NAMES.items():
             if tname in self.popts.types:
                 mask |= 1 << ids[cname]
-        obj.set_rodata(flt_follow=int(self.scope.follow), emit_mask=mask,
+        obj.set_rodata(flt_follow=int(bool(self.scope.follow)), emit_mask=mask,
                        emit_threads=int(self.popts.threads), args_max=self.popts.args_max)
 
     def layouts(self, btf: L.Btf) -> None:
