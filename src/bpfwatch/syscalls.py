@@ -39,8 +39,10 @@ def table(machine: str | None = None) -> dict[str, int]:
         raise BpfwatchError(f"no syscall table for {machine}: supported are {', '.join(TABLES)}") from None
 
 
+@lru_cache(maxsize=1)
+def _names() -> dict[int, str]:
+    return {n: name for name, n in table().items()}
+
+
 def name_of(nr: int) -> str:
-    for name, n in table().items():
-        if n == nr:
-            return name
-    return f"syscall_{nr}"
+    return _names().get(nr) or f"syscall_{nr}"

@@ -155,6 +155,7 @@ struct {
 
 struct bw_walk_ctx {
 	struct dentry *dentry;
+	struct dentry *mnt_root; /* of vfsmnt: read once per mount, not per component */
 	struct vfsmount *vfsmnt;
 	struct mount *mnt;
 	char *buf;
@@ -166,10 +167,9 @@ static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
 {
 	/* locals: CO-RE must not relocate the fields of our own context */
 	struct dentry *d = c->dentry;
-	struct vfsmount *vfsmnt = c->vfsmnt;
 	struct mount *mnt = c->mnt;
 	struct dentry *parent = BPF_CORE_READ(d, d_parent);
-	struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+	struct dentry *mnt_root = c->mnt_root;
 
 	if (d == mnt_root || d == parent) {
 		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
@@ -177,10 +177,13 @@ static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
 		if (d != mnt_root || mnt == mnt_parent)
 			return 1; /* reached the root of the mount tree */
 		/* climb from this mount's root to where it is mounted */
+		struct vfsmount *up = (struct vfsmount *)((void *)mnt_parent +
+							  bpf_core_field_offset(struct mount, mnt));
+
 		c->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		c->mnt = mnt_parent;
-		c->vfsmnt = (struct vfsmount *)((void *)mnt_parent +
-						bpf_core_field_offset(struct mount, mnt));
+		c->vfsmnt = up;
+		c->mnt_root = BPF_CORE_READ(up, mnt_root);
 		return 0;
 	}
 
@@ -216,6 +219,9 @@ static __always_inline char *bw_resolve_path(const struct path *path, __u32 *len
 	if (!c.dentry || !c.vfsmnt)
 		return 0;
 	c.mnt = (struct mount *)((void *)c.vfsmnt - bpf_core_field_offset(struct mount, mnt));
+	struct vfsmount *vm = c.vfsmnt;
+
+	c.mnt_root = BPF_CORE_READ(vm, mnt_root);
 	c.buf = pb->data;
 	c.pos = BW_PATH_MAX - 1;
 	pb->data[BW_PATH_MAX - 1] = 0;

@@ -47,12 +47,14 @@ struct bw_sysdesc {
 #define BW_FILE_PATH1_RESOLVED (1 << 0) /* path1 is the kernel's path of the file */
 #define BW_FILE_PATH1_TRUNC    (1 << 1)
 #define BW_FILE_PATH2_TRUNC    (1 << 2)
+#define BW_FILE_PATH1_BY_KEY   (1 << 3) /* no path bytes: it is the path of `file`, already sent */
 
 /* Followed by path1, dir1, path2, dir2: each *_len bytes, NUL-terminated. A
  * dir is present only when its path is relative. */
 struct bw_file_event {
 	struct bw_hdr hdr;
 	__u64 cgroup_id;
+	__u64 file;     /* opens: the file's key for file.io (its path is this record's) */
 	__s64 ret;
 	__u64 length;
 	__u32 uid;

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from bpfwatch import libbpf as L
 from bpfwatch.bpf import object_path
-from bpfwatch.btf_dtype import struct_dtype
+from bpfwatch.btf_dtype import field_names, record_struct, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.ringbuf import RingBuffer, Run
+
+_U32 = struct.Struct("<I")
+Decoder = Callable[[Run, "list[int] | None", list[dict[str, Any]]], None]
 
 DEFAULT_RING_SIZE = 16 << 20
 
@@ -167,11 +173,49 @@ class Sensor:
         pass
 
     def layouts(self, btf: L.Btf) -> None:
-        """Builds the decoder's dtypes from the loaded object's BTF."""
+        """Builds the decoder's dtypes from the loaded object's BTF; subclasses
+        fill `decoders` (event type id -> fn(run, indexes or None, out))."""
         self.hdr_dtype = struct_dtype(btf, "bw_hdr")
+        self._type_off = self.hdr_dtype.fields["type"][1]
+        self.decoders: dict[int, Decoder] = {}
 
     def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
-        raise NotImplementedError
+        """Dispatches a run to the decoder of each event type in it."""
+        if run.length < self.hdr_dtype.itemsize:
+            return
+        if run.count == 1:  # variable-length records come one by one: no numpy here
+            fn = self.decoders.get(_U32.unpack_from(run.buf, run.offset + self._type_off)[0])
+            if fn is not None:
+                fn(run, None, out)
+            return
+        types = run.view(self.hdr_dtype)["type"]
+        first = int(types[0])
+        if bool((types == first).all()):
+            fn = self.decoders.get(first)
+            if fn is not None:
+                fn(run, None, out)
+            return
+        for t in np.unique(types).tolist():
+            fn = self.decoders.get(t)
+            if fn is not None:
+                fn(run, np.flatnonzero(types == t).tolist(), out)
+
+    @staticmethod
+    def records(run: Run, dtype: np.dtype, idx: list[int] | None) -> list[dict[str, Any]]:
+        """Fixed-size records as dicts: a struct unpack each for a few, numpy
+        columns for many (byte arrays come as bytes or lists of ints)."""
+        if run.length < dtype.itemsize:
+            return []
+        indices = range(run.count) if idx is None else idx
+        if len(indices) <= 16:
+            st, names = record_struct(dtype), field_names(dtype)
+            buf, base, stride = run.buf, run.offset, run.stride
+            return [dict(zip(names, st.unpack_from(buf, base + i * stride), strict=True)) for i in indices]
+        recs = run.view(dtype)
+        if idx is not None:
+            recs = recs[idx]
+        cols = {n: recs[n].tolist() for n in dtype.names}
+        return [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
 
     def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
         """Periodic work between drains (e.g. ending idle flows); `force` at the end."""

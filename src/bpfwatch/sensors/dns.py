@@ -56,18 +56,16 @@ class DnsSensor(Sensor):
     def layouts(self, btf: L.Btf) -> None:
         super().layouts(btf)
         self.dtype = struct_dtype(btf, "bw_dns_event")
-        self._type = enum_values(btf, "bw_event_type")["BW_EV_DNS"]
+        self.decoders = {enum_values(btf, "bw_event_type")["BW_EV_DNS"]: self._decode}
 
-    def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
+    def _decode(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         size = self.dtype.itemsize
-        for i in range(run.count):
-            rec = bytes(run.record(i))
+        for i in range(run.count) if idx is None else idx:
+            rec = run.record(i)
             if len(rec) < size:
                 continue
             r = record_dict(self.dtype, rec)
-            if r["type"] != self._type:
-                continue
-            ev = self._event(r, rec[size: size + r["captured"]])
+            ev = self._event(r, bytes(rec[size: size + r["captured"]]))
             if ev is not None:
                 out.append(ev)
 

@@ -27,7 +27,7 @@ from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
 PREFIX_MAX = 256
 PREFIXES = 16
 ARG_NONE, DIR_CWD, DIR_NONE, ARG_HOW = -1, -2, -3, -4
-PATH1_RESOLVED, PATH1_TRUNC, PATH2_TRUNC = 1, 2, 4
+PATH1_RESOLVED, PATH1_TRUNC, PATH2_TRUNC, PATH1_BY_KEY = 1, 2, 4, 8
 AT_REMOVEDIR = 0x200
 
 # kind name in file.h -> event type
@@ -175,34 +175,26 @@ class FileSensor(Sensor):
         self.io_dtype = struct_dtype(btf, "bw_fileio_event")
         self.path_dtype = struct_dtype(btf, "bw_fileio_path_event")
         self._kind_names = {v: KINDS.get(k) for k, v in enum_values(btf, "bw_file_kind").items()}
-        self._decoders = {ids["BW_EV_FILE_OP"]: self._decode_op, ids["BW_EV_FILE_IO"]: self._decode_io,
-                          ids["BW_EV_FILE_IOPATH"]: self._decode_path}
+        self.decoders = {ids["BW_EV_FILE_OP"]: self._decode_op, ids["BW_EV_FILE_IO"]: self._decode_io,
+                         ids["BW_EV_FILE_IOPATH"]: self._decode_path}
 
     # -- decoding ---------------------------------------------------------------
 
-    def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
-        types = run.view(self.hdr_dtype)["type"]
-        for t in np.unique(types).tolist():
-            fn = self._decoders.get(t)
-            if fn is not None:
-                fn(run, None if run.count == 1 else np.flatnonzero(types == t).tolist(), out)
-
     @staticmethod
-    def _fixed(run: Run, i: int, dt: np.dtype) -> tuple[dict[str, Any], bytes]:
-        rec = bytes(run.record(i))
-        return record_dict(dt, rec), rec[dt.itemsize:]
+    def _variable(run: Run, idx: list[int] | None, dt: np.dtype):
+        """(fixed part as a dict, the bytes after it) of each record."""
+        size = dt.itemsize
+        for i in range(run.count) if idx is None else idx:
+            rec = run.record(i)
+            if len(rec) >= size:
+                yield record_dict(dt, rec), bytes(rec[size:])
 
     def _decode_path(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for i in idx if idx is not None else range(run.count):
-            r, data = self._fixed(run, i, self.path_dtype)
+        for r, data in self._variable(run, idx, self.path_dtype):
             self._paths[(r["tgid"], r["file"])] = _text(data[: r["path_len"]].rstrip(b"\0"))
 
     def _decode_io(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        recs = run.view(self.io_dtype)
-        if idx is not None:
-            recs = recs[idx]
-        for r in recs.tolist():
-            r = dict(zip(self.io_dtype.names, r, strict=True))
+        for r in self.records(run, self.io_dtype, idx):
             path = self._paths.pop((r["tgid"], r["file"]), None)
             if not self.path_wanted(path):
                 continue
@@ -215,8 +207,7 @@ class FileSensor(Sensor):
             })
 
     def _decode_op(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for i in idx if idx is not None else range(run.count):
-            r, data = self._fixed(run, i, self.op_dtype)
+        for r, data in self._variable(run, idx, self.op_dtype):
             ev = self._op_event(r, data)
             if ev is not None:
                 out.append(ev)
@@ -237,11 +228,15 @@ class FileSensor(Sensor):
         ret = r["ret"]
         if kind == "file.symlink":
             path, target = (join_path(d2, p2) if p2 is not None else None), p1
+        elif r["rflags"] & PATH1_BY_KEY:
+            path, target = self._paths.get((r["pid"], r["file"])), None
         else:
             path = p1 if r["rflags"] & PATH1_RESOLVED or p1 is None else join_path(d1, p1)
             target = None
         if not self.path_wanted(path):
             return None
+        if r["file"] and kind == "file.open":
+            self._paths[(r["pid"], r["file"])] = path  # later file.io and f* calls on it need it
         ev = {
             **common_fields(kind, r["ts_boot_ns"], r["pid"], r["tid"], 0, r["uid"],
                             cstr(r["comm"]), None, r["cgroup_id"], None),

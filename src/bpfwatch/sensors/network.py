@@ -98,19 +98,13 @@ class NetworkSensor(Sensor):
         self.udp_key_dtype = struct_dtype(btf, "bw_udp_key")
         self.udp_stats_dtype = struct_dtype(btf, "bw_udp_stats")
         self._kind_names = {v: TCP_KINDS[k] for k, v in enum_values(btf, "bw_tcp_kind").items()}
-        self._tcp_type, self._udp_type = ids["BW_EV_TCP"], ids["BW_EV_UDP"]
+        self.decoders = {ids["BW_EV_TCP"]: self._decode_tcp, ids["BW_EV_UDP"]: self._decode_udp}
 
-    def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
-        types = run.view(self.hdr_dtype)["type"]
-        for t, dt, fn in ((self._tcp_type, self.tcp_dtype, self._tcp), (self._udp_type, self.udp_dtype, self._udp)):
-            mask = types == t
-            if not mask.any() or run.length < dt.itemsize:
-                continue
-            recs = run.view(dt)[mask]
-            for rec in recs.tolist():
-                ev = fn(dict(zip(dt.names, rec, strict=True)))
-                if ev is not None:
-                    out.append(ev)
+    def _decode_tcp(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
+        out.extend(ev for r in self.records(run, self.tcp_dtype, idx) if (ev := self._tcp(r)) is not None)
+
+    def _decode_udp(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
+        out.extend(self._udp(r) for r in self.records(run, self.udp_dtype, idx))
 
     def _tcp(self, r: dict[str, Any]) -> dict[str, Any] | None:
         kind = self._kind_names.get(r["kind"])

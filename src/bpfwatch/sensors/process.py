@@ -11,10 +11,8 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from bpfwatch import libbpf as L
-from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
+from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.ids import exec_id, tick_floor
 from bpfwatch.events.model import common_fields
@@ -105,51 +103,19 @@ class ProcessSensor(Sensor):
         self.exec_dtype = struct_dtype(btf, "bw_exec_event")
         self.fork_dtype = struct_dtype(btf, "bw_fork_event")
         self.exit_dtype = struct_dtype(btf, "bw_exit_event")
-        self._decoders = {
-            ids["BW_EV_EXEC"]: self._decode_exec,
-            ids["BW_EV_FORK"]: self._decode_fork,
-            ids["BW_EV_EXIT"]: self._decode_exit,
-        }
-        self._hdr_size = self.hdr_dtype.itemsize
+        self.decoders = {ids["BW_EV_EXEC"]: self._decode_exec, ids["BW_EV_FORK"]: self._decode_fork,
+                         ids["BW_EV_EXIT"]: self._decode_exit}
 
     # -- decoding ---------------------------------------------------------------
 
-    def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
-        if run.length < self._hdr_size:
-            return
-        types = run.view(self.hdr_dtype)["type"]
-        first = int(types[0])
-        if run.count == 1 or bool((types == first).all()):
-            fn = self._decoders.get(first)
-            if fn is not None:
-                fn(run, None, out)
-            return
-        for t in np.unique(types):
-            fn = self._decoders.get(int(t))
-            if fn is not None:
-                fn(run, types == t, out)
-
-    @staticmethod
-    def _columns(run: Run, dtype: np.dtype, mask: np.ndarray | None) -> dict[str, list[Any]] | None:
-        """The run's records as Python lists per field name (vectorised)."""
-        if run.length < dtype.itemsize:
-            return None
-        recs = run.view(dtype)
-        if mask is not None:
-            recs = recs[mask]
-        return {name: recs[name].tolist() for name in dtype.names}
-
-    def _decode_exec(self, run: Run, mask: np.ndarray | None, out: list[dict[str, Any]]) -> None:
+    def _decode_exec(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         dt = self.exec_dtype
         size = dt.itemsize
-        idx = range(run.count) if mask is None else np.flatnonzero(mask).tolist()
-        names = dt.names
-        for i in idx:
-            rec = bytes(run.record(i))
+        for i in range(run.count) if idx is None else idx:
+            rec = run.record(i)
             if len(rec) < size:
                 continue
-            r = dict(zip(names, np.frombuffer(rec, dt, count=1).tolist()[0], strict=True))
-            out.append(self._exec_event(r, rec[size:]))
+            out.append(self._exec_event(record_dict(dt, rec), bytes(rec[size:])))
 
     def _exec_event(self, r: dict[str, Any], data: bytes) -> dict[str, Any]:
         exe_len, cwd_len, pexe_len, args_len = r["exe_len"], r["cwd_len"], r["pexe_len"], r["args_len"]
@@ -193,33 +159,26 @@ class ProcessSensor(Sensor):
                        "exec_id": None},
         }
 
-    def _decode_fork(self, run: Run, mask: np.ndarray | None, out: list[dict[str, Any]]) -> None:
-        c = self._columns(run, self.fork_dtype, mask)
-        if c is None:
-            return
-        for i, ts in enumerate(c["ts_boot_ns"]):
-            flags, cpid, cstart = c["flags"][i], c["child_pid"][i], c["child_start_boot_ns"][i]
+    def _decode_fork(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
+        for r in self.records(run, self.fork_dtype, idx):
+            cpid, cstart = r["child_pid"], r["child_start_boot_ns"]
             out.append({
-                **common_fields("process.fork", ts, c["pid"][i], c["tid"][i], c["ppid"][i], c["uid"][i],
-                                cstr(c["comm"][i]), None, c["cgroup_id"][i], None),
-                "child_pid": cpid, "child_tid": c["child_tid"][i], "thread": bool(flags & FORK_THREAD),
-                "clone_flags": clone_flag_names(c["clone_flags"][i]), "child_start_boot_ns": cstart,
+                **common_fields("process.fork", r["ts_boot_ns"], r["pid"], r["tid"], r["ppid"], r["uid"],
+                                cstr(r["comm"]), None, r["cgroup_id"], None),
+                "child_pid": cpid, "child_tid": r["child_tid"], "thread": bool(r["flags"] & FORK_THREAD),
+                "clone_flags": clone_flag_names(r["clone_flags"]), "child_start_boot_ns": cstart,
                 "child_exec_id": exec_id(cpid, tick_floor(cstart)),
             })
 
-    def _decode_exit(self, run: Run, mask: np.ndarray | None, out: list[dict[str, Any]]) -> None:
-        c = self._columns(run, self.exit_dtype, mask)
-        if c is None:
-            return
-        for i, ts in enumerate(c["ts_boot_ns"]):
-            pid, start, status = c["pid"][i], c["start_boot_ns"][i], c["exit_code"][i]
+    def _decode_exit(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
+        for r in self.records(run, self.exit_dtype, idx):
+            ts, pid, start, status = r["ts_boot_ns"], r["pid"], r["start_boot_ns"], r["exit_code"]
             code, sig, core = decode_wait_status(status)
             out.append({
-                **common_fields("process.exit", ts, pid, c["tid"][i], c["ppid"][i], c["uid"][i],
-                                cstr(c["comm"][i]), None, c["cgroup_id"][i],
-                                exec_id(pid, tick_floor(start))),
+                **common_fields("process.exit", ts, pid, r["tid"], r["ppid"], r["uid"], cstr(r["comm"]), None,
+                                r["cgroup_id"], exec_id(pid, tick_floor(start))),
                 "exit_code": code, "signal": sig, "signal_name": signal_name(sig) if sig else None,
-                "core_dumped": core, "status": status, "thread": bool(c["flags"][i] & EXIT_THREAD),
+                "core_dumped": core, "status": status, "thread": bool(r["flags"] & EXIT_THREAD),
                 "duration_ns": max(ts - start, 0), "start_boot_ns": start,
-                "user_time_ns": c["utime_ns"][i], "system_time_ns": c["stime_ns"][i],
+                "user_time_ns": r["utime_ns"], "system_time_ns": r["stime_ns"],
             })

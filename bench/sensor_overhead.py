@@ -1,0 +1,188 @@
+"""Overhead of the file and network sensors on heavy workloads (wall time
+against untraced, alternating runs), side by side with bpftrace doing the
+equivalent; and events/s sustained with every sensor on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from common import BPFWATCH, bpftrace, ensure_tracefs, median, save
+
+# tmpfs: the untar is then bound by CPU (what tracing costs), not by the disk
+WORK = Path(os.environ.get("BENCH_DIR", "/dev/shm")) / "bpfwatch-bench"
+FILES = int(os.environ.get("BENCH_FILES", "20000"))
+CONNS = int(os.environ.get("BENCH_CONNS", "3000"))
+
+BT_FILE = r"""
+tracepoint:syscalls:sys_enter_openat { @fn[tid] = args->filename; }
+tracepoint:syscalls:sys_exit_openat /@fn[tid]/ { printf("open %d %s %s %d\n", pid, comm, str(@fn[tid]), args->ret); delete(@fn[tid]); }
+tracepoint:syscalls:sys_exit_read, tracepoint:syscalls:sys_exit_write /args->ret > 0/ { @io[pid, comm] = sum(args->ret); }
+tracepoint:syscalls:sys_enter_unlinkat, tracepoint:syscalls:sys_enter_mkdirat { printf("op %d %s %s\n", pid, comm, str(args->pathname)); }
+tracepoint:syscalls:sys_enter_fchmodat { printf("chmod %d %s\n", pid, str(args->filename)); }
+"""
+BT_NET = r"""
+tracepoint:sock:inet_sock_set_state /args->protocol == 6/ { printf("tcp %d %s %d %d %d %d\n", pid, comm, args->sport, args->dport, args->oldstate, args->newstate); }
+"""
+
+SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(512); print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept(); c.recv(256); c.sendall(b"r" * 100); c.close()
+"""
+CLIENT = """
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+for _ in range(n):
+    c = socket.create_connection(("127.0.0.1", port)); c.sendall(b"q" * 100); c.recv(256); c.close()
+"""
+
+
+def make_tree() -> Path:
+    tar = WORK / f"tree-{FILES}.tar"
+    if tar.exists():
+        return tar
+    WORK.mkdir(parents=True, exist_ok=True)
+    src = Path(tempfile.mkdtemp(dir=WORK))
+    for i in range(FILES):
+        d = src / f"d{i // 100:04d}"
+        d.mkdir(exist_ok=True)
+        (d / f"f{i:06d}.txt").write_bytes(os.urandom(1024))
+    with tarfile.open(tar, "w") as t:
+        t.add(src, arcname="tree")
+    shutil.rmtree(src)
+    return tar
+
+
+def untar(tar: Path) -> float:
+    dest = Path(tempfile.mkdtemp(dir=WORK))
+    t = time.perf_counter()
+    subprocess.run(["tar", "-xf", str(tar), "-C", str(dest)], check=True)
+    elapsed = time.perf_counter() - t
+    shutil.rmtree(dest)
+    return elapsed
+
+
+def connections(port: int) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", CLIENT, str(port), str(CONNS)], check=True)
+    return time.perf_counter() - t
+
+
+def _wait_loaded(proc: subprocess.Popen, marker: str) -> None:
+    tool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if marker in subprocess.run([tool, "prog", "show"], capture_output=True, text=True).stdout:
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"tracer exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise RuntimeError("tracer never attached")
+
+
+def traced(kind: str, types: str, fn, *args) -> float:
+    out = tempfile.NamedTemporaryFile(dir=WORK, suffix=".out", delete=False)  # noqa: SIM115
+    if kind == "bpfwatch":
+        proc = subprocess.Popen([*BPFWATCH, "trace", "-t", types, "--format", "json", "-o", out.name],
+                                stderr=subprocess.DEVNULL)
+        _wait_loaded(proc, "bw_")
+    else:
+        prog = BT_FILE if types.startswith("file") else BT_NET
+        proc = subprocess.Popen([bpftrace() or "bpftrace", "-e", prog], stdout=out, stderr=subprocess.DEVNULL)
+        time.sleep(3.0)  # bpftrace attaches its probes one by one
+    try:
+        return fn(*args)
+    finally:
+        proc.terminate()
+        proc.wait()
+        out.close()
+        os.unlink(out.name)
+
+
+def compare(name: str, types: str, fn, *args, runs: int) -> dict[str, object]:
+    peers = ["untraced", "bpfwatch"] + (["bpftrace"] if bpftrace() and ensure_tracefs() else [])
+    times: dict[str, list[float]] = {p: [] for p in peers}
+    for _ in range(runs):
+        for p in peers:  # alternating
+            times[p].append(fn(*args) if p == "untraced" else traced(p, types, fn, *args))
+    base = median(times["untraced"])
+    return {"workload": name, "runs": runs, "median_s": {p: round(median(v), 3) for p, v in times.items()},
+            "slowdown": {p: round(median(v) / base, 3) for p, v in times.items() if p != "untraced"}}
+
+
+PACED = """
+import os, sys, time
+path, rate, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+tick, per_tick = 0.01, max(1, rate // 100)
+end = time.monotonic() + seconds
+nxt = time.monotonic()
+while time.monotonic() < end:
+    for _ in range(per_tick):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"x")
+        os.close(fd)
+    nxt += tick
+    d = nxt - time.monotonic()
+    if d > 0:
+        time.sleep(d)
+"""
+
+
+def _all_sensors_at(rate: int, seconds: float) -> dict[str, object]:
+    """Every sensor on (`trace` with no type: all of them, JSON to a file);
+    a paced load of `rate` open+write+close per second: 2 events each."""
+    out = Path(tempfile.mkdtemp(dir=WORK)) / "all.jsonl"
+    target = Path(tempfile.mkdtemp(dir=WORK)) / "f"
+    proc = subprocess.Popen([*BPFWATCH, "trace", "--format", "json", "-o", str(out)], stderr=subprocess.PIPE,
+                            text=True)
+    _wait_loaded(proc, "bw_dns")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", PACED, str(target), str(rate), str(seconds)], check=True)
+    elapsed = time.perf_counter() - t
+    time.sleep(1.0)
+    proc.terminate()
+    _, err = proc.communicate()
+    words = (err.strip().splitlines() or [""])[-1].replace(",", "").split()
+    events, lost = (int(words[1]), int(words[3])) if len(words) >= 4 else (0, -1)
+    shutil.rmtree(out.parent)
+    shutil.rmtree(target.parent)
+    return {"offered_ops_per_s": rate, "events": events, "lost": lost, "events_per_s": round(events / elapsed)}
+
+
+def sustained_all_sensors(seconds: float = 4.0) -> dict[str, object]:
+    """The highest paced rate with no event lost, and what happens above it."""
+    levels = [_all_sensors_at(rate, seconds) for rate in (10_000, 25_000, 50_000, 75_000, 100_000)]
+    clean = [x for x in levels if x["lost"] == 0]
+    return {"levels": levels, "max_events_per_s_without_loss": max((x["events_per_s"] for x in clean), default=0)}
+
+
+def main() -> None:
+    runs = int(os.environ.get("BENCH_RUNS", "5"))
+    tar = make_tree()
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    port = int(server.stdout.readline())
+    try:
+        result = {
+            "file_untar": {"files": FILES, **compare("untar", "file.*", untar, tar, runs=runs)},
+            "network_short_connections": {"connections": CONNS,
+                                          **compare("connections", "network.*", connections, port, runs=runs)},
+            "all_sensors_sustained": sustained_all_sensors(),
+            "targets": {"slowdown": 1.10},
+        }
+    finally:
+        server.kill()
+        server.wait()
+    save("sensor_overhead", result)
+
+
+if __name__ == "__main__":
+    main()
