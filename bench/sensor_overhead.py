@@ -22,13 +22,17 @@ CONNS = int(os.environ.get("BENCH_CONNS", "3000"))
 
 BT_FILE = r"""
 tracepoint:syscalls:sys_enter_openat { @fn[tid] = args->filename; }
-tracepoint:syscalls:sys_exit_openat /@fn[tid]/ { printf("open %d %s %s %d\n", pid, comm, str(@fn[tid]), args->ret); delete(@fn[tid]); }
-tracepoint:syscalls:sys_exit_read, tracepoint:syscalls:sys_exit_write /args->ret > 0/ { @io[pid, comm] = sum(args->ret); }
-tracepoint:syscalls:sys_enter_unlinkat, tracepoint:syscalls:sys_enter_mkdirat { printf("op %d %s %s\n", pid, comm, str(args->pathname)); }
+tracepoint:syscalls:sys_exit_openat /@fn[tid]/ {
+  printf("open %d %s %s %d\n", pid, comm, str(@fn[tid]), args->ret); delete(@fn[tid]); }
+tracepoint:syscalls:sys_exit_read, tracepoint:syscalls:sys_exit_write /args->ret > 0/ {
+  @io[pid, comm] = sum(args->ret); }
+tracepoint:syscalls:sys_enter_unlinkat, tracepoint:syscalls:sys_enter_mkdirat {
+  printf("op %d %s %s\n", pid, comm, str(args->pathname)); }
 tracepoint:syscalls:sys_enter_fchmodat { printf("chmod %d %s\n", pid, str(args->filename)); }
 """
 BT_NET = r"""
-tracepoint:sock:inet_sock_set_state /args->protocol == 6/ { printf("tcp %d %s %d %d %d %d\n", pid, comm, args->sport, args->dport, args->oldstate, args->newstate); }
+tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
+  printf("tcp %d %s %d %d %d %d\n", pid, comm, args->sport, args->dport, args->oldstate, args->newstate); }
 """
 
 SERVER = """

@@ -68,6 +68,16 @@ struct {
 	__type(value, struct bw_udp_stats);
 } bw_udp SEC(".maps");
 
+/* Flows each process started: at exit the table is scanned only for processes
+ * that have some. Flows ended as idle (by Python) leave the count high, which
+ * costs a scan, never a flow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __s64);
+} bw_udp_owners SEC(".maps");
+
 static __always_inline void set_owner(struct bw_sock_info *i, struct task_struct *task)
 {
 	__u64 pt = bpf_get_current_pid_tgid();
@@ -285,8 +295,15 @@ static __always_inline void count_udp(struct task_struct *task, struct bw_udp_ke
 		fresh.cgroup_id = bpf_get_current_cgroup_id();
 		fresh.uid = BPF_CORE_READ(task, cred, uid.val);
 		BPF_CORE_READ_STR_INTO(&fresh.comm, task, comm);
-		if (bpf_map_update_elem(&bw_udp, key, &fresh, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(&bw_udp, key, &fresh, BPF_NOEXIST) == 0) {
+			__s64 one = 1, *n = bpf_map_lookup_elem(&bw_udp_owners, &key->tgid);
+
+			if (n)
+				__sync_fetch_and_add(n, 1);
+			else
+				bpf_map_update_elem(&bw_udp_owners, &key->tgid, &one, BPF_NOEXIST);
 			emit_udp_event(key, &fresh, BW_UDP_START);
+		}
 		st = bpf_map_lookup_elem(&bw_udp, key);
 		if (!st)
 			return;
@@ -393,6 +410,9 @@ int BPF_PROG(bw_net_proc_exit, struct task_struct *task)
 		return 0;
 	struct udp_flush_ctx c = { .tgid = BPF_CORE_READ(task, tgid) };
 
+	if (!bpf_map_lookup_elem(&bw_udp_owners, &c.tgid))
+		return 0;
+	bpf_map_delete_elem(&bw_udp_owners, &c.tgid);
 	bpf_for_each_map_elem(&bw_udp, udp_flush_one, &c, 0);
 	return 0;
 }
