@@ -29,6 +29,7 @@ def test_text_match_kinds():
     ({"path": ["relative/dir"]}, "must be an absolute path"),
     ({"uid": ["no-such-user-here"]}, "no user named"),
     ({"container": ["xyz"]}, "not a container id"),
+    ({"container": ["0123456789ab"]}, "no cgroup names container"),
     ({"type": ["file.nope"]}, "unknown event type"),
     ({"failed_only": ["maybe"]}, "not true or false"),
 ])

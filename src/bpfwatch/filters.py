@@ -219,7 +219,10 @@ class Rules:
                     cid = str(v).lower()
                     if not _CONTAINER_ID.match(cid):
                         raise UsageError(f"filter {where}: '{v}' is not a container id (12-64 hex digits)")
-                    r.cgroups |= container_cgroups(cid)
+                    found = container_cgroups(cid)
+                    if not found:
+                        raise UsageError(f"filter {where}: no cgroup names container {cid}")
+                    r.cgroups |= found
             elif key == "path":
                 r.paths += _prefixes(where, values)
             elif key == "port":
