@@ -28,6 +28,10 @@ from bpfwatch.sensors.process import ARGS_MAX, TYPE_NAMES, ProcessOptions, Proce
 Event = dict[str, Any]
 
 
+def _ts(ev: Event) -> int:
+    return ev["ts"]
+
+
 def _listify(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -251,10 +255,15 @@ class Monitor:
             wait = max(0.0, min(wait, self._deadline - time.monotonic()))
         ready = self._poller.wait(wait)
         raw: list[Event] = []
+        sources = 0
         for s in self.sensors:
+            before = len(raw)
             if s.ring in ready or s.ring.pending_bytes():  # type: ignore[union-attr]
                 s.drain(raw)
             s.tick(raw, force=self._stopped)
+            sources += len(raw) > before
+        if sources > 1:
+            raw.sort(key=_ts)  # one time line across the sensors' rings
         if self._stopped:
             with contextlib.suppress(OSError):
                 os.read(self._wake_r, 64)

@@ -35,16 +35,16 @@ class JsonLinesSink:
         self.stream.flush()
 
 
-_COLORS = {
-    "process.exec": "\x1b[32m",
-    "process.fork": "\x1b[36m",
-    "process.exit": "\x1b[33m",
-}
+_GREEN, _CYAN, _YELLOW, _BLUE, _MAGENTA = "\x1b[32m", "\x1b[36m", "\x1b[33m", "\x1b[34m", "\x1b[35m"
 _RED = "\x1b[31m"
 _DIM = "\x1b[2m"
 _BOLD = "\x1b[1m"
 _RESET = "\x1b[0m"
-_LABEL = {"process.exec": "EXEC", "process.fork": "FORK", "process.exit": "EXIT"}
+_FAMILY_COLORS = {"process": _GREEN, "file": _BLUE, "network": _CYAN, "dns": _MAGENTA}
+_LABEL = {"process.exec": "EXEC", "process.fork": "FORK", "process.exit": "EXIT", "file.io": "IO",
+          "network.connect": "CONNECT", "network.accept": "ACCEPT", "network.close": "CLOSE",
+          "network.state": "TCP", "network.udp": "UDP", "dns.query": "QUERY", "dns.response": "ANSWER",
+          "dns.malformed": "DNS?"}
 
 
 def use_color(stream: TextIO) -> bool:
@@ -53,6 +53,31 @@ def use_color(stream: TextIO) -> bool:
 
 def _ms(ns: int) -> str:
     return f"{ns / 1e6:.1f}ms" if ns < 10_000_000_000 else f"{ns / 1e9:.1f}s"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def _peer(ev: dict[str, Any]) -> str:
+    remote = ev["remote_addr"]
+    remote = f"[{remote}]" if ":" in remote else remote
+    return f"{ev['local_port']} -> {remote}:{ev['remote_port']}"
+
+
+def failed(ev: dict[str, Any]) -> bool:
+    t = ev["type"]
+    if t == "process.exit":
+        return bool(ev["signal"] or ev["exit_code"])
+    if t == "network.connect":
+        return ev["result"] != "established"
+    if t == "dns.response":
+        return ev["rcode"] != "NOERROR"
+    return bool(ev.get("error")) or t == "dns.malformed"
 
 
 def details(ev: dict[str, Any]) -> str:
@@ -69,11 +94,45 @@ def details(ev: dict[str, Any]) -> str:
         how = (f"signal {ev['signal_name']}" + (" (core dumped)" if ev["core_dumped"] else "")
                if ev["signal"] else f"code {ev['exit_code']}")
         return f"{how}  after {_ms(ev['duration_ns'])}"
+    if t == "file.io":
+        parts = ([f"read {_size(ev['read_bytes'])} in {ev['reads']}"] if ev["reads"] else []) + \
+                ([f"wrote {_size(ev['write_bytes'])} in {ev['writes']}"] if ev["writes"] else [])
+        return f"{ev['path']}  {', '.join(parts)}"
+    if t.startswith("file."):
+        extra = ev.get("new_path") or ev.get("target")
+        text = f"{ev['path']}" + (f" -> {extra}" if extra else "")
+        if t == "file.open":
+            text += f"  {'|'.join(ev['flags'])}"
+        elif "mode" in ev and ev["mode"] is not None:
+            text += f"  {ev['mode']:o}"
+        return text + (f"  {ev['error']}" if ev["error"] else "")
+    if t == "network.connect":
+        return f"{ev['protocol']} {_peer(ev)}  {ev['result']}  {_ms(ev['latency_ns'])}"
+    if t == "network.close":
+        return (f"{ev['protocol']} {_peer(ev)}  sent {_size(ev['bytes_sent'])} received "
+                f"{_size(ev['bytes_received'])} in {_ms(ev['duration_ns'])}, closed by {ev['closed_by'] or '?'}")
+    if t == "network.state":
+        return f"{ev['protocol']} {_peer(ev)}  {ev['old_state']} -> {ev['new_state']}"
+    if t == "network.udp":
+        if ev["phase"] == "start":
+            return f"udp {_peer(ev)}  new flow"
+        return (f"udp {_peer(ev)}  ended: sent {_size(ev['bytes_sent'])} in {ev['packets_sent']}, "
+                f"received {_size(ev['bytes_received'])} in {ev['packets_received']}")
+    if t.startswith("network."):
+        return f"{ev['protocol']} {_peer(ev)}"
+    if t == "dns.query":
+        return f"{ev['name']} {ev['qtype']}  -> {ev['server_addr']}"
+    if t == "dns.response":
+        answers = ", ".join(ev["cname_chain"] + ev["addresses"]) or "-"
+        latency = f"  {_ms(ev['latency_ns'])}" if ev["latency_ns"] is not None else ""
+        return f"{ev['name']} {ev['qtype']}  {ev['rcode']}  {answers}{latency}"
+    if t == "dns.malformed":
+        return f"{ev['direction']} {ev['length']} bytes: {ev['reason']}"
     return ""
 
 
 class TableSink:
-    HEADER = f"{'TIME':<15} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'USER':<10} {'COMM':<16} DETAILS"
+    HEADER = f"{'TIME':<15} {'EVENT':<8} {'PID':>7} {'PPID':>7} {'USER':<10} {'COMM':<16} DETAILS"
 
     def __init__(self, stream: TextIO, color: bool | None = None) -> None:
         self.stream = stream
@@ -91,14 +150,12 @@ class TableSink:
         for ev in events:
             sec, ns = divmod(ev["ts"], 1_000_000_000)
             clock = time.strftime("%H:%M:%S", time.localtime(sec)) + f".{ns // 1000:06d}"
-            label = _LABEL.get(ev["type"], ev["type"])
+            label = _LABEL.get(ev["type"]) or ev["type"].split(".", 1)[1].upper()
             user = ev["user"] or str(ev["uid"])
-            line = (f"{clock:<15} {label:<5} {ev['pid']:>7} {ev['ppid']:>7} {user[:10]:<10} "
+            line = (f"{clock:<15} {label:<8} {ev['pid']:>7} {ev['ppid']:>7} {user[:10]:<10} "
                     f"{ev['comm'][:16]:<16} {details(ev)}")
             if self.color:
-                color = _COLORS.get(ev["type"], "")
-                if ev["type"] == "process.exit" and (ev["signal"] or ev["exit_code"]):
-                    color = _RED
+                color = _RED if failed(ev) else _FAMILY_COLORS.get(ev["type"].split(".", 1)[0], "")
                 line = f"{_DIM}{clock}{_RESET} {color}{line[16:]}{_RESET}"
             out.append(line)
         self.stream.write("\n".join(out) + "\n")
