@@ -84,4 +84,83 @@ static __always_inline void bw_read_msghdr(const struct user_msghdr *umsg, void 
 	}
 }
 
+/* ---- the datagrams of a send/recv syscall ------------------------------------ */
+
+/* syscall numbers, set from Python's table for the architecture */
+const volatile __s32 nr_sendto = -1, nr_recvfrom = -1, nr_sendmsg = -1, nr_recvmsg = -1;
+const volatile __s32 nr_sendmmsg = -1, nr_recvmmsg = -1;
+
+#define BW_MMSG_MAX 8
+
+struct bw_dgram {
+	void *name;      /* the peer's sockaddr in user memory, or NULL */
+	void *base;      /* the payload (first iovec) */
+	__u64 len;       /* bytes of this datagram */
+	__u64 base_len;  /* bytes of it at base */
+};
+
+/* Datagram slots live in a per-CPU map: eight on the stack would not fit
+ * beside the callers' own records (the BPF stack is 512 bytes). */
+struct bw_dgrams {
+	struct bw_dgram d[BW_MMSG_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bw_dgrams);
+} bw_dgram_scratch SEC(".maps");
+
+static __always_inline struct bw_dgram *bw_dgram_slots(void)
+{
+	__u32 zero = 0;
+	struct bw_dgrams *g = bpf_map_lookup_elem(&bw_dgram_scratch, &zero);
+
+	return g ? g->d : 0;
+}
+
+static __always_inline int bw_is_dgram_syscall(long nr)
+{
+	return nr == nr_sendto || nr == nr_recvfrom || nr == nr_sendmsg || nr == nr_recvmsg ||
+	       nr == nr_sendmmsg || nr == nr_recvmmsg;
+}
+
+/* Fills d[] with the datagrams a send/recv syscall moved (it returned ret > 0);
+ * returns how many, and whether they were sent. */
+static __always_inline int bw_syscall_dgrams(struct pt_regs *regs, long nr, long ret,
+					     struct bw_dgram d[BW_MMSG_MAX], int *sent)
+{
+	__u64 len = 0;
+
+	*sent = nr == nr_sendto || nr == nr_sendmsg || nr == nr_sendmmsg;
+	if (nr == nr_sendto || nr == nr_recvfrom) {
+		d[0].name = (void *)bw_syscall_arg(regs, 4);
+		d[0].base = (void *)bw_syscall_arg(regs, 1);
+		d[0].len = d[0].base_len = ret;
+		return 1;
+	}
+	if (nr == nr_sendmsg || nr == nr_recvmsg) {
+		bw_read_msghdr((void *)bw_syscall_arg(regs, 1), &d[0].name, &d[0].base, &len);
+		d[0].len = ret;
+		d[0].base_len = len < (__u64)ret ? len : ret;
+		return 1;
+	}
+	struct mmsghdr *vec = (void *)bw_syscall_arg(regs, 1);
+	int n = 0;
+
+	for (int i = 0; i < BW_MMSG_MAX; i++) {
+		unsigned int mlen = 0;
+
+		if (i >= ret)
+			break;
+		bw_read_msghdr(&vec[i].msg_hdr, &d[i].name, &d[i].base, &len);
+		bpf_probe_read_user(&mlen, sizeof(mlen), &vec[i].msg_len);
+		d[i].len = mlen;
+		d[i].base_len = len < mlen ? len : mlen;
+		n = i + 1;
+	}
+	return n;
+}
+
 #endif

@@ -9,8 +9,6 @@
 BW_LAYOUT(struct bw_dns_event, dns_event);
 
 const volatile __u16 dns_port = 0x3500; /* 53, network order */
-const volatile __s32 nr_sendto = -1, nr_recvfrom = -1, nr_sendmsg = -1, nr_recvmsg = -1;
-const volatile __s32 nr_sendmmsg = -1, nr_recvmmsg = -1;
 
 struct bw_dns_buf {
 	__u8 raw[sizeof(struct bw_dns_event) + 2 * BW_DNS_MAX];
@@ -56,16 +54,12 @@ static __always_inline void dns_message(struct task_struct *task, struct sock *s
 	bw_output(e, sizeof(*e) + n);
 }
 
-#define BW_MMSG_MAX 8
-
 SEC("tp_btf/sys_exit")
 int BPF_PROG(bw_dns_sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr = bw_syscall_nr(regs);
-	int single = nr == nr_sendto || nr == nr_recvfrom || nr == nr_sendmsg || nr == nr_recvmsg;
-	int multi = nr == nr_sendmmsg || nr == nr_recvmmsg;
 
-	if ((!single && !multi) || ret <= 0)
+	if (!bw_is_dgram_syscall(nr) || ret <= 0)
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 
@@ -75,29 +69,17 @@ int BPF_PROG(bw_dns_sys_exit, struct pt_regs *regs, long ret)
 
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != BW_IPPROTO_UDP || !matches(task))
 		return 0;
-	void *name = 0, *base = 0;
-	__u64 len = 0;
+	struct bw_dgram *d = bw_dgram_slots();
+	int sent = 0;
 
-	if (nr == nr_sendto || nr == nr_recvfrom) {
-		dns_message(task, sk, (void *)bw_syscall_arg(regs, 4), (void *)bw_syscall_arg(regs, 1), ret,
-			    nr == nr_sendto);
+	if (!d)
 		return 0;
-	}
-	if (single) {
-		bw_read_msghdr((void *)bw_syscall_arg(regs, 1), &name, &base, &len);
-		dns_message(task, sk, name, base, len < (__u64)ret ? len : ret, nr == nr_sendmsg);
-		return 0;
-	}
-	struct mmsghdr *vec = (void *)bw_syscall_arg(regs, 1);
+	int n = bw_syscall_dgrams(regs, nr, ret, d, &sent);
 
 	for (int i = 0; i < BW_MMSG_MAX; i++) {
-		unsigned int mlen = 0;
-
-		if (i >= ret)
+		if (i >= n)
 			break;
-		bw_read_msghdr(&vec[i].msg_hdr, &name, &base, &len);
-		bpf_probe_read_user(&mlen, sizeof(mlen), &vec[i].msg_len);
-		dns_message(task, sk, name, base, len < mlen ? len : mlen, nr == nr_sendmmsg);
+		dns_message(task, sk, d[i].name, d[i].base, d[i].base_len, sent);
 	}
 	return 0;
 }

@@ -20,10 +20,8 @@ BW_LAYOUT(enum bw_tcp_kind, tcp_kind);
 const volatile __u32 emit_tcp = 0xffffffff; /* bit (1 << kind) */
 const volatile __u32 emit_udp = 1;
 const volatile __u32 count_app_bytes = 1; /* sock_send/recv_length exist (>= 6.2) */
-/* syscall numbers, from Python's table for this architecture */
+/* syscall numbers, from Python's table (the send/recv ones in bw_sock.bpf.h) */
 const volatile __s32 nr_accept = -1, nr_accept4 = -1;
-const volatile __s32 nr_sendto = -1, nr_recvfrom = -1, nr_sendmsg = -1, nr_recvmsg = -1;
-const volatile __s32 nr_sendmmsg = -1, nr_recvmmsg = -1;
 
 /* Port filter: bw_ports maps a port (host order) to BW_PORT_ALLOW or
  * BW_PORT_DENY; a flow passes if either port is allowed (when an allow list
@@ -328,8 +326,6 @@ static __always_inline int udp_key(struct sock *sk, const void *addr, struct bw_
 	return 0;
 }
 
-#define BW_MMSG_MAX 8
-
 static __always_inline void on_udp(struct task_struct *task, struct pt_regs *regs, long nr, long ret)
 {
 	struct sock *sk = bw_fd_sock(task, (int)bw_syscall_arg(regs, 0));
@@ -337,32 +333,18 @@ static __always_inline void on_udp(struct task_struct *task, struct pt_regs *reg
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != BW_IPPROTO_UDP)
 		return;
 	struct bw_udp_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
-	void *name = 0, *base = 0;
-	__u64 len = 0;
+	struct bw_dgram *d = bw_dgram_slots();
+	int sent = 0;
 
-	if (nr == nr_sendto || nr == nr_recvfrom) {
-		if (udp_key(sk, (void *)bw_syscall_arg(regs, 4), &key) == 0)
-			count_udp(task, &key, ret, nr == nr_sendto);
+	if (!d)
 		return;
-	}
-	if (nr == nr_sendmsg || nr == nr_recvmsg) {
-		bw_read_msghdr((void *)bw_syscall_arg(regs, 1), &name, &base, &len);
-		if (udp_key(sk, name, &key) == 0)
-			count_udp(task, &key, ret, nr == nr_sendmsg);
-		return;
-	}
-	/* sendmmsg/recvmmsg: ret messages, each with its own length */
-	struct mmsghdr *vec = (void *)bw_syscall_arg(regs, 1);
+	int n = bw_syscall_dgrams(regs, nr, ret, d, &sent);
 
 	for (int i = 0; i < BW_MMSG_MAX; i++) {
-		unsigned int mlen = 0;
-
-		if (i >= ret)
+		if (i >= n)
 			break;
-		bw_read_msghdr(&vec[i].msg_hdr, &name, &base, &len);
-		bpf_probe_read_user(&mlen, sizeof(mlen), &vec[i].msg_len);
-		if (udp_key(sk, name, &key) == 0)
-			count_udp(task, &key, mlen, nr == nr_sendmmsg);
+		if (udp_key(sk, d[i].name, &key) == 0)
+			count_udp(task, &key, d[i].len, sent);
 	}
 }
 
@@ -371,8 +353,7 @@ int BPF_PROG(bw_net_sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr = bw_syscall_nr(regs);
 	int accept = nr == nr_accept || nr == nr_accept4;
-	int udp = nr == nr_sendto || nr == nr_recvfrom || nr == nr_sendmsg || nr == nr_recvmsg ||
-		  nr == nr_sendmmsg || nr == nr_recvmmsg;
+	int udp = bw_is_dgram_syscall(nr);
 
 	if ((!accept && !udp) || ret < 0)
 		return 0;
