@@ -87,23 +87,24 @@ static __always_inline void bw_fill_hdr(struct bw_hdr *h, __u32 type, struct tas
 /* ---- syscall arguments and file descriptors ---------------------------- */
 
 /* Argument i of a syscall from its saved user registers; valid at sys_exit
- * too (the kernel leaves them in place; arm64 keeps the first in orig_x0). */
+ * too (the kernel leaves them in place; arm64 keeps the first in orig_x0).
+ * regs is the tracepoint's trusted BTF pointer: plain loads, no helper calls. */
 static __always_inline __u64 bw_syscall_arg(struct pt_regs *regs, int i)
 {
 #if defined(__TARGET_ARCH_x86)
 	switch (i) {
-	case 0: return BPF_CORE_READ(regs, di);
-	case 1: return BPF_CORE_READ(regs, si);
-	case 2: return BPF_CORE_READ(regs, dx);
-	case 3: return BPF_CORE_READ(regs, r10);
-	case 4: return BPF_CORE_READ(regs, r8);
-	case 5: return BPF_CORE_READ(regs, r9);
+	case 0: return regs->di;
+	case 1: return regs->si;
+	case 2: return regs->dx;
+	case 3: return regs->r10;
+	case 4: return regs->r8;
+	case 5: return regs->r9;
 	}
 #elif defined(__TARGET_ARCH_arm64)
 	if (i == 0)
-		return BPF_CORE_READ(regs, orig_x0);
+		return regs->orig_x0;
 	if (i > 0 && i < 6)
-		return BPF_CORE_READ(regs, regs[i]);
+		return regs->regs[i];
 #endif
 	return 0;
 }
@@ -111,26 +112,24 @@ static __always_inline __u64 bw_syscall_arg(struct pt_regs *regs, int i)
 static __always_inline long bw_syscall_nr(struct pt_regs *regs)
 {
 #if defined(__TARGET_ARCH_x86)
-	return BPF_CORE_READ(regs, orig_ax);
+	return regs->orig_ax;
 #elif defined(__TARGET_ARCH_arm64)
-	return BPF_CORE_READ(regs, syscallno);
+	return regs->syscallno;
 #else
 	return -1;
 #endif
 }
 
-/* The struct file behind fd in task's table, or NULL. */
+/* The struct file behind fd in task's table, or NULL. task must be a trusted
+ * BTF pointer (bpf_get_current_task_btf()); only the indexed read needs a helper. */
 static __always_inline struct file *bw_fd_file(struct task_struct *task, long fd)
 {
-	struct files_struct *files = BPF_CORE_READ(task, files);
-	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
-	struct file **arr;
+	struct fdtable *fdt = task->files->fdt;
 	struct file *f = 0;
 
-	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || fd >= fdt->max_fds)
 		return 0;
-	arr = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), &arr[fd]);
+	bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
 	return f;
 }
 
@@ -168,8 +167,22 @@ static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
 	/* locals: CO-RE must not relocate the fields of our own context */
 	struct dentry *d = c->dentry;
 	struct mount *mnt = c->mnt;
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
 	struct dentry *mnt_root = c->mnt_root;
+	struct dentry *parent;
+	struct qstr name;
+	__u32 poff = bpf_core_field_offset(struct dentry, d_parent);
+
+	if (bpf_core_field_offset(struct dentry, d_name) == poff + 8) {
+		/* d_parent and d_name side by side: one read for both */
+		struct { struct dentry *parent; struct qstr name; } pn;
+
+		bpf_probe_read_kernel(&pn, sizeof(pn), (void *)d + poff);
+		parent = pn.parent;
+		name = pn.name;
+	} else {
+		parent = BPF_CORE_READ(d, d_parent);
+		name = BPF_CORE_READ(d, d_name);
+	}
 
 	if (d == mnt_root || d == parent) {
 		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
@@ -187,7 +200,6 @@ static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
 		return 0;
 	}
 
-	struct qstr name = BPF_CORE_READ(d, d_name);
 	__u32 len = name.len & BW_NAME_MAX;
 
 	if (len + 1 > c->pos) {

@@ -317,7 +317,8 @@ int BPF_PROG(bw_file_exit, struct pt_regs *regs, long ret)
 	if (!in_scope(tgid))
 		return 0;
 	if (d->kind == BW_FILE_READ || d->kind == BW_FILE_WRITE) {
-		if (ret > 0 && d->fd >= 0 && matches(task))
+		if (ret > 0 && d->fd >= 0 && (emit_kinds & (1u << BW_FILE_READ | 1u << BW_FILE_WRITE)) &&
+		    matches(task))
 			count_io(task, tgid, (int)bw_syscall_arg(regs, d->fd), ret, d->kind == BW_FILE_WRITE);
 		return 0;
 	}

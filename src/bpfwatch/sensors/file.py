@@ -153,16 +153,18 @@ class FileSensor(Sensor):
         nrs = syscalls.table()
         close = np.zeros(1, desc_dt)
         close[0]["kind"] = self._kind_ids["BW_FILE_CLOSE"]
+        wanted = self.fopts.types
         for name, (kind, layout) in SYSCALLS.items():
-            if name not in nrs:
-                continue  # e.g. arm64 has no open(2)
+            if name not in nrs or KINDS[kind] not in wanted:
+                continue  # e.g. arm64 has no open(2); kinds not asked for stay off the hot path
             rec = np.zeros(1, desc_dt)
             for f in ("dirfd1", "path1", "dirfd2", "path2", "fd", "flags", "mode", "owner", "length"):
                 rec[0][f] = layout.get(f, ARG_NONE)
             rec[0]["fixed_flags"] = layout.get("fixed_flags", 0)
             rec[0]["kind"] = self._kind_ids[kind]
             table.update(nrs[name].to_bytes(4, "little"), rec.tobytes())
-        table.update(nrs["close"].to_bytes(4, "little"), close.tobytes())
+        if "file.io" in wanted:
+            table.update(nrs["close"].to_bytes(4, "little"), close.tobytes())
         prefixes = obj.map("bw_prefixes")
         for i, p in enumerate(self.fopts.prefixes):
             raw = p.encode()
