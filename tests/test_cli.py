@@ -47,6 +47,11 @@ def one_line_error(proc):
     (["trace", "--duration", "-1"], "duration must be positive"),
     (["trace", "--format", "xml"], "invalid choice"),
     (["trace", "--no-such-option"], "unrecognized arguments"),
+    (["trace", "--allow", "prot=443"], "unknown key 'prot'"),
+    (["trace", "--deny", "addr=10.0.0.0/33"], "not an address or CIDR"),
+    (["trace", "--allow", "port"], "expected KEY=VALUE"),
+    (["trace", "--path", "relative"], "must be an absolute path"),
+    (["trace", "--deny", "type=process.*", "--deny", "type=file.*,network.*,dns.*"], "no event type"),
     (["no-such-command"], "invalid choice"),
 ])
 def test_bad_input_one_line(args, needle):

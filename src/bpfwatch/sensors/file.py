@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from bpfwatch.events.model import common_fields
 from bpfwatch.ringbuf import Run
 from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
 
+PATHS_MAX = 65536  # remembered file paths (4x the kernel's file.io table)
 PREFIX_MAX = 256
 PREFIXES = 16
 ARG_NONE, DIR_CWD, DIR_NONE, ARG_HOW = -1, -2, -3, -4
@@ -132,7 +134,9 @@ class FileSensor(Sensor):
         super().__init__(options, scope)
         self.fopts = fopts or FileOptions()
         self.fopts.prefixes = check_prefixes(self.fopts.prefixes)
-        self._paths: dict[tuple[int, int], str] = {}
+        # (tgid, file key) -> path, for file.io and fd-based calls. Files closed with
+        # no I/O leave no trace here, so the map is bounded (LRU) rather than exact.
+        self._paths: OrderedDict[tuple[int, int], str | None] = OrderedDict()
 
     def configure(self, obj: L.BpfObject) -> None:
         obj.map("bw_file_scratch").max_entries = L.num_possible_cpus()
@@ -193,7 +197,7 @@ class FileSensor(Sensor):
 
     def _decode_path(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         for r, data in self._variable(run, idx, self.path_dtype):
-            self._paths[(r["tgid"], r["file"])] = _text(data[: r["path_len"]].rstrip(b"\0"))
+            self._remember((r["tgid"], r["file"]), _text(data[: r["path_len"]].rstrip(b"\0")))
 
     def _decode_io(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         for r in self.records(run, self.io_dtype, idx):
@@ -238,7 +242,7 @@ class FileSensor(Sensor):
         if not self.path_wanted(path):
             return None
         if r["file"] and kind == "file.open":
-            self._paths[(r["pid"], r["file"])] = path  # later file.io and f* calls on it need it
+            self._remember((r["pid"], r["file"]), path)  # later file.io and f* calls on it need it
         ev = {
             **common_fields(kind, r["ts_boot_ns"], r["pid"], r["tid"], 0, r["uid"],
                             cstr(r["comm"]), None, r["cgroup_id"], None),
@@ -263,6 +267,13 @@ class FileSensor(Sensor):
         elif kind == "file.symlink":
             ev["target"] = target
         return ev
+
+    def _remember(self, key: tuple[int, int], path: str | None) -> None:
+        paths = self._paths
+        paths[key] = path
+        paths.move_to_end(key)
+        if len(paths) > PATHS_MAX:
+            paths.popitem(last=False)
 
     def path_wanted(self, path: str | None) -> bool:
         """The Python half of the prefix filter (for paths the kernel could not resolve)."""
