@@ -80,6 +80,8 @@ def test_trace_json_to_file_validates_against_schema(tmp_path, no_leaks):
     assert any(e["type"] == "process.exec" and e["argv"] == ["/bin/echo", "hello", "wörld"] for e in events)
     assert any(e["type"] == "process.exit" and e["exit_code"] == 4 for e in events)
     assert f"bpfwatch: {len(events)} events, 0 lost" in err
+    # trace is a child of the followed process, yet none of its own activity shows
+    assert not [e for e in events if e["pid"] == trace.pid and e["type"] != "process.exec"]
 
 
 @pytest.mark.kernel

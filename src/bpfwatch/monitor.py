@@ -45,7 +45,8 @@ class Monitor:
     (these and all their descendants, tracked in the kernel from fork),
     `comm` (exact, glob or `re:` regex), `uid` (ids or names). With
     `snapshot=True` the processes already running are reported first as
-    process.exec events with `source: "procfs"`.
+    process.exec events with `source: "procfs"`. With `include_self=False` the
+    monitoring process itself is left out, in the kernel (the CLI does this).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class Monitor:
         udp_idle: float = 30.0,
         allow: dict[str, Any] | None = None,
         deny: dict[str, Any] | None = None,
+        include_self: bool = True,
     ) -> None:
         allow = {k: _listify(v) for k, v in (allow or {}).items()}
         for key, value in (("pid", pid), ("follow", follow), ("comm", comm), ("uid", uid), ("path", paths),
@@ -98,7 +100,9 @@ class Monitor:
             pids=(a.pids | a.follow) or None, follow=set(a.follow),
             uid=next(iter(a.uids)) if len(a.uids) == 1 else None,
             comms=set(a.comm.exact) if a.comm and not a.comm.patterns else None,
-            deny_pids=set(d.pids), deny_comms=set(d.comm.exact) if d.comm else set(),
+            # a tracer's own reads and writes are noise to whoever runs it
+            deny_pids=set(d.pids) | (set() if include_self else {os.getpid()}),
+            deny_comms=set(d.comm.exact) if d.comm else set(),
             cgroups=set(a.cgroups) if a.cgroup_given else None, deny_cgroups=set(d.cgroups))
         self.scope.validate()
         file_types = {t for t in self.types if t.startswith("file.")}

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         wakeup_bytes=args.wakeup_bytes, max_delay=args.max_delay, duration=args.duration,
         paths=args.path, failed_only=args.failed_only, dns_port=args.dns_port, udp_idle=args.udp_idle,
         allow=parse_assignments(args.allow, "allow"), deny=parse_assignments(args.deny, "deny"),
+        include_self=False,
     )
     fmt = args.format or ("table" if args.output is None and sys.stdout.isatty() else "json")
     if fmt == "json":
