@@ -197,6 +197,8 @@ def test_doctor_json_reports_this_kernel():
     assert checks["program raw_tp"]["status"] == "ok"
     assert checks["map ringbuf"]["status"] == "ok"
     assert checks["btf"]["status"] == "ok"
+    for tp in ("sched_process_exec", "task_newtask", "sched_process_exit", "sys_exit", "inet_sock_set_state"):
+        assert checks[f"tracepoint {tp}"]["status"] == "ok"
     for c in doc["checks"]:
         assert "ulimit -l'?" not in c["detail"]  # libbpf's hint is wrong on this kernel
         if c["status"] != "ok" and c["name"].startswith("program "):

@@ -131,10 +131,37 @@ def _config() -> list[Check]:
     return out
 
 
+# BTF tracepoints the sensors attach to: (sensor, what it gives, essential)
+TRACEPOINTS = {
+    "sched_process_exec": ("process", "process.exec", True),
+    "task_newtask": ("process", "process.fork and --follow", True),
+    "sched_process_exit": ("process", "process.exit", True),
+    "sys_enter": ("file", "file.io totals at close", False),
+    "sys_exit": ("file, network, dns", "file.*, accept, UDP flows, DNS", False),
+    "inet_sock_set_state": ("network", "TCP connect/close", False),
+    "tcp_destroy_sock": ("network", "network.close summaries", False),
+    "sock_send_length": ("network", "exact application bytes (Linux >= 6.2)", False),
+    "sock_recv_length": ("network", "exact application bytes (Linux >= 6.2)", False),
+}
+
+
+def _tracepoints() -> list[Check]:
+    out = []
+    for tp, (sensor, gives, essential) in TRACEPOINTS.items():
+        ok = L.kernel_has_tracepoint(tp)
+        remedy = "" if ok else ("bpfwatch cannot run without it" if essential else
+                                f"the {sensor} sensor works without {gives}")
+        out.append(Check(f"tracepoint {tp}", "ok" if ok else ("fail" if essential else "warn"),
+                         f"{sensor}: {gives}", remedy, essential))
+    return out
+
+
 def run_checks(probe_features: bool = True) -> list[Check]:
     checks = [_kernel(), _btf(), _libbpf(), _objects(), *_caps(), *_mounts(), *_sysctls(), *_config()]
     lib_ok = checks[2].status == "ok" and checks[3].status == "ok"
     can_load = not caps.missing_for_tracing()
+    if lib_ok and checks[1].status == "ok":
+        checks += _tracepoints()
     if probe_features and lib_ok and can_load:
         for f in probe_all():
             essential = f.name in ("tp_btf", "ringbuf")
