@@ -150,26 +150,16 @@ static __always_inline int path_allowed(const char *path, __u32 len)
 
 /* ---- record assembly -------------------------------------------------------- */
 
-/* Copies the kernel path of `path` into data at *off. */
+/* The kernel's path of `path` into data at *off; *allowed says whether it
+ * passes the prefix filter. */
 static __always_inline __u16 put_kpath(__u8 *data, __u32 *off, const struct path *path, int *allowed,
 				       __u16 *rflags, __u16 trunc_flag)
 {
-	__u32 len = 0, truncated = 0;
-	char *src = bw_resolve_path(path, &len, &truncated);
+	__u32 start = *off & (BW_FILE_DATA - 1);  /* where bw_put_path puts it */
+	__u16 len = bw_put_path(data, off, path, rflags, trunc_flag);
 
-	if (!src || !len)
-		return 0;
-	if (truncated)
-		*rflags |= trunc_flag;
-	if (allowed)
-		*allowed = path_allowed(src, len);
-	len &= (2 * BW_PATH_MAX - 1);
-	if (len > BW_PATH_MAX)
-		len = BW_PATH_MAX;
-	__u32 o = *off & (BW_FILE_DATA - 1);  /* the data area is twice this: room for len */
-	if (bpf_probe_read_kernel(data + o, len, src))
-		return 0;
-	*off = o + len;
+	if (allowed && len)
+		*allowed = path_allowed((const char *)data + start, len);
 	return len;
 }
 

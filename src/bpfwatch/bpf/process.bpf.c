@@ -33,27 +33,6 @@ static __always_inline int want(__u32 type)
 	return emit_mask & (1u << type);
 }
 
-/* Appends a path to the record at *off; returns the bytes written. */
-static __always_inline __u16 append_path(__u8 *data, __u32 *off, const struct path *path,
-					 __u16 *flags, __u16 trunc_flag)
-{
-	__u32 len = 0, truncated = 0;
-	char *src = bw_resolve_path(path, &len, &truncated);
-
-	if (!src || !len)
-		return 0;
-	if (truncated)
-		*flags |= trunc_flag;
-	len &= (BW_PATH_MAX * 2 - 1);
-	if (len > BW_PATH_MAX)
-		len = BW_PATH_MAX;
-	__u32 o = *off & (2 * BW_PATH_MAX - 1);
-	if (bpf_probe_read_kernel(data + o, len, src))
-		return 0;
-	*off = o + len;
-	return len;
-}
-
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(bw_proc_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -102,13 +81,13 @@ int BPF_PROG(bw_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 
 	e->flags = 0;
 	struct file *exe_file = BPF_CORE_READ(bprm, file);
-	e->exe_len = append_path(data, &off, &exe_file->f_path, &e->flags, BW_EXEC_EXE_TRUNCATED);
+	e->exe_len = bw_put_path(data, &off, &exe_file->f_path, &e->flags, BW_EXEC_EXE_TRUNCATED);
 	struct fs_struct *fs = BPF_CORE_READ(task, fs);
-	e->cwd_len = append_path(data, &off, &fs->pwd, &e->flags, BW_EXEC_CWD_TRUNCATED);
+	e->cwd_len = bw_put_path(data, &off, &fs->pwd, &e->flags, BW_EXEC_CWD_TRUNCATED);
 	struct file *pexe = BPF_CORE_READ(parent, mm, exe_file);
 	e->pexe_len = 0;
 	if (pexe)
-		e->pexe_len = append_path(data, &off, &pexe->f_path, &e->flags, BW_EXEC_PEXE_TRUNCATED);
+		e->pexe_len = bw_put_path(data, &off, &pexe->f_path, &e->flags, BW_EXEC_PEXE_TRUNCATED);
 
 	/* argv lives on the new stack between arg_start and arg_end */
 	mm = BPF_CORE_READ(task, mm);
