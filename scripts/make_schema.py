@@ -105,6 +105,8 @@ TYPES: dict[str, dict[str, object]] = {
 
 def variant(name: str, fields: dict[str, object]) -> dict[str, object]:
     extra = OPTIONAL if name.startswith("file.") and name != "file.io" else {}
+    if name == "process.exec":
+        extra = {"paths_truncated": BOOL}  # present, and true, when exe/cwd/parent exe was cut
     return {"if": {"properties": {"type": {"const": name}}},
             "then": {"properties": {**{k: True for k in COMMON}, **fields, **extra},
                      "required": list(fields), "additionalProperties": False}}

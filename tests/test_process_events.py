@@ -325,3 +325,14 @@ def test_every_event_matches_the_schema():
     assert {"process.exec", "process.fork", "process.exit", "file.open"} <= {e["type"] for e in events}
     for ev in events:
         validator.validate(ev)
+
+
+def test_deep_cwd_is_flagged_truncated(tmp_path):
+    deep = tmp_path.joinpath(*["d"] * 140)  # deeper than the kernel-side walk (128 components)
+    deep.mkdir(parents=True)
+    p, events = _run_and_collect(["/bin/true", "deep"], cwd=deep)
+    (ex,) = _of(events, "process.exec", p.pid)
+    assert ex["paths_truncated"] is True
+    assert ex["cwd"].endswith("/d/d/d") and len(ex["cwd"]) < len(str(deep))
+    (shallow,) = [e for e in _run_and_collect(["/bin/true"])[1] if e["type"] == "process.exec"]
+    assert "paths_truncated" not in shallow

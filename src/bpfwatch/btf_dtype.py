@@ -37,7 +37,7 @@ def struct_dtype(btf: L.Btf, name: str, flatten: bool = True) -> np.dtype:
 
 
 def _add_struct(btf: L.Btf, t: L.BtfType, base: int, out: dict[str, tuple[np.dtype, int]],
-                flatten: bool, prefix: str = "") -> None:
+                flatten: bool) -> None:
     for mname, mtype, bitoff, bitsize in t.members():
         if bitsize or bitoff % 8:
             raise LayoutError(f"{t.name}.{mname}: bitfields are not supported in event records")
@@ -83,10 +83,6 @@ def _member_dtype(btf: L.Btf, t: L.BtfType, where: str) -> np.dtype:
         return np.dtype({"names": list(fields), "formats": [f[0] for f in fields.values()],
                          "offsets": [f[1] for f in fields.values()], "itemsize": t.size_or_type})
     raise LayoutError(f"{where}: unsupported BTF kind {t.kind}")
-
-
-def struct_size(btf: L.Btf, name: str) -> int:
-    return btf.find(name, L.BTF_KIND_STRUCT).size_or_type
 
 
 def enum_values(btf: L.Btf, name: str) -> dict[str, int]:

@@ -311,4 +311,5 @@ class Monitor:
             "lost": self.lost(),
             "kernel_records": {s.name: s.events for s in self.sensors},
             "process_cache": len(self.cache),
+            "process_cache_evicted": self.cache.evicted,
         }

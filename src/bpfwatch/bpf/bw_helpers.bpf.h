@@ -208,6 +208,7 @@ struct bw_walk_ctx {
 	char *buf;
 	__u32 pos;       /* start of the path built so far */
 	__u32 truncated;
+	__u32 done;      /* reached the root (else the walk ran out of steps) */
 };
 
 static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
@@ -235,8 +236,10 @@ static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
 	if (d == mnt_root || d == parent) {
 		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
 
-		if (d != mnt_root || mnt == mnt_parent)
-			return 1; /* reached the root of the mount tree */
+		if (d != mnt_root || mnt == mnt_parent) {
+			c->done = 1; /* reached the root of the mount tree */
+			return 1;
+		}
 		/* climb from this mount's root to where it is mounted */
 		struct vfsmount *up = (struct vfsmount *)((void *)mnt_parent +
 							  bpf_core_field_offset(struct mount, mnt));
@@ -286,6 +289,8 @@ static __always_inline char *bw_resolve_path(const struct path *path, __u32 *len
 	c.pos = BW_PATH_MAX - 1;
 	pb->data[BW_PATH_MAX - 1] = 0;
 	bpf_loop(BW_PATH_DEPTH, bw_walk_step, &c, 0);
+	if (!c.done)
+		c.truncated = 1; /* deeper than BW_PATH_DEPTH, or the buffer filled */
 	if (c.pos == BW_PATH_MAX - 1) { /* the root itself */
 		c.pos = BW_PATH_MAX - 2;
 		pb->data[BW_PATH_MAX - 2] = '/';

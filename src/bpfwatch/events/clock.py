@@ -31,10 +31,6 @@ class BootClock:
     def to_epoch_ns(self, boot_ns: int) -> int:
         return boot_ns + self._offset
 
-    @staticmethod
-    def now_boot_ns() -> int:
-        return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-
 
 # Events come in time order, so the formatted second is nearly always the
 # previous one: cache it (strftime is most of the cost of a timestamp).

@@ -23,7 +23,7 @@ from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
 from bpfwatch.sensors.network import SYSCALL_RODATA, syscall_rodata
 
 DNS_TYPES = ["dns.malformed", "dns.query", "dns.response"]
-SENT, RECEIVED = 1, 2
+SENT = 1  # BW_DNS_SENT
 PENDING_MAX = 4096          # queries waiting for an answer
 PENDING_TTL_NS = 30 * 10**9
 

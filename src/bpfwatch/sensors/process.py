@@ -24,6 +24,8 @@ ARGS_MAX = 128 * 1024  # BW_ARGS_MAX in process.h: the most argv bytes captured
 EXEC_ARGS_TRUNCATED = 1 << 0
 EXEC_EXE_TRUNCATED = 1 << 1
 EXEC_CWD_TRUNCATED = 1 << 2
+EXEC_PEXE_TRUNCATED = 1 << 3
+EXEC_PATHS_TRUNCATED = EXEC_EXE_TRUNCATED | EXEC_CWD_TRUNCATED | EXEC_PEXE_TRUNCATED
 FORK_THREAD = 1 << 0
 EXIT_THREAD = 1 << 0
 
@@ -141,6 +143,7 @@ class ProcessSensor(Sensor):
             complete = len(parts)
         argv = [_text(p) for p in parts]
         tty = cstr(r["tty"]) or None
+        extra = {"paths_truncated": True} if flags & EXEC_PATHS_TRUNCATED else {}
         if tty and tty.startswith("pts") and tty[3:].isdigit():
             tty = f"pts/{tty[3:]}"
         return {
@@ -157,6 +160,7 @@ class ProcessSensor(Sensor):
             "start_boot_ns": r["start_boot_ns"],
             "parent": {"pid": r["ppid"], "comm": cstr(r["pcomm"]), "exe": pexe,
                        "exec_id": None},
+            **extra,
         }
 
     def _decode_fork(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
