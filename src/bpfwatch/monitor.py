@@ -18,18 +18,14 @@ from bpfwatch.events.types import expand_types
 from bpfwatch.filters import Filter
 from bpfwatch.pipeline.enrich import Enricher
 from bpfwatch.process_cache import ProcessCache, ProcInfo
-from bpfwatch.ringbuf import Poller
-from bpfwatch.sensors.base import DEFAULT_RING_SIZE, Scope, Sensor, SensorOptions, check_ring_size
+from bpfwatch.ringbuf import Poller, RingBuffer
+from bpfwatch.sensors.base import DEFAULT_RING_SIZE, Scope, Sensor, SensorOptions, check_ring_size, dispatch
 from bpfwatch.sensors.dns import DnsOptions, DnsSensor
 from bpfwatch.sensors.file import FileOptions, FileSensor, check_prefixes
 from bpfwatch.sensors.network import NetworkOptions, NetworkSensor
 from bpfwatch.sensors.process import ARGS_MAX, TYPE_NAMES, ProcessOptions, ProcessSensor
 
 Event = dict[str, Any]
-
-
-def _ts(ev: Event) -> int:
-    return ev["ts"]
 
 
 def _listify(value: Any) -> list[Any]:
@@ -131,6 +127,8 @@ class Monitor:
         self.enrich = Enricher(self.cache, self.clock)
         self.sensors: list[Sensor] = []
         self._poller: Poller | None = None
+        self._ring: RingBuffer | None = None
+        self._decoders: dict[int, Any] = {}
         self._wake_r = self._wake_w = -1
         self._stopped = False
         self._deadline: float | None = None
@@ -155,9 +153,12 @@ class Monitor:
                     sensor.open()
                     self.sensors.append(sensor)
             self._seed(proc)
+            # one ring for all sensors (read through the process sensor): one time
+            # line, one mapping's worth of memory; decoders by event type
+            self._ring = proc.ring
+            self._decoders = {t: self._counted(s, fn) for s in self.sensors for t, fn in s.decoders.items()}
             self._poller = Poller()
-            for s in self.sensors:
-                self._poller.add(s.ring)  # type: ignore[arg-type]
+            self._poller.add(proc.ring)  # type: ignore[arg-type]
             self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             self._poller.add_wakeup(self._wake_r)
         except BaseException:
@@ -189,6 +190,14 @@ class Monitor:
                 snap = [e for e in snap if e["comm"] in self.scope.comms]
             self.enrich(snap)
             self._pending = self._select(snap)
+
+    @staticmethod
+    def _counted(sensor: Sensor, fn: Any) -> Any:
+        """fn, counting the kernel records it decodes for its sensor."""
+        def decode(run: Any, idx: list[int] | None, out: list[Event]) -> None:
+            sensor.events += run.count if idx is None else len(idx)
+            fn(run, idx, out)
+        return decode
 
     def _select(self, events: list[Event]) -> list[Event]:
         """The types asked for, through the whole filter (deny wins)."""
@@ -227,6 +236,7 @@ class Monitor:
             if fd >= 0:
                 os.close(fd)
         self._wake_r = self._wake_w = -1
+        self._ring = None
         for s in self.sensors:
             s.close()
         self.sensors.clear()
@@ -259,15 +269,12 @@ class Monitor:
             wait = max(0.0, min(wait, self._deadline - time.monotonic()))
         ready = self._poller.wait(wait)
         raw: list[Event] = []
-        sources = 0
+        ring = self._ring
+        if ring is not None and (ready or ring.pending_bytes()):
+            decoders, hdr = self._decoders, self.sensors[0].hdr_dtype
+            ring.drain(lambda run: dispatch(run, decoders, hdr, raw))
         for s in self.sensors:
-            before = len(raw)
-            if s.ring in ready or s.ring.pending_bytes():  # type: ignore[union-attr]
-                s.drain(raw)
             s.tick(raw, force=self._stopped)
-            sources += len(raw) > before
-        if sources > 1:
-            raw.sort(key=_ts)  # one time line across the sensors' rings
         if self._stopped:
             with contextlib.suppress(OSError):
                 os.read(self._wake_r, 64)

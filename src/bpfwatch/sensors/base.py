@@ -46,7 +46,8 @@ class Scope:
     deny_cgroups: set[int] = field(default_factory=set)
     shared: dict[str, int] = field(default_factory=dict)
 
-    MAPS = ("bw_tracked", "bw_comms", "bw_deny_pids", "bw_deny_comms", "bw_cgroups")
+    # shared by every sensor: the scope maps, and the one ring buffer all write to
+    MAPS = ("bw_tracked", "bw_comms", "bw_deny_pids", "bw_deny_comms", "bw_cgroups", "bw_events")
 
     def validate(self) -> None:
         for c in (self.comms or set()) | self.deny_comms:
@@ -58,6 +59,29 @@ class Scope:
                 "flt_uid": self.uid or 0, "flt_comm": int(self.comms is not None),
                 "flt_deny_comm": int(bool(self.deny_comms)), "flt_deny_pid": int(bool(self.deny_pids)),
                 "flt_cgroup": (1 if self.cgroups is not None else 0) | (2 if self.deny_cgroups else 0)}
+
+
+def dispatch(run: Run, decoders: dict[int, Decoder], hdr_dtype: np.dtype, out: list[dict[str, Any]]) -> None:
+    """Hands each record of a run to the decoder of its event type (a ring may
+    carry several sensors' records: their type ids are distinct)."""
+    if run.length < hdr_dtype.itemsize:
+        return
+    if run.count == 1:  # variable-length records come one by one: no numpy here
+        fn = decoders.get(_U32.unpack_from(run.buf, run.offset + hdr_dtype.fields["type"][1])[0])
+        if fn is not None:
+            fn(run, None, out)
+        return
+    types = run.view(hdr_dtype)["type"]
+    first = int(types[0])
+    if bool((types == first).all()):
+        fn = decoders.get(first)
+        if fn is not None:
+            fn(run, None, out)
+        return
+    for t in np.unique(types).tolist():
+        fn = decoders.get(t)
+        if fn is not None:
+            fn(run, np.flatnonzero(types == t).tolist(), out)
 
 
 def check_ring_size(size: int) -> int:
@@ -107,7 +131,8 @@ class Sensor:
             self.populate(obj)
             self.layouts(obj.btf())
             obj.attach_all()
-            self.ring = RingBuffer(obj.map("bw_events").fd, self.options.ring_size, self.name)
+            if "bw_events" not in self.scope.shared:  # the ring's owner reads it
+                self.ring = RingBuffer(obj.map("bw_events").fd, self.options.ring_size, self.name)
         except BaseException:
             self.obj = None
             obj.close()
@@ -176,29 +201,11 @@ class Sensor:
         """Builds the decoder's dtypes from the loaded object's BTF; subclasses
         fill `decoders` (event type id -> fn(run, indexes or None, out))."""
         self.hdr_dtype = struct_dtype(btf, "bw_hdr")
-        self._type_off = self.hdr_dtype.fields["type"][1]
         self.decoders: dict[int, Decoder] = {}
 
     def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
         """Dispatches a run to the decoder of each event type in it."""
-        if run.length < self.hdr_dtype.itemsize:
-            return
-        if run.count == 1:  # variable-length records come one by one: no numpy here
-            fn = self.decoders.get(_U32.unpack_from(run.buf, run.offset + self._type_off)[0])
-            if fn is not None:
-                fn(run, None, out)
-            return
-        types = run.view(self.hdr_dtype)["type"]
-        first = int(types[0])
-        if bool((types == first).all()):
-            fn = self.decoders.get(first)
-            if fn is not None:
-                fn(run, None, out)
-            return
-        for t in np.unique(types).tolist():
-            fn = self.decoders.get(t)
-            if fn is not None:
-                fn(run, np.flatnonzero(types == t).tolist(), out)
+        dispatch(run, self.decoders, self.hdr_dtype, out)
 
     @staticmethod
     def records(run: Run, dtype: np.dtype, idx: list[int] | None) -> list[dict[str, Any]]:
