@@ -10,6 +10,7 @@ from bpfwatch.errors import BpfwatchError
 from bpfwatch.syscall_tables import ARM64, X86_64
 
 TABLES = {"x86_64": X86_64, "aarch64": ARM64}
+HOST = platform.machine()
 
 # Every syscall of both tables is listed in exactly one category (a test holds
 # this), so a new syscall is classified on purpose, never by default.
@@ -87,7 +88,7 @@ _CATEGORY_OF = {name: cat for cat, names in CATEGORIES.items() for name in names
 @lru_cache(maxsize=4)
 def table(machine: str | None = None) -> dict[str, int]:
     """name -> number for the running (or the given) architecture."""
-    machine = machine or platform.machine()
+    machine = machine or HOST
     try:
         return {name: nr for nr, name in TABLES[machine].items()}
     except KeyError:
@@ -95,7 +96,7 @@ def table(machine: str | None = None) -> dict[str, int]:
 
 
 def name_of(nr: int, machine: str | None = None) -> str:
-    return TABLES.get(machine or platform.machine(), {}).get(nr) or f"syscall_{nr}"
+    return TABLES.get(machine or HOST, {}).get(nr) or f"syscall_{nr}"
 
 
 def category(name: str) -> str:

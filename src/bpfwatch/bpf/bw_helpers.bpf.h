@@ -105,30 +105,6 @@ static __always_inline __u64 bw_syscall_arg(struct pt_regs *regs, int i)
 		return regs->orig_x0;
 	if (i > 0 && i < 6)
 		return regs->regs[i];
-/* Copies the absolute path of `path` into data at *off (masked: a record's
- * data area must have room for 4 * BW_PATH_MAX bytes past it) and moves *off
- * past it. Returns its length with the NUL (0 on failure); sets trunc_flag in
- * *flags when the path was too long or deep to walk whole. */
-static __always_inline __u16 bw_put_path(__u8 *data, __u32 *off, const struct path *path,
-					 __u16 *flags, __u16 trunc_flag)
-{
-	__u32 len = 0, truncated = 0;
-	char *src = bw_resolve_path(path, &len, &truncated);
-
-	if (!src || !len)
-		return 0;
-	if (truncated)
-		*flags |= trunc_flag;
-	len &= (2 * BW_PATH_MAX - 1);
-	if (len > BW_PATH_MAX)
-		len = BW_PATH_MAX;
-	__u32 o = *off & (4 * BW_PATH_MAX - 1);
-	if (bpf_probe_read_kernel(data + o, len, src))
-		return 0;
-	*off = o + len;
-	return len;
-}
-
 #endif
 	return 0;
 }
@@ -141,30 +117,6 @@ static __always_inline long bw_syscall_nr(struct pt_regs *regs)
 	return regs->syscallno;
 #else
 	return -1;
-/* Copies the absolute path of `path` into data at *off (masked: a record's
- * data area must have room for 4 * BW_PATH_MAX bytes past it) and moves *off
- * past it. Returns its length with the NUL (0 on failure); sets trunc_flag in
- * *flags when the path was too long or deep to walk whole. */
-static __always_inline __u16 bw_put_path(__u8 *data, __u32 *off, const struct path *path,
-					 __u16 *flags, __u16 trunc_flag)
-{
-	__u32 len = 0, truncated = 0;
-	char *src = bw_resolve_path(path, &len, &truncated);
-
-	if (!src || !len)
-		return 0;
-	if (truncated)
-		*flags |= trunc_flag;
-	len &= (2 * BW_PATH_MAX - 1);
-	if (len > BW_PATH_MAX)
-		len = BW_PATH_MAX;
-	__u32 o = *off & (4 * BW_PATH_MAX - 1);
-	if (bpf_probe_read_kernel(data + o, len, src))
-		return 0;
-	*off = o + len;
-	return len;
-}
-
 #endif
 }
 

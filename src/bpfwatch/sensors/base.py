@@ -231,12 +231,9 @@ class Sensor:
 
     def drain(self, out: list[dict[str, Any]], max_bytes: int | None = None) -> int:
         assert self.ring is not None
-        n = self.ring.drain(self._decoder(out), max_bytes)
+        n = self.ring.drain(lambda run: self.decode(run, out), max_bytes)
         self.events += n
         return n
-
-    def _decoder(self, out: list[dict[str, Any]]) -> Callable[[Run], None]:
-        return lambda run: self.decode(run, out)
 
     def lost(self) -> int:
         """Records the kernel could not put in the ring (summed over CPUs)."""
