@@ -22,7 +22,10 @@ MIN_VERSION = (1, 0)
 # enum bpf_map_type / bpf_prog_type values used by the project
 MAP_TYPE_HASH = 1
 MAP_TYPE_ARRAY = 2
+MAP_TYPE_PERCPU_HASH = 5
 MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_LRU_PERCPU_HASH = 10
+MAP_TYPE_QUEUE = 22
 MAP_TYPE_RINGBUF = 27
 
 _c_void_p = ctypes.c_void_p
@@ -75,6 +78,10 @@ _PROTOTYPES: list[tuple[str, Any, list[Any]]] = [
     ("bpf_map_delete_elem", _c_int, [_c_int, _c_void_p]),
     ("bpf_map_lookup_and_delete_elem", _c_int, [_c_int, _c_void_p, _c_void_p]),
     ("bpf_map_get_next_key", _c_int, [_c_int, _c_void_p, _c_void_p]),
+    ("bpf_map_lookup_batch", _c_int,
+     [_c_int, _c_void_p, _c_void_p, _c_void_p, _c_void_p, ctypes.POINTER(ctypes.c_uint32), _c_void_p]),
+    ("bpf_map_update_batch", _c_int,
+     [_c_int, _c_void_p, _c_void_p, ctypes.POINTER(ctypes.c_uint32), _c_void_p]),
     ("bpf_map_create", _c_int,
      [_c_int, _c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, _c_void_p]),
     ("bpf_link_create", _c_int, [_c_int, _c_int, _c_int, _c_void_p]),
@@ -480,7 +487,7 @@ class Map:
         _check_rc(lib().bpf_map__reuse_fd(self.ptr, fd), f"sharing map {self.name}")
 
     def _value_len(self) -> int:
-        if self.map_type == MAP_TYPE_PERCPU_ARRAY or self.map_type in (5, 10):  # percpu kinds
+        if self.map_type in (MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_PERCPU_HASH, MAP_TYPE_LRU_PERCPU_HASH):
             return ((self.value_size + 7) // 8) * 8 * num_possible_cpus()
         return self.value_size
 
@@ -493,8 +500,43 @@ class Map:
             _check_rc(rc, f"lookup in map {self.name}")
         return val.raw
 
-    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+    def update(self, key: bytes | None, value: bytes, flags: int = 0) -> None:
+        """key None pushes onto a queue or stack map."""
         _check_rc(lib().bpf_map_update_elem(self.fd, key, value, flags), f"update of map {self.name}")
+
+    def array_range(self, start: int, count: int) -> bytes:
+        """Values of array keys [start, start + count) read in batches, one
+        after another (per-CPU maps: every CPU's copy, each padded to 8 bytes)."""
+        vlen = self._value_len()
+        keys = (ctypes.c_uint32 * count)()
+        vals = ctypes.create_string_buffer(vlen * count)
+        got = 0
+        while got < count:
+            n = ctypes.c_uint32(count - got)
+            prev = ctypes.c_uint32(start + got - 1)
+            out = ctypes.c_uint32()
+            rc = lib().bpf_map_lookup_batch(self.fd, ctypes.byref(prev) if start + got else None,
+                                            ctypes.byref(out), ctypes.byref(keys, 4 * got),
+                                            ctypes.byref(vals, vlen * got), ctypes.byref(n), None)
+            got += n.value
+            if rc < 0:
+                if -rc == errno_mod.ENOENT:
+                    break
+                _check_rc(rc, f"batch lookup in map {self.name}")
+            if not n.value:
+                break
+        if got != count:
+            raise BpfError(f"map {self.name}: read {got} of keys {start}..{start + count - 1}",
+                           errno_mod.ERANGE)
+        return vals.raw
+
+    def zero_range(self, start: int, count: int) -> None:
+        """Sets array keys [start, start + count) to zero in one call."""
+        keys = (ctypes.c_uint32 * count)(*range(start, start + count))
+        vals = ctypes.create_string_buffer(self._value_len() * count)
+        n = ctypes.c_uint32(count)
+        _check_rc(lib().bpf_map_update_batch(self.fd, keys, vals, ctypes.byref(n), None),
+                  f"batch update of map {self.name}")
 
     def delete(self, key: bytes) -> bool:
         rc = lib().bpf_map_delete_elem(self.fd, key)

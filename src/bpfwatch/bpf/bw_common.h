@@ -17,6 +17,9 @@ enum bw_event_type {
 	BW_EV_TCP = 20,         /* connect, accept, close, state (kind in the record) */
 	BW_EV_UDP = 21,         /* a UDP flow starts or ends */
 	BW_EV_DNS = 22,         /* a DNS message sent or received */
+	BW_EV_PROF_EXEC = 30,   /* profiler: a tracked process exec'd */
+	BW_EV_PROF_FORK = 31,   /* profiler: a tracked process forked a process */
+	BW_EV_PROF_EXIT = 32,   /* profiler: the last thread of a tracked process exited */
 	BW_EV_BENCH = 100,
 };
 

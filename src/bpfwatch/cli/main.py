@@ -20,12 +20,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bpfwatch.cli import doctor, trace
+    from bpfwatch.cli import doctor, report, run, trace
 
     parser = _Parser(prog="bpfwatch", description="What processes really do, seen from the kernel (eBPF).")
     parser.add_argument("--version", action="version", version=f"bpfwatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     trace.add_parser(sub)
+    run.add_parser(sub)
+    report.add_parser(sub)
     doctor.add_parser(sub)
     return parser
 

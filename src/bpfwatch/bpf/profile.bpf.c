@@ -1,0 +1,468 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Profiler for `bpfwatch run`: exact per-syscall counts, errors and latency,
+ * off-CPU time by reason and network bytes of one process tree, aggregated in
+ * the kernel. Tracked threads carry task-local storage (their process's slot),
+ * so the hot path is one storage lookup and one per-CPU array slot: no hash,
+ * no atomics, nothing for untracked tasks beyond the lookup. */
+#include "bw_helpers.bpf.h"
+#include "profile.h"
+
+BW_LAYOUT(struct bw_prof_task, task);
+BW_LAYOUT(struct bw_prof_sys, sys);
+BW_LAYOUT(struct bw_prof_stats, stats);
+BW_LAYOUT(struct bw_prof_fork_event, fork);
+BW_LAYOUT(struct bw_prof_exec_event, exec);
+BW_LAYOUT(struct bw_prof_exit_event, exit);
+BW_LAYOUT(enum bw_off_reason, off_reason);
+BW_LAYOUT(enum bw_prof_limits, limits);
+
+/* Set by Python before load. The syscall numbers differ per architecture;
+ * -1 where it has no such call (arm64: fork, vfork). */
+const volatile __u32 prof_latency = 0;
+const volatile long nr_clone = -1;
+const volatile long nr_clone3 = -1;
+const volatile long nr_fork = -1;
+const volatile long nr_vfork = -1;
+const volatile long nr_execve = -1;
+const volatile long nr_execveat = -1;
+const volatile long nr_exit = -1;
+const volatile long nr_exit_group = -1;
+const volatile long nr_rt_sigreturn = -1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct bw_prof_task);
+} bw_prof_tasks SEC(".maps");
+
+/* [slot * BW_PROF_NR + nr]; max_entries set to slots * BW_PROF_NR. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bw_prof_sys);
+} bw_prof_sys SEC(".maps");
+
+/* [slot]; max_entries set to the number of slots. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bw_prof_stats);
+} bw_prof_stats SEC(".maps");
+
+/* Free slots; Python fills it and returns a slot once it has read it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 1);
+	__type(value, __u32);
+} bw_prof_free SEC(".maps");
+
+/* Latency histogram of the whole tree: [nr * BW_PROF_HIST + log2(ns)]. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BW_PROF_NR * BW_PROF_HIST);
+	__type(key, __u32);
+	__type(value, __u64);
+} bw_prof_hist SEC(".maps");
+
+/* Errors of the whole tree by (nr << 12 | errno). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u64);
+} bw_prof_errno SEC(".maps");
+
+/* Category of each syscall number, filled by Python. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BW_PROF_NR);
+	__type(key, __u32);
+	__type(value, __u8);
+} bw_prof_cat SEC(".maps");
+
+static __always_inline struct bw_prof_task *task_state(struct task_struct *task)
+{
+	return bpf_task_storage_get(&bw_prof_tasks, task, 0, 0);
+}
+
+static __always_inline struct bw_prof_stats *slot_stats(__u32 slot)
+{
+	return bpf_map_lookup_elem(&bw_prof_stats, &slot);
+}
+
+static __always_inline __u32 nr_index(long nr)
+{
+	return (unsigned long)nr < BW_PROF_NR ? nr : BW_PROF_NR - 1;
+}
+
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0, s;
+
+	s = (v > 0xFFFFFFFFULL) << 5; v >>= s; r |= s;
+	s = (v > 0xFFFF) << 4; v >>= s; r |= s;
+	s = (v > 0xFF) << 3; v >>= s; r |= s;
+	s = (v > 0xF) << 2; v >>= s; r |= s;
+	s = (v > 0x3) << 1; v >>= s; r |= s;
+	return r | (v >> 1);
+}
+
+static __always_inline void count_syscall(__u32 slot, long nr, long ret, __u64 ns)
+{
+	__u32 n = nr_index(nr);
+	__u32 idx = slot * BW_PROF_NR + n;
+	struct bw_prof_sys *v = bpf_map_lookup_elem(&bw_prof_sys, &idx);
+
+	if (!v)
+		return;
+	v->calls++;
+	if (ret < 0 && ret >= -4095) {
+		__u32 key = n << 12 | (__u32)-ret;
+		__u64 one = 1, *c;
+
+		v->errors++;
+		c = bpf_map_lookup_elem(&bw_prof_errno, &key);
+		if (c)
+			*c += 1;
+		else
+			bpf_map_update_elem(&bw_prof_errno, &key, &one, BPF_NOEXIST);
+	}
+	if (ns) {
+		__u32 b = log2_u64(ns);
+		__u64 *h;
+
+		v->ns += ns;
+		idx = n * BW_PROF_HIST + (b < BW_PROF_HIST ? b : BW_PROF_HIST - 1);
+		h = bpf_map_lookup_elem(&bw_prof_hist, &idx);
+		if (h)
+			*h += 1;
+	}
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bw_prof_sys_enter, struct pt_regs *regs, long id)
+{
+	struct bw_prof_task *t = task_state(bpf_get_current_task_btf());
+
+	if (t)
+		t->enter_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(bw_prof_sys_exit, struct pt_regs *regs, long ret)
+{
+	struct bw_prof_task *t = task_state(bpf_get_current_task_btf());
+	long nr;
+	__u64 ns = 0;
+
+	if (!t)
+		return 0;
+	nr = bw_syscall_nr(regs);
+	/* rt_sigreturn restores the registers of the interrupted code and
+	 * marks them "not in a syscall" (-1), so the number is gone by now */
+	if (nr == -1)
+		nr = nr_rt_sigreturn;
+	if (t->flags) {
+		if (t->flags & BW_PT_NEW) {
+			/* a new task's first exit is its return from clone: the
+			 * parent counted that call already */
+			t->flags &= ~BW_PT_NEW;
+			if (nr == nr_clone || nr == nr_clone3 || nr == nr_fork || nr == nr_vfork)
+				return 0;
+		}
+		if (t->flags & BW_PT_PRE_EXEC) {
+			/* CMD waits for its release before exec: count from the execve */
+			if (nr != nr_execve && nr != nr_execveat)
+				return 0;
+			t->flags &= ~BW_PT_PRE_EXEC;
+		}
+	}
+	if (prof_latency && t->enter_ns) {
+		ns = bpf_ktime_get_ns() - t->enter_ns;
+		t->enter_ns = 0;
+	}
+	count_syscall(t->slot, nr, ret, ns);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(bw_prof_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct bw_prof_task *p = task_state(parent), *c;
+	struct bw_prof_stats *st;
+	__u32 slot;
+	int thread;
+
+	if (!p)
+		return 0;
+	thread = BPF_CORE_READ(child, tgid) == BPF_CORE_READ(parent, tgid);
+	slot = p->slot;
+	if (!thread && bpf_map_pop_elem(&bw_prof_free, &slot))
+		slot = BW_PROF_SLOT_OVERFLOW;
+	c = bpf_task_storage_get(&bw_prof_tasks, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!c)
+		return 0;
+	c->slot = slot;
+	c->flags = BW_PT_NEW | (p->flags & BW_PT_PRE_EXEC);
+	c->enter_ns = 0;
+	c->off_ns = 0;
+	c->on_ns = 0;
+	st = slot_stats(slot);
+	if (st) {
+		if (thread)
+			st->threads++;
+		else
+			st->procs++;
+	}
+	if (thread)
+		return 0;
+
+	struct bw_prof_fork_event *e = bw_reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	bw_fill_hdr(&e->hdr, BW_EV_PROF_FORK, parent);
+	e->child_start_boot_ns = BPF_CORE_READ(child, start_boottime);
+	e->child_pid = BPF_CORE_READ(child, tgid);
+	e->child_slot = slot;
+	e->slot = p->slot;
+	e->pad = 0;
+	BPF_CORE_READ_STR_INTO(&e->comm, parent, comm);
+	bw_submit(e);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(bw_prof_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct bw_prof_task *t = task_state(task);
+	struct bw_prof_exec_event *e;
+	struct mm_struct *mm;
+	__u64 start, end, size;
+	__u32 n;
+	long len;
+
+	if (!t)
+		return 0;
+	e = bw_reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	bw_fill_hdr(&e->hdr, BW_EV_PROF_EXEC, task);
+	e->slot = t->slot;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
+	len = bpf_probe_read_kernel_str(&e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
+	e->filename_len = len > 0 ? len : 0;
+	mm = BPF_CORE_READ(task, mm);
+	start = BPF_CORE_READ(mm, arg_start);
+	end = BPF_CORE_READ(mm, arg_end);
+	size = end > start ? end - start : 0;
+	e->args_size = size;
+	n = size < BW_PROF_ARGS ? size : BW_PROF_ARGS - 1;
+	n &= BW_PROF_ARGS - 1; /* a power of two: the verifier sees the bound */
+	if (n && bpf_probe_read_user(&e->args, n, (void *)start))
+		n = 0;
+	e->args_len = n;
+	bw_submit(e);
+	return 0;
+}
+
+/* High-water RSS in pages: the kernel updates hiwater_rss lazily, so also
+ * take the current counters (file, anon, shmem; percpu counters' totals). */
+static __always_inline __u64 peak_rss(struct task_struct *task)
+{
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	__s64 rss = 0, c;
+	__u64 hi;
+
+	if (!mm)
+		return 0;
+	hi = BPF_CORE_READ(mm, hiwater_rss);
+	c = BPF_CORE_READ(mm, rss_stat[0].count); rss += c > 0 ? c : 0;
+	c = BPF_CORE_READ(mm, rss_stat[1].count); rss += c > 0 ? c : 0;
+	c = BPF_CORE_READ(mm, rss_stat[3].count); rss += c > 0 ? c : 0;
+	return (__u64)rss > hi ? (__u64)rss : hi;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(bw_prof_exit, struct task_struct *task, bool group_dead)
+{
+	struct bw_prof_task *t = task_state(task);
+	struct signal_struct *sig;
+	struct bw_prof_stats *st;
+	struct pt_regs *regs;
+	long nr;
+
+	if (!t)
+		return 0;
+	/* exit and exit_group never return, so sys_exit never sees them */
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	nr = bw_syscall_nr(regs);
+	if ((nr == nr_exit || nr == nr_exit_group) && !(t->flags & BW_PT_PRE_EXEC))
+		count_syscall(t->slot, nr, 0, 0);
+
+	st = slot_stats(t->slot);
+	if (st) {
+		if (t->on_ns) {
+			st->oncpu_ns += bpf_ktime_get_ns() - t->on_ns;
+			t->on_ns = 0;  /* its last switch-out adds nothing more */
+		}
+		st->utime_ns += BPF_CORE_READ(task, utime);
+		st->stime_ns += BPF_CORE_READ(task, stime);
+		st->minflt += BPF_CORE_READ(task, min_flt);
+		st->majflt += BPF_CORE_READ(task, maj_flt);
+		st->nvcsw += BPF_CORE_READ(task, nvcsw);
+		st->nivcsw += BPF_CORE_READ(task, nivcsw);
+		if (bpf_core_field_exists(task->ioac)) {
+			st->rchar += BPF_CORE_READ(task, ioac.rchar);
+			st->wchar += BPF_CORE_READ(task, ioac.wchar);
+			st->read_bytes += BPF_CORE_READ(task, ioac.read_bytes);
+			st->write_bytes += BPF_CORE_READ(task, ioac.write_bytes);
+		}
+		st->threads_exited++;
+	}
+	if (!group_dead)
+		return 0;
+
+	struct bw_prof_exit_event *e = bw_reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	sig = BPF_CORE_READ(task, signal);
+	bw_fill_hdr(&e->hdr, BW_EV_PROF_EXIT, task);
+	e->start_boot_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	e->slot = t->slot;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	if (BPF_CORE_READ(sig, flags) & 0x4 /* SIGNAL_GROUP_EXIT */)
+		e->exit_code = BPF_CORE_READ(sig, group_exit_code);
+	else
+		e->exit_code = BPF_CORE_READ(task, exit_code);
+	e->pad = 0;
+	e->peak_rss_pages = peak_rss(task);
+	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
+	bw_submit(e);
+	return 0;
+}
+
+/* ---- off-CPU time ------------------------------------------------------- */
+
+static __always_inline void account_off(struct bw_prof_task *t, __u64 now)
+{
+	struct bw_prof_stats *st = slot_stats(t->slot);
+	__u64 d = now - t->off_ns;
+	__u32 r = t->off_reason, c = t->off_cat;
+
+	if (!st || t->off_ns == 0 || now < t->off_ns)
+		return;
+	if (r < BW_OFF_N)
+		st->off_ns[r] += d;
+	if (r != BW_OFF_RUNQ && c < BW_PROF_CATS)
+		st->blocked_ns[c] += d;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(bw_prof_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	struct bw_prof_task *t;
+	__u64 now = bpf_ktime_get_ns();
+
+	t = task_state(prev);
+	if (t) {
+		if (t->on_ns) {
+			struct bw_prof_stats *st = slot_stats(t->slot);
+
+			if (st && now > t->on_ns)
+				st->oncpu_ns += now - t->on_ns;
+			t->on_ns = 0;
+		}
+		t->off_ns = now;
+		if (preempt || !(prev_state & 0x3)) {
+			t->off_reason = BW_OFF_RUNQ;
+		} else {
+			struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(prev);
+			long nr = bw_syscall_nr(regs);
+			__u32 n = nr_index(nr);
+			__u8 *cat = bpf_map_lookup_elem(&bw_prof_cat, &n);
+
+			t->off_reason = (prev_state & 0x2) ? BW_OFF_IO : BW_OFF_SLEEP;
+			t->off_cat = nr < 0 || !cat ? BW_PROF_NO_SYSCALL : *cat;
+		}
+	}
+	t = task_state(next);
+	if (t) {
+		if (t->off_ns)
+			account_off(t, now);
+		t->off_ns = 0;
+		t->on_ns = now;
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(bw_prof_wakeup, struct task_struct *p)
+{
+	struct bw_prof_task *t = task_state(p);
+	__u64 now;
+
+	if (!t || !t->off_ns || t->off_reason == BW_OFF_RUNQ)
+		return 0;
+	now = bpf_ktime_get_ns();
+	account_off(t, now);
+	t->off_ns = now;
+	t->off_reason = BW_OFF_RUNQ;
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(bw_prof_wakeup_new, struct task_struct *p)
+{
+	struct bw_prof_task *t = task_state(p);
+
+	if (t) {
+		t->off_ns = bpf_ktime_get_ns();
+		t->off_reason = BW_OFF_RUNQ;
+	}
+	return 0;
+}
+
+/* ---- network bytes ------------------------------------------------------ */
+
+static __always_inline void count_net(struct sock *sk, int ret, int tx)
+{
+	struct bw_prof_task *t;
+	struct bw_prof_stats *st;
+	__u16 family;
+
+	if (ret <= 0)
+		return;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != 2 /* AF_INET */ && family != 10 /* AF_INET6 */)
+		return;
+	t = task_state(bpf_get_current_task_btf());
+	if (!t)
+		return;
+	st = slot_stats(t->slot);
+	if (!st)
+		return;
+	if (tx)
+		st->net_tx += ret;
+	else
+		st->net_rx += ret;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(bw_prof_send, struct sock *sk, int ret, int flags)
+{
+	count_net(sk, ret, 1);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(bw_prof_recv, struct sock *sk, int ret, int flags)
+{
+	count_net(sk, ret, 0);
+	return 0;
+}
