@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["exec_latency", "ringbuf_throughput", "consumer_cpu", "startup", "sensor_overhead"]
+BENCHES = ["exec_latency", "ringbuf_throughput", "consumer_cpu", "startup", "sensor_overhead", "profile_overhead"]
 
 
 def main() -> int:
@@ -19,7 +19,7 @@ def main() -> int:
             print(f"{name} failed with exit status {rc}", file=sys.stderr)
             return rc
     r = {n: json.loads((HERE / "results" / f"{n}.json").read_text()) for n in BENCHES}
-    el, rb, cc, st, so = (r[n] for n in BENCHES)
+    el, rb, cc, st, so, po = (r[n] for n in BENCHES)
     ft, nt = so["file_untar"], so["network_short_connections"]
     rows = [
         ("exec latency median / p99, shared CPU (ms)",
@@ -46,6 +46,17 @@ def main() -> int:
         ("all sensors: events/s without loss", f"{so['all_sensors_sustained']['max_events_per_s_without_loss']:,}",
          ""),
     ]
+    pure, mixed, small = po["pure_loop"], po["mixed"], po["pure_loop_small"]
+    for tool in ("bpfwatch count", "bpfwatch latency", "bpftrace count", "denet ebpf"):
+        if tool in pure:
+            target = {"bpfwatch count": "<= 1.3x / <= 1.05x", "bpfwatch latency": "<= 1.6x"}.get(tool, "(peer)")
+            rows.append((f"run: dd bs=1 / mixed slowdown, {tool}",
+                         f"{pure[tool]['ratio']}x / {mixed[tool]['ratio']}x", target))
+    for tool in ("strace -f -c", "perf trace -s"):
+        if tool in small:
+            rows.append((f"run: dd bs=1 slowdown, {tool}", f"{small[tool]['ratio']}x", "(peer)"))
+    for tool, acc in po["count_accuracy_dd"].items():
+        rows.append((f"run: syscalls counted vs strace, {tool}", f"{acc['vs_strace']}", "1.0"))
     width = max(len(a) for a, _, _ in rows)
     print()
     for a, b, c in rows:

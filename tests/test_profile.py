@@ -247,7 +247,7 @@ def test_profile_layouts_match_btf():
         stats = struct_dtype(btf, "bw_prof_stats")
         assert stats.fields["blocked_ns"][0].shape == (limits["BW_PROF_CATS"],)
         assert set(enum_values(btf, "bw_off_reason")) == {"BW_OFF_RUNQ", "BW_OFF_IO", "BW_OFF_SLEEP", "BW_OFF_N"}
-        assert {"slot", "flags", "enter_ns", "off_ns", "on_ns"} <= set(struct_dtype(btf, "bw_prof_task").names)
+        assert {"slot", "off_reason", "off_cat", "off_ns", "on_ns"} <= set(struct_dtype(btf, "bw_prof_task").names)
         sysd = struct_dtype(btf, "bw_prof_sys")
         assert sysd.names == ("calls", "errors", "ns") and sysd.itemsize == 24
         ev = struct_dtype(btf, "bw_prof_exit_event")

@@ -29,12 +29,34 @@ const volatile long nr_exit = -1;
 const volatile long nr_exit_group = -1;
 const volatile long nr_rt_sigreturn = -1;
 
+/* The hot path's view of a thread, indexed by tid (max_entries: pid_max):
+ * 0 for threads not profiled, else (slot + 1) | flags << 24. An array
+ * lookup is inlined by the verifier: no hashing, no locking. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} bw_prof_tids SEC(".maps");
+
+/* sys_enter time per tid (latency mode; max_entries: pid_max, else 1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} bw_prof_enter SEC(".maps");
+
+/* Scheduler state of profiled threads, created at their first switch. */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct bw_prof_task);
 } bw_prof_tasks SEC(".maps");
+
+#define TID_SLOT_MASK 0xFFFFFF
+#define TID_FLAGS_SHIFT 24
 
 /* [slot * BW_PROF_NR + nr]; max_entries set to slots * BW_PROF_NR. */
 struct {
@@ -83,9 +105,25 @@ struct {
 	__type(value, __u8);
 } bw_prof_cat SEC(".maps");
 
+static __always_inline __u32 *tid_entry(__u32 tid)
+{
+	__u32 *v = bpf_map_lookup_elem(&bw_prof_tids, &tid);
+
+	return v && *v ? v : 0;
+}
+
+/* Scheduler state of a profiled thread (created on first use), or NULL. */
 static __always_inline struct bw_prof_task *task_state(struct task_struct *task)
 {
-	return bpf_task_storage_get(&bw_prof_tasks, task, 0, 0);
+	__u32 *v = tid_entry(BPF_CORE_READ(task, pid));
+	struct bw_prof_task *t;
+
+	if (!v)
+		return 0;
+	t = bpf_task_storage_get(&bw_prof_tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (t)
+		t->slot = (*v & TID_SLOT_MASK) - 1;
+	return t;
 }
 
 static __always_inline struct bw_prof_stats *slot_stats(__u32 slot)
@@ -145,72 +183,81 @@ static __always_inline void count_syscall(__u32 slot, long nr, long ret, __u64 n
 SEC("tp_btf/sys_enter")
 int BPF_PROG(bw_prof_sys_enter, struct pt_regs *regs, long id)
 {
-	struct bw_prof_task *t = task_state(bpf_get_current_task_btf());
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *ts;
 
-	if (t)
-		t->enter_ns = bpf_ktime_get_ns();
+	if (!tid_entry(tid))
+		return 0;
+	ts = bpf_map_lookup_elem(&bw_prof_enter, &tid);
+	if (ts)
+		*ts = bpf_ktime_get_ns();
 	return 0;
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(bw_prof_sys_exit, struct pt_regs *regs, long ret)
 {
-	struct bw_prof_task *t = task_state(bpf_get_current_task_btf());
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 *v = tid_entry(tid), val, flags;
 	long nr;
 	__u64 ns = 0;
 
-	if (!t)
+	if (!v)
 		return 0;
+	val = *v;
 	nr = bw_syscall_nr(regs);
 	/* rt_sigreturn restores the registers of the interrupted code and
 	 * marks them "not in a syscall" (-1), so the number is gone by now */
 	if (nr == -1)
 		nr = nr_rt_sigreturn;
-	if (t->flags) {
-		if (t->flags & BW_PT_NEW) {
+	flags = val >> TID_FLAGS_SHIFT;
+	if (flags) {
+		if (flags & BW_PT_NEW) {
 			/* a new task's first exit is its return from clone: the
 			 * parent counted that call already */
-			t->flags &= ~BW_PT_NEW;
+			flags &= ~BW_PT_NEW;
+			*v = (val & TID_SLOT_MASK) | flags << TID_FLAGS_SHIFT;
 			if (nr == nr_clone || nr == nr_clone3 || nr == nr_fork || nr == nr_vfork)
 				return 0;
 		}
-		if (t->flags & BW_PT_PRE_EXEC) {
+		if (flags & BW_PT_PRE_EXEC) {
 			/* CMD waits for its release before exec: count from the execve */
 			if (nr != nr_execve && nr != nr_execveat)
 				return 0;
-			t->flags &= ~BW_PT_PRE_EXEC;
+			flags &= ~BW_PT_PRE_EXEC;
+			*v = (val & TID_SLOT_MASK) | flags << TID_FLAGS_SHIFT;
 		}
 	}
-	if (prof_latency && t->enter_ns) {
-		ns = bpf_ktime_get_ns() - t->enter_ns;
-		t->enter_ns = 0;
+	if (prof_latency) {
+		__u64 *ts = bpf_map_lookup_elem(&bw_prof_enter, &tid);
+
+		if (ts && *ts) {
+			ns = bpf_ktime_get_ns() - *ts;
+			*ts = 0;
+		}
 	}
-	count_syscall(t->slot, nr, ret, ns);
+	count_syscall((val & TID_SLOT_MASK) - 1, nr, ret, ns);
 	return 0;
 }
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(bw_prof_fork, struct task_struct *parent, struct task_struct *child)
 {
-	struct bw_prof_task *p = task_state(parent), *c;
+	__u32 *pv = tid_entry(BPF_CORE_READ(parent, pid));
+	__u32 child_tid = BPF_CORE_READ(child, pid), val, pslot, slot;
 	struct bw_prof_stats *st;
-	__u32 slot;
 	int thread;
 
-	if (!p)
+	if (!pv)
 		return 0;
+	val = *pv;
+	pslot = (val & TID_SLOT_MASK) - 1;
 	thread = BPF_CORE_READ(child, tgid) == BPF_CORE_READ(parent, tgid);
-	slot = p->slot;
+	slot = pslot;
 	if (!thread && bpf_map_pop_elem(&bw_prof_free, &slot))
 		slot = BW_PROF_SLOT_OVERFLOW;
-	c = bpf_task_storage_get(&bw_prof_tasks, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!c)
-		return 0;
-	c->slot = slot;
-	c->flags = BW_PT_NEW | (p->flags & BW_PT_PRE_EXEC);
-	c->enter_ns = 0;
-	c->off_ns = 0;
-	c->on_ns = 0;
+	val = (slot + 1) | (BW_PT_NEW | ((val >> TID_FLAGS_SHIFT) & BW_PT_PRE_EXEC)) << TID_FLAGS_SHIFT;
+	bpf_map_update_elem(&bw_prof_tids, &child_tid, &val, BPF_ANY);
 	st = slot_stats(slot);
 	if (st) {
 		if (thread)
@@ -228,7 +275,7 @@ int BPF_PROG(bw_prof_fork, struct task_struct *parent, struct task_struct *child
 	e->child_start_boot_ns = BPF_CORE_READ(child, start_boottime);
 	e->child_pid = BPF_CORE_READ(child, tgid);
 	e->child_slot = slot;
-	e->slot = p->slot;
+	e->slot = pslot;
 	e->pad = 0;
 	BPF_CORE_READ_STR_INTO(&e->comm, parent, comm);
 	bw_submit(e);
@@ -238,20 +285,20 @@ int BPF_PROG(bw_prof_fork, struct task_struct *parent, struct task_struct *child
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(bw_prof_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct bw_prof_task *t = task_state(task);
+	__u32 *v = tid_entry(BPF_CORE_READ(task, pid));
 	struct bw_prof_exec_event *e;
 	struct mm_struct *mm;
 	__u64 start, end, size;
 	__u32 n;
 	long len;
 
-	if (!t)
+	if (!v)
 		return 0;
 	e = bw_reserve(sizeof(*e));
 	if (!e)
 		return 0;
 	bw_fill_hdr(&e->hdr, BW_EV_PROF_EXEC, task);
-	e->slot = t->slot;
+	e->slot = (*v & TID_SLOT_MASK) - 1;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
 	len = bpf_probe_read_kernel_str(&e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
@@ -290,23 +337,30 @@ static __always_inline __u64 peak_rss(struct task_struct *task)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(bw_prof_exit, struct task_struct *task, bool group_dead)
 {
-	struct bw_prof_task *t = task_state(task);
+	__u32 tid = BPF_CORE_READ(task, pid), zero = 0;
+	__u32 *v = tid_entry(tid), val, slot;
+	struct bw_prof_task *t;
 	struct signal_struct *sig;
 	struct bw_prof_stats *st;
 	struct pt_regs *regs;
 	long nr;
 
-	if (!t)
+	if (!v)
 		return 0;
+	val = *v;
+	slot = (val & TID_SLOT_MASK) - 1;
+	t = task_state(task);
+	/* the tid may be reused by an unrelated task from now on */
+	bpf_map_update_elem(&bw_prof_tids, &tid, &zero, BPF_ANY);
 	/* exit and exit_group never return, so sys_exit never sees them */
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	nr = bw_syscall_nr(regs);
-	if ((nr == nr_exit || nr == nr_exit_group) && !(t->flags & BW_PT_PRE_EXEC))
-		count_syscall(t->slot, nr, 0, 0);
+	if ((nr == nr_exit || nr == nr_exit_group) && !((val >> TID_FLAGS_SHIFT) & BW_PT_PRE_EXEC))
+		count_syscall(slot, nr, 0, 0);
 
-	st = slot_stats(t->slot);
+	st = slot_stats(slot);
 	if (st) {
-		if (t->on_ns) {
+		if (t && t->on_ns) {
 			st->oncpu_ns += bpf_ktime_get_ns() - t->on_ns;
 			t->on_ns = 0;  /* its last switch-out adds nothing more */
 		}
@@ -333,7 +387,7 @@ int BPF_PROG(bw_prof_exit, struct task_struct *task, bool group_dead)
 	sig = BPF_CORE_READ(task, signal);
 	bw_fill_hdr(&e->hdr, BW_EV_PROF_EXIT, task);
 	e->start_boot_ns = BPF_CORE_READ(task, group_leader, start_boottime);
-	e->slot = t->slot;
+	e->slot = slot;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	if (BPF_CORE_READ(sig, flags) & 0x4 /* SIGNAL_GROUP_EXIT */)
 		e->exit_code = BPF_CORE_READ(sig, group_exit_code);
@@ -432,8 +486,8 @@ int BPF_PROG(bw_prof_wakeup_new, struct task_struct *p)
 
 static __always_inline void count_net(struct sock *sk, int ret, int tx)
 {
-	struct bw_prof_task *t;
 	struct bw_prof_stats *st;
+	__u32 *v;
 	__u16 family;
 
 	if (ret <= 0)
@@ -441,10 +495,10 @@ static __always_inline void count_net(struct sock *sk, int ret, int tx)
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != 2 /* AF_INET */ && family != 10 /* AF_INET6 */)
 		return;
-	t = task_state(bpf_get_current_task_btf());
-	if (!t)
+	v = tid_entry((__u32)bpf_get_current_pid_tgid());
+	if (!v)
 		return;
-	st = slot_stats(t->slot);
+	st = slot_stats((*v & TID_SLOT_MASK) - 1);
 	if (!st)
 		return;
 	if (tx)
@@ -463,6 +517,8 @@ int BPF_PROG(bw_prof_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(bw_prof_recv, struct sock *sk, int ret, int flags)
 {
+	if (flags & 2 /* MSG_PEEK: the same bytes are read again later */)
+		return 0;
 	count_net(sk, ret, 0);
 	return 0;
 }

@@ -30,20 +30,18 @@ enum bw_off_reason {
 	BW_OFF_N = 3,
 };
 
-/* bw_prof_task.flags */
+/* flags of a tid (bw_prof_tids value bits 24..31) */
 #define BW_PT_PRE_EXEC (1 << 0) /* launched CMD: count from its execve on */
 #define BW_PT_NEW (1 << 1)      /* next syscall exit is the child's return from clone */
 
-/* Task-local state of a tracked thread. */
+/* Scheduler state of a profiled thread (task-local storage). */
 struct bw_prof_task {
-	__u64 enter_ns;   /* sys_enter time (latency mode), 0 outside a syscall */
 	__u64 off_ns;     /* when it left the CPU or was woken; 0 while on it */
 	__u64 on_ns;      /* when it got the CPU; 0 while off it */
 	__u32 slot;
 	__u8 off_reason;  /* enum bw_off_reason */
 	__u8 off_cat;     /* category of the syscall it blocked in */
-	__u8 flags;
-	__u8 pad;
+	__u16 pad;
 };
 
 /* Per (slot, syscall), per CPU. */

@@ -162,6 +162,7 @@ def build(c: Collector, *, command: list[str] | None, attach_pid: int | None, t0
             "read_chars": sum(p.cum["rchar"] for p in everyone), "write_chars": sum(p.cum["wchar"] for p in everyone),
             "net_tx_bytes": net_tx, "net_rx_bytes": net_rx, "minor_faults": minflt, "major_faults": majflt,
             "voluntary_switches": v("nvcsw"), "involuntary_switches": v("nivcsw"),
+            "net_bytes_measured": s.net_exact,
         },
         "behavior": classify(budget),
         "processes": [_proc_doc(c, p, t0_ns, latency) for p in listed]

@@ -1,8 +1,9 @@
 """Profiler sensor behind `bpfwatch run`: loads bpf/profile.bpf.c, marks the
 tasks to profile, and reads the kernel's per-process aggregates.
 
-Each tracked process owns a slot; its threads carry the slot in task-local
-storage, and every syscall exit adds to the per-CPU cell (slot, syscall).
+Each tracked process owns a slot; an array indexed by tid gives each of its
+threads that slot, and every syscall exit adds to the per-CPU cell
+(slot, syscall).
 Slots come from a kernel queue at fork and go back to it once Python has
 read them after the process exited. Slot 0 takes the processes beyond
 capacity (still counted, just not apart), slot 1 is the root.
@@ -27,7 +28,7 @@ from bpfwatch.sensors.base import Sensor, SensorOptions
 SLOT_OVERFLOW = 0
 SLOT_ROOT = 1
 PT_PRE_EXEC = 1 << 0
-PIDFD_THREAD = os.O_EXCL  # include/uapi/linux/pidfd.h
+TID_FLAGS_SHIFT = 24  # bw_prof_tids values: (slot + 1) | flags << 24
 MEMORY_BUDGET = 48 << 20  # bytes of per-CPU syscall cells, all CPUs together
 MAX_SLOTS = 4096
 MIN_SLOTS = 8
@@ -79,6 +80,9 @@ class ProfileSensor(Sensor):
         obj.map("bw_prof_sys").max_entries = self.slots * self.nr
         obj.map("bw_prof_stats").max_entries = self.slots
         obj.map("bw_prof_free").max_entries = self.slots
+        pid_max = _pid_max()
+        obj.map("bw_prof_tids").max_entries = pid_max
+        obj.map("bw_prof_enter").max_entries = pid_max if self.popts.latency else 1
         nrs = syscalls.table()
         obj.set_rodata(prof_latency=int(self.popts.latency),
                        **{f"nr_{n}": nrs.get(n, -1) for n in
@@ -102,7 +106,6 @@ class ProfileSensor(Sensor):
     def layouts(self, btf: L.Btf) -> None:
         super().layouts(btf)
         ids = enum_values(btf, "bw_event_type")
-        self.task_dtype = struct_dtype(btf, "bw_prof_task")
         self.sys_dtype = struct_dtype(btf, "bw_prof_sys")
         self.stats_dtype = struct_dtype(btf, "bw_prof_stats")
         self.fork_dtype = struct_dtype(btf, "bw_prof_fork_event")
@@ -116,22 +119,14 @@ class ProfileSensor(Sensor):
 
     # -- choosing what to profile -------------------------------------------------
 
-    def _task_value(self, slot: int, flags: int) -> bytes:
-        v = np.zeros(1, self.task_dtype)
-        v["slot"], v["flags"] = slot, flags
-        return v.tobytes()
-
-    def _mark(self, pidfd: int, slot: int, flags: int) -> None:
+    def _mark(self, tid: int, slot: int, flags: int) -> None:
         assert self.obj is not None
-        self.obj.map("bw_prof_tasks").update(pidfd.to_bytes(4, "little"), self._task_value(slot, flags))
+        value = (slot + 1) | flags << TID_FLAGS_SHIFT
+        self.obj.map("bw_prof_tids").update(tid.to_bytes(4, "little"), value.to_bytes(4, "little"))
 
     def track_launched(self, pid: int) -> None:
         """A child held before its exec: counted from that execve on."""
-        fd = os.pidfd_open(pid)
-        try:
-            self._mark(fd, SLOT_ROOT, PT_PRE_EXEC)
-        finally:
-            os.close(fd)
+        self._mark(pid, SLOT_ROOT, PT_PRE_EXEC)
 
     def track_running(self, pid: int) -> int:
         """Every thread of a running process (new ones join at fork); returns
@@ -147,17 +142,7 @@ class ProfileSensor(Sensor):
             if not new:
                 break
             for tid in sorted(new):
-                try:
-                    fd = os.pidfd_open(tid, 0 if tid == pid else PIDFD_THREAD)
-                except ProcessLookupError:
-                    continue  # that thread ended meanwhile
-                except OSError as e:
-                    raise BpfwatchError(f"cannot open thread {tid} of process {pid}: {e.strerror}"
-                                        " (Linux >= 6.9 opens single threads)") from None
-                try:
-                    self._mark(fd, SLOT_ROOT, 0)
-                finally:
-                    os.close(fd)
+                self._mark(tid, SLOT_ROOT, 0)
                 marked.add(tid)
         return len(marked)
 
@@ -233,6 +218,14 @@ class ProfileSensor(Sensor):
                         "ppid": r["ppid"], "status": r["exit_code"], "start": r["start_boot_ns"],
                         "comm": cstr(r["comm"]),
                         "peak_rss": r["peak_rss_pages"] * PAGE_SIZE})
+
+
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4194304  # the kernel's upper limit
 
 
 def _u64_columns(dtype: np.dtype) -> dict[str, slice]:
