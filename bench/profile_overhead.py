@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -39,7 +40,7 @@ MIXED = ["sh", "-c", "seq 1 1500000 | gzip -1 | gzip -d | sort -n | md5sum >/dev
 def timed(cmd: list[str]) -> list[str]:
     """cmd inside a shell that prints its own elapsed ns: the workload's time,
     without each tool's start-up and report."""
-    inner = " ".join(f"'{a}'" if " " in a or "|" in a else a for a in cmd)
+    inner = shlex.join(cmd)
     return ["/bin/sh", "-c", f"S=$(date +%s%N); {inner} 2>/dev/null; E=$(date +%s%N); echo BENCH_NS=$((E-S)) >&2"]
 
 

@@ -11,6 +11,7 @@ import psutil
 from bpfwatch.mounts import cgroup2_root
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(slots=True)
@@ -31,12 +32,36 @@ class ProcSnapshot:
     tty: str | None
 
 
-def start_boot_ns(pid: int) -> int:
-    """Process start time in boot-time ns (clock-tick precision)."""
+def stat_fields(pid: int) -> list[bytes]:
+    """/proc/PID/stat after the comm: [0] is the state, [1] the ppid, ...
+    (proc(5) numbering minus 3). Raises OSError if the process is gone."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         raw = f.read()
-    fields = raw[raw.rindex(b")") + 2:].split()
-    return int(fields[19]) * 1_000_000_000 // CLK_TCK
+    return raw[raw.rindex(b")") + 2:].split()
+
+
+def start_boot_ns(pid: int) -> int:
+    """Process start time in boot-time ns (clock-tick precision)."""
+    return int(stat_fields(pid)[19]) * 1_000_000_000 // CLK_TCK
+
+
+def ppid(pid: int) -> int:
+    try:
+        return int(stat_fields(pid)[1])
+    except (OSError, ValueError):
+        return 0
+
+
+def comm_argv(pid: int) -> tuple[str, list[str]]:
+    """The comm and argv of a process ('?' and [] if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode("utf-8", "backslashreplace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "?", []
+    return comm, argv
 
 
 def cgroup_id(pid: int) -> int:

@@ -349,7 +349,7 @@ int BPF_PROG(bw_prof_exit, struct task_struct *task, bool group_dead)
 		return 0;
 	val = *v;
 	slot = (val & TID_SLOT_MASK) - 1;
-	t = task_state(task);
+	t = bpf_task_storage_get(&bw_prof_tasks, task, 0, 0); /* none if it never ran since marked */
 	/* the tid may be reused by an unrelated task from now on */
 	bpf_map_update_elem(&bw_prof_tids, &tid, &zero, BPF_ANY);
 	/* exit and exit_group never return, so sys_exit never sees them */

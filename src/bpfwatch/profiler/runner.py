@@ -96,8 +96,8 @@ class Profiler:
                 start_ns = procfs.start_boot_ns(pid)
                 self.sensor.track_running(pid)
                 t0, start = _boot_ns(), time.time()
-                comm, argv = _comm_argv(pid)
-                c = Collector(self.sensor, pid, _ppid(pid), comm, start_ns, argv=argv)
+                comm, argv = procfs.comm_argv(pid)
+                c = Collector(self.sensor, pid, procfs.ppid(pid), comm, start_ns, argv=argv)
                 return self._profile(c, t0, start, lambda: c.root.end_ns is not None, pidfd,
                                      command=None, attach_pid=pid, status=lambda: c.root.status)
         finally:
@@ -182,7 +182,7 @@ def _lifecycle_line(r: dict[str, Any], t0: int) -> dict[str, Any]:
     elif r["kind"] == "exec":
         line.update(filename=r["filename"], argv=r["argv"])
     elif r["kind"] == "exit":
-        line.update(summary._wait_fields(r["status"]), peak_rss_bytes=r["peak_rss"])
+        line.update(summary.wait_fields(r["status"]), peak_rss_bytes=r["peak_rss"])
     return line
 
 
@@ -197,26 +197,6 @@ def _handlers(sigs: tuple[int, ...], fn: Callable[[int, Any], None]) -> Iterator
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-def _comm_argv(pid: int) -> tuple[str, list[str]]:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            comm = f.read().strip()
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = [a.decode("utf-8", "backslashreplace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return "?", []
-    return comm, argv
-
-
-def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-        return int(raw[raw.rindex(b")") + 2:].split()[1])
-    except (OSError, ValueError):
-        return 0
 
 
 def profile_command(argv: list[str], **options: Any) -> dict[str, Any]:

@@ -5,14 +5,11 @@ kernel's exact totals; network bytes always come from the kernel."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
+from bpfwatch.procfs import CLK_TCK, PAGE_SIZE, stat_fields
 from bpfwatch.profiler.session import CUMULATIVE, Collector, Proc
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # (until this many seconds, sample every this many)
 SCHEDULE = ((1.0, 0.05), (5.0, 0.1), (30.0, 0.25), (120.0, 0.5), (float("inf"), 1.0))
@@ -28,9 +25,7 @@ def adaptive_interval(elapsed: float) -> float:
 def read_proc(pid: int) -> dict[str, int] | None:
     """CPU, memory, threads, faults and I/O of a live process, or None."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-        fields = raw[raw.rindex(b")") + 2:].split()
+        fields = stat_fields(pid)
         out = {"minflt": int(fields[7]), "majflt": int(fields[9]),
                "cpu_ns": (int(fields[11]) + int(fields[12])) * 1_000_000_000 // CLK_TCK,
                "threads": int(fields[17]), "rss": int(fields[21]) * PAGE_SIZE}
@@ -72,9 +67,8 @@ class Sampler:
         p.peak_rss = max(p.peak_rss, p.rss)
         for k, v in info.items():
             p.cum[k] = max(p.cum[k], v)  # never backwards (tick vs exact clocks)
-        st = self.collector.sensor
-        if p.slot in self.collector.live_slots and self.collector.live_slots[p.slot] == p.pid:
-            stats = st.read_stats(p.slot)
+        if self.collector.live_slots.get(p.slot) == p.pid:  # not the shared overflow slot
+            stats = self.collector.sensor.read_stats(p.slot)
             for k in ("net_tx", "net_rx"):
                 p.cum[k] = max(p.cum[k], self.collector.stat(stats, k))
             p.cum["cpu_ns"] = max(p.cum["cpu_ns"], self.collector.stat(stats, "oncpu_ns"))

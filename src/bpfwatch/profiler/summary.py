@@ -30,7 +30,7 @@ def errno_name(e: int) -> str:
     return errno_mod.errorcode.get(e, f"E{e}")
 
 
-def _wait_fields(status: int | None) -> dict[str, Any]:
+def wait_fields(status: int | None) -> dict[str, Any]:
     if status is None:
         return {"exit_code": None, "signal": None}
     if os.WIFSIGNALED(status):
@@ -79,7 +79,7 @@ def _proc_doc(c: Collector, p: Proc, t0_ns: int, latency: bool) -> dict[str, Any
     doc: dict[str, Any] = {"pid": p.pid, "ppid": p.ppid, "comm": p.comm, "exe": p.filename, "argv": p.argv,
                            "start_s": round(max(p.start_ns - t0_ns, 0) / NS, 6),
                            "end_s": round((p.end_ns - t0_ns) / NS, 6) if p.end_ns else None,
-                           **_wait_fields(p.status), "running": p.alive}
+                           **wait_fields(p.status), "running": p.alive}
     if p.syscalls is not None:
         calls = p.syscalls[:, 0]
         doc["syscalls"] = int(calls.sum())
@@ -125,7 +125,7 @@ def build(c: Collector, *, command: list[str] | None, attach_pid: int | None, t0
     blocked_s = {name: int(blocked[i]) / NS for i, name in enumerate(CATEGORY_NAMES) if blocked[i]}
     if blocked[-1]:
         blocked_s["no_syscall"] = int(blocked[-1]) / NS
-    procs = sorted((p for p in c.procs.values()), key=lambda p: p.start_ns)
+    procs = sorted(c.procs.values(), key=lambda p: p.start_ns)
     everyone = procs + ([c.overflow] if c.overflow else [])
     tree_peak = max([peak_rss] + [p.peak_rss for p in procs])
     minflt, majflt = (sum(p.cum[k] for p in everyone) for k in ("minflt", "majflt"))
@@ -140,7 +140,7 @@ def build(c: Collector, *, command: list[str] | None, attach_pid: int | None, t0
     doc: dict[str, Any] = {
         "bpfwatch": __version__, "kind": "profile", "arch": platform.machine(),
         "command": command, "attach_pid": attach_pid, "pid": c.root.pid,
-        "start": start_epoch, "duration_s": round(wall, 6), **_wait_fields(status),
+        "start": start_epoch, "duration_s": round(wall, 6), **wait_fields(status),
         "stopped_by": stopped_by, "latency_measured": latency,
         "syscalls": {
             "total": total_calls, "errors": sum(r["errors"] for r in rows),

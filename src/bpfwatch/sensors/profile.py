@@ -22,6 +22,7 @@ from bpfwatch import libbpf as L
 from bpfwatch import syscalls
 from bpfwatch.btf_dtype import LayoutError, cstr, enum_values, struct_dtype
 from bpfwatch.errors import BpfwatchError, UsageError
+from bpfwatch.procfs import PAGE_SIZE
 from bpfwatch.ringbuf import Run
 from bpfwatch.sensors.base import Sensor, SensorOptions
 
@@ -32,7 +33,6 @@ TID_FLAGS_SHIFT = 24  # bw_prof_tids values: (slot + 1) | flags << 24
 MEMORY_BUDGET = 48 << 20  # bytes of per-CPU syscall cells, all CPUs together
 MAX_SLOTS = 4096
 MIN_SLOTS = 8
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 CATEGORY_IDS = {name: i for i, name in enumerate(syscalls.CATEGORIES)}
 CATEGORY_NAMES = list(syscalls.CATEGORIES)
@@ -157,14 +157,11 @@ class ProfileSensor(Sensor):
         raw = self.obj.map("bw_prof_sys").array_range(slot * self.nr, self.nr)
         return self._percpu_sum(raw, self.nr, self.sys_dtype.itemsize // 8)
 
-    def read_stats(self, slot: int | None = None) -> np.ndarray:
-        """One slot's stats as a flat u64 vector (see stats_fields), or every
-        slot's as rows."""
+    def read_stats(self, slot: int) -> np.ndarray:
+        """One slot's stats as a flat u64 vector (columns: stats_fields)."""
         assert self.obj is not None
-        m = self.obj.map("bw_prof_stats")
-        start, count = (0, self.slots) if slot is None else (slot, 1)
-        arr = self._percpu_sum(m.array_range(start, count), count, self.stats_dtype.itemsize // 8)
-        return arr if slot is None else arr[0]
+        raw = self.obj.map("bw_prof_stats").array_range(slot, 1)
+        return self._percpu_sum(raw, 1, self.stats_dtype.itemsize // 8)[0]
 
     def recycle(self, slot: int) -> None:
         """Zeroes a read slot and hands it back to the kernel."""
