@@ -171,7 +171,8 @@ def test_signals_are_forwarded_to_cmd(tmp_path, no_leaks):
 
 def test_json_and_timeline_outputs(tmp_path, no_leaks):
     js, tl, txt = tmp_path / "p.json", tmp_path / "t.jsonl", tmp_path / "r.txt"
-    p = run_cli("run", "--json", str(js), "--timeline", str(tl), "-o", str(txt), "--",
+    # 10 ms samples: each 128 MiB buffer lives only ~50 ms
+    p = run_cli("run", "--json", str(js), "--timeline", str(tl), "-o", str(txt), "--interval", "0.01", "--",
                 sys.executable, WORKLOADS, "memory", "3", "128")
     assert p.returncode == 0, p.stderr
     doc = json.loads(js.read_text())
