@@ -14,6 +14,9 @@ U64 = {"type": "integer", "minimum": 0}
 NSTR = {"type": ["string", "null"]}
 NINT = {"type": ["integer", "null"]}
 BOOL = {"type": "boolean"}
+# null only from the polling fallback (source: poll), which cannot see these
+NU32 = {"type": ["integer", "null"], "minimum": 0, "maximum": 4294967295}
+NU64 = {"type": ["integer", "null"], "minimum": 0}
 
 COMMON = {
     "ts": {"type": "integer", "description": "nanoseconds since the Unix epoch"},
@@ -63,7 +66,7 @@ TYPES: dict[str, dict[str, object]] = {
     "process.exit": {
         "exit_code": {"type": ["integer", "null"], "minimum": 0, "maximum": 255},
         "signal": {"type": ["integer", "null"], "minimum": 1, "maximum": 127},
-        "signal_name": NSTR, "core_dumped": BOOL, "status": U32, "thread": BOOL,
+        "signal_name": NSTR, "core_dumped": BOOL, "status": NU32, "thread": BOOL,
         "duration_ns": U64, "start_boot_ns": U64, "user_time_ns": U64, "system_time_ns": U64,
     },
     "file.open": {**FILE_RESULT, "flags": {"type": "array", "items": {"type": "string", "pattern": "^O_"}},
@@ -81,14 +84,14 @@ TYPES: dict[str, dict[str, object]] = {
                 "duration_ns": U64, "closed": BOOL},
     "network.connect": {**SOCKET, "result": {"enum": ["established", "refused", "timeout", "unreachable",
                                                       "reset", "error"]},
-                        "error": NSTR, "latency_ns": U64},
+                        "error": NSTR, "latency_ns": NU64},
     "network.accept": SOCKET,
-    "network.close": {**SOCKET, "bytes_sent": U64, "bytes_received": U64, "bytes_exact": BOOL,
+    "network.close": {**SOCKET, "bytes_sent": NU64, "bytes_received": NU64, "bytes_exact": BOOL,
                       "duration_ns": U64, "closed_by": {"enum": ["local", "remote", None]},
-                      "retransmits": U32, "segs_in": U32, "segs_out": U32, "role": ROLE},
+                      "retransmits": NU32, "segs_in": NU32, "segs_out": NU32, "role": ROLE},
     "network.state": {**SOCKET, "old_state": {"type": "string"}, "new_state": {"type": "string"}, "role": ROLE},
-    "network.udp": {**SOCKET, "phase": {"enum": ["start", "end"]}, "bytes_sent": U64, "bytes_received": U64,
-                    "packets_sent": U64, "packets_received": U64, "duration_ns": U64},
+    "network.udp": {**SOCKET, "phase": {"enum": ["start", "end"]}, "bytes_sent": NU64, "bytes_received": NU64,
+                    "packets_sent": NU64, "packets_received": NU64, "duration_ns": U64},
     "dns.query": {**DNS_PEER, "id": U16, "name": NSTR, "qtype": NSTR,
                   "questions": {"type": "array", "items": {"type": "object", "required": ["name", "type"]}}},
     "dns.response": {**DNS_PEER, "id": U16, "name": NSTR, "qtype": NSTR, "rcode": {"type": "string"},

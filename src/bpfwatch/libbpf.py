@@ -12,7 +12,7 @@ import ctypes
 import errno as errno_mod
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from bpfwatch.errors import BpfError, LibbpfError
@@ -85,6 +85,8 @@ _PROTOTYPES: list[tuple[str, Any, list[Any]]] = [
     ("bpf_map_create", _c_int,
      [_c_int, _c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, _c_void_p]),
     ("bpf_link_create", _c_int, [_c_int, _c_int, _c_int, _c_void_p]),
+    ("bpf_obj_get_info_by_fd", _c_int, [_c_int, _c_void_p, ctypes.POINTER(ctypes.c_uint32)]),
+    ("bpf_enable_stats", _c_int, [_c_int]),
     ("libbpf_find_vmlinux_btf_id", _c_int, [_c_char_p, _c_int]),
     ("btf__parse", _c_void_p, [_c_char_p, _c_void_p]),
     ("btf__free", None, [_c_void_p]),
@@ -111,6 +113,7 @@ class _Log:
     def __init__(self) -> None:
         self._local = threading.local()
         self.echo = bool(os.environ.get("BPFWATCH_LIBBPF_DEBUG"))
+        self.sink: Callable[[str], None] | None = None  # every message, debug ones included (agent debug)
 
     @property
     def lines(self) -> list[str]:
@@ -135,6 +138,8 @@ class _Log:
             del lines[: len(lines) - 20000]
         if self.echo:
             os.write(2, text.encode() + b"\n")
+        if self.sink is not None:
+            self.sink(text)
 
 
 log = _Log()
@@ -149,7 +154,7 @@ LIBBPF_DEBUG = 2  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 
 
 def _on_print(level: int, fmt: bytes, args: int) -> int:
-    if level >= LIBBPF_DEBUG and not log.echo:
+    if level >= LIBBPF_DEBUG and not log.echo and log.sink is None:
         return 0  # hundreds of lines per load; verifier logs come as warnings
     with _print_lock:
         n = _libc.vsnprintf(_print_buf, len(_print_buf), fmt, args)
@@ -738,3 +743,48 @@ def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
     """bpf(BPF_LINK_CREATE) for attach types libbpf 1.1 has no helper for."""
     return _check_rc(lib().bpf_link_create(prog_fd, target_fd, attach_type, None),
                      f"link type {attach_type}")
+
+
+# struct bpf_prog_info (UAPI, append-only): the fields we read, by offset;
+# tests/test_libbpf.py holds these against the kernel's BTF.
+PROG_INFO_SIZE = 232
+PROG_INFO_FIELDS = {"type": (0, 4), "id": (4, 4), "tag": (8, 8), "load_time": (40, 8),
+                    "created_by_uid": (48, 4), "name": (64, 16), "run_time_ns": (192, 8),
+                    "run_cnt": (200, 8), "recursion_misses": (208, 8), "verified_insns": (216, 4)}
+
+
+def prog_info(fd: int) -> dict[str, Any]:
+    """bpf(BPF_OBJ_GET_INFO_BY_FD) on a program: id, name, tag and, while
+    kernel BPF statistics are on, run_cnt and run_time_ns."""
+    buf = ctypes.create_string_buffer(PROG_INFO_SIZE)
+    size = ctypes.c_uint32(PROG_INFO_SIZE)
+    _check_rc(lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(size)), "program info")
+    raw = buf.raw
+    out: dict[str, Any] = {}
+    for name, (off, width) in PROG_INFO_FIELDS.items():
+        chunk = raw[off:off + width]
+        if name == "name":
+            out[name] = chunk.split(b"\0", 1)[0].decode(errors="replace")
+        elif name == "tag":
+            out[name] = chunk.hex()
+        else:
+            out[name] = int.from_bytes(chunk, "little")
+    return out
+
+
+BPF_STATS_RUN_TIME = 0
+
+
+def enable_stats() -> int:
+    """Turns on the kernel's per-program run count and time for as long as the
+    returned fd stays open (needs CAP_SYS_ADMIN); the caller closes it."""
+    return _check_rc(lib().bpf_enable_stats(BPF_STATS_RUN_TIME), "enable BPF statistics")
+
+
+def stats_enabled() -> bool:
+    """Whether run statistics are on (the sysctl, or someone's enable fd)."""
+    try:
+        with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+            return f.read().strip() != "0"
+    except OSError:
+        return False

@@ -13,7 +13,7 @@ from bpfwatch import caps, procfs
 from bpfwatch.errors import UsageError
 from bpfwatch.events.clock import BootClock
 from bpfwatch.events.ids import exec_id
-from bpfwatch.events.model import common_fields
+from bpfwatch.events.model import exec_from_proc
 from bpfwatch.events.types import expand_types
 from bpfwatch.filters import Filter
 from bpfwatch.pipeline.enrich import Enricher
@@ -44,6 +44,8 @@ class Monitor:
     process.exec events with `source: "procfs"`. With `include_self=False` the
     monitoring process itself is left out, in the kernel (the CLI does this).
     """
+
+    mode = "ebpf"
 
     def __init__(
         self,
@@ -131,6 +133,7 @@ class Monitor:
         self._decoders: dict[int, Any] = {}
         self._wake_r = self._wake_w = -1
         self._stopped = False
+        self._woken = False
         self._deadline: float | None = None
         self._pending: list[Event] = []
         self.events_seen = 0
@@ -206,22 +209,18 @@ class Monitor:
 
     def _snapshot_event(self, p: procfs.ProcSnapshot, eid: str) -> Event:
         parent = self.cache.get(p.ppid)
-        return {
-            **common_fields("process.exec", self.clock.to_epoch_ns(p.start_boot_ns), p.pid, p.pid, p.ppid,
-                            p.uid, p.comm, p.exe, p.cgroup_id, eid, source="procfs"),
-            "gid": p.gid, "euid": p.euid, "egid": p.egid,
-            "loginuid": None if p.loginuid == 0xFFFFFFFF else p.loginuid,
-            "argv": p.argv, "argc": len(p.argv), "argv_truncated": False, "argv_omitted_args": 0,
-            "argv_omitted_bytes": 0, "cwd": p.cwd, "tty": p.tty.removeprefix("/dev/") if p.tty else None,
-            "ns_pid": None, "pidns": None, "start_boot_ns": p.start_boot_ns,
-            "parent": {"pid": p.ppid, "comm": parent.comm if parent else None,
-                       "exe": parent.exe if parent else None,
-                       "exec_id": parent.exec_id if parent else None},
-        }
+        return exec_from_proc(p, eid, self.clock.to_epoch_ns(p.start_boot_ns), "procfs",
+                              parent.comm if parent else None, parent.exe if parent else None,
+                              parent.exec_id if parent else None)
 
     def stop(self) -> None:
         """Ends iteration soon; safe to call from a signal handler or another thread."""
         self._stopped = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Makes a waiting poll() return now (e.g. to handle a signal)."""
+        self._woken = True
         if self._wake_w >= 0:
             with contextlib.suppress(OSError):
                 os.write(self._wake_w, b"x")
@@ -275,7 +274,8 @@ class Monitor:
             ring.drain(lambda run: dispatch(run, decoders, hdr, raw))
         for s in self.sensors:
             s.tick(raw, force=self._stopped)
-        if self._stopped:
+        if self._woken:
+            self._woken = False
             with contextlib.suppress(OSError):
                 os.read(self._wake_r, 64)
         self._refresh_lost()
@@ -302,6 +302,11 @@ class Monitor:
         self._lost_read_at = now
         for s in self.sensors:
             self._lost_cache[s.name] = s.lost()
+
+    @property
+    def lost_cached(self) -> dict[str, int]:
+        """Lost events per sensor as of the last poll (no map reads: safe from any thread)."""
+        return dict(self._lost_cache)
 
     def lost(self) -> dict[str, int]:
         """Events lost per sensor (the ring buffer was full)."""

@@ -87,27 +87,39 @@ def _loginuid(pid: int) -> int:
         return 0xFFFFFFFF
 
 
+_ATTRS = ["pid", "ppid", "name", "exe", "cmdline", "cwd", "uids", "gids", "terminal"]
+
+
+def _row(info: dict) -> ProcSnapshot | None:
+    try:
+        start = start_boot_ns(info["pid"])
+    except (OSError, ValueError):
+        return None  # exited meanwhile
+    uids, gids = info["uids"], info["gids"]
+    return ProcSnapshot(
+        pid=info["pid"], ppid=info["ppid"] or 0, comm=info["name"] or "",
+        exe=info["exe"] or None, argv=info["cmdline"] or [], cwd=info["cwd"],
+        uid=uids.real if uids else 0, gid=gids.real if gids else 0,
+        euid=uids.effective if uids else 0, egid=gids.effective if gids else 0,
+        loginuid=_loginuid(info["pid"]), start_boot_ns=start,
+        cgroup_id=cgroup_id(info["pid"]), tty=info["terminal"],
+    )
+
+
 def snapshot() -> Iterator[ProcSnapshot]:
     """Every process now running (kernel threads included), parents first."""
-    attrs = ["pid", "ppid", "name", "exe", "cmdline", "cwd", "uids", "gids", "terminal"]
-    rows = []
-    for p in psutil.process_iter(attrs):
-        info = p.info
-        try:
-            start = start_boot_ns(info["pid"])
-        except (OSError, ValueError):
-            continue  # exited meanwhile
-        uids, gids = info["uids"], info["gids"]
-        rows.append(ProcSnapshot(
-            pid=info["pid"], ppid=info["ppid"] or 0, comm=info["name"] or "",
-            exe=info["exe"] or None, argv=info["cmdline"] or [], cwd=info["cwd"],
-            uid=uids.real if uids else 0, gid=gids.real if gids else 0,
-            euid=uids.effective if uids else 0, egid=gids.effective if gids else 0,
-            loginuid=_loginuid(info["pid"]), start_boot_ns=start,
-            cgroup_id=cgroup_id(info["pid"]), tty=info["terminal"],
-        ))
+    rows = [r for r in (_row(p.info) for p in psutil.process_iter(_ATTRS)) if r is not None]
     rows.sort(key=lambda r: r.start_boot_ns)
     yield from rows
+
+
+def snapshot_pid(pid: int) -> ProcSnapshot | None:
+    """One process, or None if it is gone."""
+    try:
+        info = psutil.Process(pid).as_dict(_ATTRS)
+    except psutil.Error:
+        return None
+    return _row(info)
 
 
 def descendants(pid: int) -> list[int]:

@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bpfwatch.cli import doctor, report, run, trace
+    from bpfwatch.cli import agent, capture, doctor, report, run, trace
 
     parser = _Parser(prog="bpfwatch", description="What processes really do, seen from the kernel (eBPF).")
     parser.add_argument("--version", action="version", version=f"bpfwatch {__version__}")
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     report.add_parser(sub)
     doctor.add_parser(sub)
+    agent.add_parser(sub)
+    capture.add_parser(sub)
     return parser
 
 

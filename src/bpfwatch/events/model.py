@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bpfwatch.procfs import ProcSnapshot
 
 
 def common_fields(type_: str, ts: int, pid: int, tid: int, ppid: int, uid: int, comm: str,
@@ -11,3 +14,19 @@ def common_fields(type_: str, ts: int, pid: int, tid: int, ppid: int, uid: int, 
     are filled in by enrichment."""
     return {"ts": ts, "time": None, "type": type_, "source": source, "pid": pid, "tid": tid, "ppid": ppid,
             "uid": uid, "user": None, "comm": comm, "exe": exe, "cgroup_id": cgroup_id, "exec_id": exec_id}
+
+
+def exec_from_proc(p: ProcSnapshot, eid: str, ts: int, source: str, parent_comm: str | None,
+                   parent_exe: str | None, parent_exec_id: str | None) -> dict[str, Any]:
+    """A process.exec event for a process read from /proc (the start-up
+    snapshot, or the polling fallback)."""
+    return {
+        **common_fields("process.exec", ts, p.pid, p.pid, p.ppid, p.uid, p.comm, p.exe, p.cgroup_id, eid,
+                        source=source),
+        "gid": p.gid, "euid": p.euid, "egid": p.egid,
+        "loginuid": None if p.loginuid == 0xFFFFFFFF else p.loginuid,
+        "argv": p.argv, "argc": len(p.argv), "argv_truncated": False, "argv_omitted_args": 0,
+        "argv_omitted_bytes": 0, "cwd": p.cwd, "tty": p.tty.removeprefix("/dev/") if p.tty else None,
+        "ns_pid": None, "pidns": None, "start_boot_ns": p.start_boot_ns,
+        "parent": {"pid": p.ppid, "comm": parent_comm, "exe": parent_exe, "exec_id": parent_exec_id},
+    }

@@ -1,0 +1,163 @@
+"""Prometheus metrics and a health document over HTTP.
+
+Values are read from the agent's counters when scraped (a custom collector),
+so the event path never touches a metrics library. The server runs in a
+daemon thread and serves /metrics, /healthz (JSON) and nothing else."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import orjson
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from bpfwatch import __version__
+from bpfwatch.errors import BpfwatchError
+
+
+class AgentCollector:
+    """Turns `snapshot()` (a dict the agent builds on demand) into metrics."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.snapshot()
+        info = GaugeMetricFamily("bpfwatch_build_info", "bpfwatch version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        up = GaugeMetricFamily("bpfwatch_uptime_seconds", "Seconds since the agent started")
+        up.add_metric([], s["uptime"])
+        yield up
+
+        events = CounterMetricFamily("bpfwatch_events", "Events emitted, by type and sensor",
+                                     labels=["type", "sensor"])
+        for (etype, sensor), n in sorted(s["events"].items()):
+            events.add_metric([etype, sensor], n)
+        yield events
+        lost = CounterMetricFamily("bpfwatch_events_lost", "Events the kernel could not queue (ring full), by sensor",
+                                   labels=["sensor"])
+        for sensor, n in sorted(s["lost"].items()):
+            lost.add_metric([sensor], n)
+        yield lost
+        mode = GaugeMetricFamily("bpfwatch_sensor_mode", "1 for the mode each sensor runs in",
+                                 labels=["sensor", "mode"])
+        for sensor, m in sorted(s["modes"].items()):
+            for candidate in ("ebpf", "poll"):
+                mode.add_metric([sensor, candidate], int(m == candidate))
+        yield mode
+
+        fill = GaugeMetricFamily("bpfwatch_ring_buffer_fill_ratio", "Bytes waiting in the ring / its size",
+                                 labels=["ring"])
+        size = GaugeMetricFamily("bpfwatch_ring_buffer_size_bytes", "Ring buffer size", labels=["ring"])
+        for ring, (pending, total) in sorted(s["rings"].items()):
+            fill.add_metric([ring], pending / total if total else 0.0)
+            size.add_metric([ring], total)
+        yield fill
+        yield size
+
+        runs = CounterMetricFamily("bpfwatch_bpf_program_runs", "Times each BPF program ran (kernel bpf_stats)",
+                                   labels=["program", "sensor"])
+        run_time = CounterMetricFamily("bpfwatch_bpf_program_run_seconds",
+                                       "Time spent in each BPF program (kernel bpf_stats)",
+                                       labels=["program", "sensor"])
+        for p in s["programs"]:
+            runs.add_metric([p["name"], p["sensor"]], p["run_cnt"])
+            run_time.add_metric([p["name"], p["sensor"]], p["run_time_ns"] / 1e9)
+        yield runs
+        yield run_time
+        stats_on = GaugeMetricFamily("bpfwatch_bpf_stats_enabled",
+                                     "1 while the kernel counts program runs (metrics.bpf_stats)")
+        stats_on.add_metric([], int(s["bpf_stats"]))
+        yield stats_on
+
+        cache = GaugeMetricFamily("bpfwatch_process_cache_entries", "Processes in the process cache")
+        cache.add_metric([], s["process_cache"])
+        yield cache
+
+        cap = s.get("capture")
+        if cap is not None:
+            for name, kind, doc in (
+                ("events_written", "counter", "Events written to capture segments"),
+                ("bytes_written", "counter", "Uncompressed bytes written to capture segments"),
+                ("rotations", "counter", "Capture segments closed"),
+                ("write_errors", "counter", "Failed capture writes (disk full, permissions)"),
+                ("compress_errors", "counter", "Capture segments that could not be compressed"),
+                ("dropped", "counter", "Events dropped because the hold buffer overflowed while writes failed"),
+                ("segments", "gauge", "Closed capture segments on disk"),
+                ("disk_bytes", "gauge", "Bytes of closed capture segments on disk"),
+                ("held", "gauge", "Events held in memory, waiting for the disk"),
+                ("failing", "gauge", "1 while capture writes fail"),
+            ):
+                family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                    f"bpfwatch_capture_{name}", doc)
+                family.add_metric([], int(cap[name]))
+                yield family
+
+        reloads = CounterMetricFamily("bpfwatch_config_reloads", "Config reloads (SIGHUP), by result",
+                                      labels=["result"])
+        for result, n in sorted(s["reloads"].items()):
+            reloads.add_metric([result], n)
+        yield reloads
+        redacted = CounterMetricFamily("bpfwatch_redacted_events", "Events whose argv had secrets redacted")
+        redacted.add_metric([], s["redacted"])
+        yield redacted
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(WSGIServer):
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """/metrics (Prometheus text) and /healthz (JSON) on `host:port`."""
+
+    def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]],
+                 health: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(AgentCollector(snapshot))  # type: ignore[arg-type]
+        self.registry.register(ProcessCollector(namespace="bpfwatch_agent", registry=None))
+        metrics_app = make_wsgi_app(self.registry)
+        self.health = health
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+            path = environ.get("PATH_INFO", "/")
+            if path == "/metrics":
+                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            if path == "/healthz":
+                doc = self.health()
+                status = "200 OK" if doc.get("status") == "ok" else "503 Service Unavailable"
+                start_response(status, [("Content-Type", "application/json")])
+                return [orjson.dumps(doc)]
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"bpfwatch agent: /metrics or /healthz\n"]
+
+        try:
+            self.server = make_server(host, port, app, server_class=_Server6 if ":" in host else _Server,
+                                      handler_class=_QuietHandler)
+        except OSError as e:
+            raise BpfwatchError(f"metrics.address {host}:{port}: cannot listen: {e.strerror}") from None
+        self.address = self.server.server_address
+        self._thread = threading.Thread(target=self.server.serve_forever, name="bw-metrics", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=2)

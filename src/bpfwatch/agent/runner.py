@@ -1,0 +1,409 @@
+"""`bpfwatch agent`: the long-running host agent.
+
+One loop: take a batch from the event source (the eBPF sensors, or /proc
+polling when eBPF cannot be used), redact it, count it, hand it to the outputs
+(rotating capture, stdout). SIGHUP reloads the config between batches; SIGTERM
+and SIGINT flush, close the segment, save the manifest and release every BPF
+object."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from bpfwatch import caps
+from bpfwatch import libbpf as L
+from bpfwatch.agent import config as config_mod
+from bpfwatch.agent import log as agent_log
+from bpfwatch.agent.config import AgentConfig, ConfigError
+from bpfwatch.agent.metrics import MetricsServer
+from bpfwatch.agent.poll import PollSource
+from bpfwatch.agent.redact import Redactor
+from bpfwatch.capture.writer import CaptureWriter
+from bpfwatch.errors import BpfwatchError, UsageError
+from bpfwatch.events.types import expand_types
+from bpfwatch.filters import Filter
+from bpfwatch.monitor import Monitor
+from bpfwatch.pipeline.sink import JsonLinesSink, TableSink
+
+Source = Monitor | PollSource
+_SECTIONS = {"tp_btf": "BTF tracepoints (tp_btf)", "raw_tp": "raw tracepoints", "raw_tracepoint": "raw tracepoints",
+             "tp": "tracepoints", "tracepoint": "tracepoints", "uprobe": "uprobes", "iter": "iterators"}
+STATS_EVERY = 1.0
+
+
+def wanted_types(cfg: AgentConfig) -> set[str]:
+    """Event types the config asks for, with the sensor switches applied."""
+    types = expand_types(cfg.filters.types or None)
+    if cfg.sensors.network.state_changes and not cfg.filters.types:
+        types.add("network.state")
+    ebpf = cfg.monitor.ebpf
+    if not (ebpf.file_tracing and cfg.sensors.file.enabled):
+        types = {t for t in types if not t.startswith("file.")}
+    if not (ebpf.network_tracing and cfg.sensors.network.enabled):
+        types = {t for t in types if not t.startswith("network.")}
+    if not (ebpf.network_tracing and cfg.sensors.dns.enabled):
+        types = {t for t in types if not t.startswith("dns.")}
+    if not types:
+        raise UsageError(f"{cfg.path}: filters.types and the sensor switches leave no event type to collect")
+    return types
+
+
+def build_monitor(cfg: AgentConfig, snapshot: bool) -> Monitor:
+    e, s = cfg.monitor.ebpf, cfg.sensors
+    return Monitor(types=sorted(wanted_types(cfg)), threads=s.process.threads, snapshot=snapshot,
+                   ring_size=e.ring_buffer_size, wakeup_bytes=e.wakeup_bytes, max_delay=e.max_delay,
+                   args_max=s.process.args_max, paths=s.file.paths or None, failed_only=s.file.failed_only,
+                   dns_port=s.dns.port, udp_idle=s.network.udp_idle, allow=cfg.filters.allow,
+                   deny=cfg.filters.deny, include_self=False)
+
+
+def build_poller(cfg: AgentConfig, snapshot: bool) -> PollSource:
+    types = {t for t in wanted_types(cfg) if t.startswith(("process.exec", "process.exit", "process.fork",
+                                                           "network."))}
+    p = cfg.monitor.polling
+    return PollSource(types, Filter(cfg.filters.allow, cfg.filters.deny), interval=p.interval,
+                      connections=p.connections, snapshot=snapshot)
+
+
+def kernel_plan(m: Monitor) -> tuple[Any, ...]:
+    """What is decided at load time: equal plans mean a reload only swaps the
+    Python-side filter; different ones mean loading new programs."""
+    return (m.scope, m.process_options, m.file_options, m.network_options, m.dns_options, m.options, m.max_delay)
+
+
+def ebpf_unavailable_reason(e: BaseException) -> str:
+    lacking = caps.missing_for_tracing()
+    if lacking:
+        return f"missing {', '.join(lacking)}"
+    return str(e)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.log = agent_log.setup(cfg.log.level, cfg.log.format)
+        self.source: Source | None = None
+        self.capture: CaptureWriter | None = None
+        self.stdout_sink: JsonLinesSink | TableSink | None = None
+        self.metrics: MetricsServer | None = None
+        self.redactor = Redactor(cfg.redaction)
+        self.events: Counter[tuple[str, str]] = Counter()
+        self.reloads: Counter[str] = Counter()
+        self.started = time.monotonic()
+        self.fallback_reason: str | None = None
+        self._stats_fd = -1
+        self._stop = False
+        self._reload = False
+        self._cutoff: tuple[int, float] | None = None  # (epoch ns, until monotonic) after a source swap
+        self._snap: dict[str, Any] = {}
+        self._snap_at = 0.0
+
+    # -- start -------------------------------------------------------------------------
+
+    def start_source(self, cfg: AgentConfig, snapshot: bool) -> Source:
+        e = cfg.monitor.ebpf
+        if not e.enabled:
+            self.fallback_reason = "disabled in the config (monitor.ebpf.enabled = false)"
+            self.log.info("eBPF monitoring disabled in the config (monitor.ebpf.enabled = false)")
+            return self._start_poller(cfg, snapshot)
+        monitor = build_monitor(cfg, snapshot)
+        L.log.sink = self._libbpf_message if e.debug else None
+        try:
+            monitor.start()
+        except BpfwatchError as err:
+            reason = ebpf_unavailable_reason(err)
+            if not e.fallback_to_polling:
+                fatal = BpfwatchError(f"eBPF not available ({reason}) and monitor.ebpf.fallback_to_polling is "
+                                      f"false: {err}")
+                fatal.exit_code = err.exit_code  # 2 for a missing privilege, as everywhere
+                raise fatal from None
+            self.fallback_reason = reason
+            self.log.warning("eBPF not available (%s), falling back to polling", reason)
+            if caps.missing_for_tracing():
+                self.log.info("to use eBPF: %s", caps.REMEDY)
+            return self._start_poller(cfg, snapshot)
+        self.fallback_reason = None
+        self.log.info("eBPF process monitoring available")
+        for sensor in monitor.sensors:
+            methods: dict[str, list[str]] = {}
+            for prog in sensor.obj.programs() if sensor.obj else []:
+                if prog.fd < 0:
+                    continue
+                kind, _, point = prog.section.partition("/")
+                methods.setdefault(_SECTIONS.get(kind, kind), []).append(point or prog.name)
+            how = "; ".join(f"{k}: {', '.join(v)}" for k, v in methods.items())
+            self.log.info("%s sensor using %s", sensor.name, how)
+        return monitor
+
+    def _start_poller(self, cfg: AgentConfig, snapshot: bool) -> PollSource:
+        poller = build_poller(cfg, snapshot).start()
+        self.log.info("Process monitoring using %dms polling interval", round(cfg.monitor.polling.interval * 1000))
+        lost = sorted({t.split(".")[0] for t in wanted_types(cfg)} - {"process", "network"}
+                      | ({"network"} if not poller.connections and any(t.startswith("network.")
+                                                                       for t in wanted_types(cfg)) else set()))
+        if lost:
+            self.log.warning("%s events are not available in polling mode", " and ".join(lost))
+        return poller
+
+    def _libbpf_message(self, text: str) -> None:
+        self.log.debug("libbpf: %s", text.rstrip())
+
+    def open_outputs(self, cfg: AgentConfig) -> None:
+        if cfg.outputs.capture.enabled:
+            self.capture = CaptureWriter(cfg.outputs.capture).open()
+            self.log.info("capturing to %s (segments of %s events / %d bytes / %gs, %s)", cfg.outputs.capture.directory,
+                          cfg.outputs.capture.max_segment_events, cfg.outputs.capture.max_segment_size,
+                          cfg.outputs.capture.max_segment_age, cfg.outputs.capture.compression)
+        if cfg.outputs.stdout.enabled:
+            self.stdout_sink = (JsonLinesSink(sys.stdout.buffer) if cfg.outputs.stdout.format == "json"
+                                else TableSink(sys.stdout))
+
+    def close_outputs(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
+            self.capture = None
+        if self.stdout_sink is not None:
+            with contextlib.suppress(OSError):
+                self.stdout_sink.close()
+            self.stdout_sink = None
+
+    def start_metrics(self, cfg: AgentConfig) -> None:
+        if cfg.metrics.bpf_stats and self._stats_fd < 0:
+            try:
+                self._stats_fd = L.enable_stats()
+                self.log.info("kernel BPF statistics on (metrics.bpf_stats)")
+            except BpfwatchError as err:
+                self.log.warning("metrics.bpf_stats: cannot turn on BPF statistics (%s; it needs CAP_SYS_ADMIN, "
+                                 "or set the sysctl kernel.bpf_stats_enabled=1)", err)
+        elif not cfg.metrics.bpf_stats and self._stats_fd >= 0:
+            os.close(self._stats_fd)
+            self._stats_fd = -1
+        if cfg.metrics.enabled:
+            host, port = config_mod.parse_address(cfg.metrics.address)
+            self.metrics = MetricsServer(host, port, self.snapshot, self.health).start()
+            self.log.info("metrics on http://%s:%d/metrics", *self.metrics.address[:2])
+
+    def stop_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+    # -- run -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        cfg = self.cfg
+        self.log.info("bpfwatch agent starting (pid %d, config %s)", os.getpid(), cfg.path)
+        self.open_outputs(cfg)  # first: a bad capture directory fails before anything loads
+        try:
+            self.source = self.start_source(cfg, cfg.sensors.process.snapshot)
+            self.start_metrics(cfg)
+            self._install_signals()
+            self.log.info("agent running (%s mode)", self.source.mode)
+            self._loop()
+        finally:
+            self.shutdown()
+        return 0
+
+    def _install_signals(self) -> None:
+        def on_stop(signum: int, _frame: Any) -> None:
+            self._stop = True
+            if self.source is not None:
+                self.source.wake()
+
+        def on_hup(_signum: int, _frame: Any) -> None:
+            self._reload = True
+            if self.source is not None:
+                self.source.wake()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _loop(self) -> None:
+        while not self._stop:
+            assert self.source is not None
+            self._emit(self.source.poll())
+            if self.capture is not None:
+                self.capture.tick()
+            if self._reload:
+                self._reload = False
+                self.reload()
+            now = time.monotonic()
+            if now - self._snap_at >= STATS_EVERY:
+                self._refresh_snapshot(now)
+        if self.source is not None:
+            self._emit(self.source.poll(0))
+
+    def _emit(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        if self._cutoff is not None:
+            cut, until = self._cutoff
+            if time.monotonic() > until:
+                self._cutoff = None
+            else:
+                events = [e for e in events if e["ts"] >= cut]
+        self.redactor(events)
+        counts = self.events
+        for e in events:
+            t = e["type"]
+            counts[(t, t.split(".", 1)[0])] += 1
+        if self.capture is not None:
+            self.capture.write(events)
+        if self.stdout_sink is not None:
+            try:
+                self.stdout_sink.write(events)
+            except OSError as err:
+                self.log.error("stdout output failed (%s); turning it off", err)
+                self.stdout_sink = None
+
+    def shutdown(self) -> None:
+        self.log.info("bpfwatch agent stopping")
+        source, self.source = self.source, None
+        if source is not None:
+            with contextlib.suppress(Exception):
+                self._emit(source.poll(0))
+            lost = source.lost_cached
+            source.close()
+            if sum(lost.values()):
+                self.log.warning("events lost in the kernel (ring buffer full): %s", lost)
+        self.close_outputs()
+        self.stop_metrics()
+        if self._stats_fd >= 0:
+            os.close(self._stats_fd)
+            self._stats_fd = -1
+        L.log.sink = None
+        self.log.info("bpfwatch agent stopped: %d events", sum(self.events.values()))
+
+    # -- reload --------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        try:
+            new = config_mod.load(self.cfg.path if self.cfg.path not in (None, "<defaults>") else None)
+            plan = self._plan_source(new)
+        except (ConfigError, UsageError) as err:
+            self.reloads["rejected"] += 1
+            for line in str(err).split("\nbpfwatch: "):
+                self.log.error("config reload rejected, the running config stays in force: %s", line)
+            return
+        old = self.cfg
+        agent_log.setup(new.log.level, new.log.format)
+        self.redactor = Redactor(new.redaction)
+        try:
+            self._apply_source(plan, new)
+        except BpfwatchError as err:
+            self.reloads["rejected"] += 1
+            self.log.error("config reload rejected, the running config stays in force: %s", err)
+            return
+        if dataclasses.asdict(new.outputs) != dataclasses.asdict(old.outputs):
+            self.close_outputs()  # flushes and closes the segment: nothing is lost
+            self.open_outputs(new)
+        if dataclasses.asdict(new.metrics) != dataclasses.asdict(old.metrics):
+            self.stop_metrics()
+            self.start_metrics(new)
+        self.cfg = new
+        self.reloads["ok"] += 1
+        self.log.info("config reloaded from %s", new.path)
+
+    def _plan_source(self, new: AgentConfig) -> bool:
+        """Whether the new config needs a new event source (programs loaded
+        with other settings, or a change of mode); raises on a config the
+        source rejects. False: swapping the Python-side filter is enough."""
+        cur = self.source
+        if isinstance(cur, Monitor):
+            if not new.monitor.ebpf.enabled:
+                return True
+            return kernel_plan(build_monitor(new, snapshot=False)) != kernel_plan(cur)
+        assert isinstance(cur, PollSource)
+        fresh = build_poller(new, snapshot=False)
+        disabled_before = not self.cfg.monitor.ebpf.enabled
+        if new.monitor.ebpf.enabled and disabled_before:
+            build_monitor(new, snapshot=False)  # validates
+            return True  # eBPF was off by choice, not by failure: try it now
+        return (fresh.interval, fresh.connections) != (cur.interval, cur.connections)
+
+    def _apply_source(self, swap: bool, new: AgentConfig) -> None:
+        cur = self.source
+        assert cur is not None
+        if not swap:
+            fresh = build_monitor(new, False) if isinstance(cur, Monitor) else build_poller(new, False)
+            cur.filter, cur.types = fresh.filter, fresh.types
+            return
+        # the new source runs before the old one stops: events up to the
+        # switch come from the old source, later ones from the new
+        started = self.start_source(new, snapshot=False)
+        cut = time.time_ns()
+        time.sleep(0.05)
+        self._emit([e for e in cur.poll(0) if e["ts"] < cut])
+        cur.close()
+        self.source = started
+        self._cutoff = (cut, time.monotonic() + 5.0)
+        self.log.info("event source restarted for the new config (%s)", started.mode)
+
+    # -- metrics ----------------------------------------------------------------------------------
+
+    def _refresh_snapshot(self, now: float) -> None:
+        """Reads kernel-side figures in the loop's thread; the metrics thread
+        only ever reads this dict."""
+        self._snap_at = now
+        src = self.source
+        programs: list[dict[str, Any]] = []
+        rings: dict[str, tuple[int, int]] = {}
+        modes: dict[str, str] = {}
+        if isinstance(src, Monitor):
+            for s in src.sensors:
+                modes[s.name] = "ebpf"
+                for prog in s.obj.programs() if s.obj else []:
+                    if prog.fd >= 0:
+                        with contextlib.suppress(BpfwatchError):
+                            info = L.prog_info(prog.fd)
+                            programs.append({"name": prog.name, "sensor": s.name, "run_cnt": info["run_cnt"],
+                                             "run_time_ns": info["run_time_ns"]})
+            if src._ring is not None:
+                rings["events"] = (src._ring.pending_bytes(), src._ring.size)
+        elif isinstance(src, PollSource):
+            modes.update(src.sensors)
+        self._snap = {
+            "uptime": now - self.started, "events": dict(self.events),
+            "lost": src.lost_cached if src is not None else {}, "modes": modes, "rings": rings,
+            "programs": programs, "bpf_stats": self._stats_fd >= 0 or L.stats_enabled(),
+            "process_cache": len(src.cache) if src is not None else 0,
+            "capture": self.capture.stats() if self.capture is not None else None,
+            "reloads": dict(self.reloads), "redacted": self.redactor.redacted,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = dict(self._snap) if self._snap else {}
+        if not snap:
+            snap = {"uptime": 0.0, "events": {}, "lost": {}, "modes": {}, "rings": {}, "programs": [],
+                    "bpf_stats": False, "process_cache": 0, "capture": None, "reloads": {}, "redacted": 0}
+        snap["events"] = dict(self.events)
+        snap["uptime"] = time.monotonic() - self.started
+        return snap
+
+    def health(self) -> dict[str, Any]:
+        snap = self.snapshot()
+        cap = snap.get("capture")
+        problems = []
+        if cap and cap["failing"]:
+            problems.append(f"capture writes failing ({self.capture.failing if self.capture else ''}), "
+                            f"{cap['held']} events held")
+        if self.source is None:
+            problems.append("no event source")
+        return {"status": "ok" if not problems else "degraded", "problems": problems,
+                "mode": "poll" if isinstance(self.source, PollSource) else "ebpf",
+                "fallback_reason": self.fallback_reason, "uptime_seconds": round(snap["uptime"], 3),
+                "events": sum(snap["events"].values()), "lost": sum(snap["lost"].values()),
+                "capture": cap, "config": self.cfg.path}
+
+
+def run_agent(config_path: str | None) -> int:
+    cfg = config_mod.load(config_path)
+    return Agent(cfg).run()

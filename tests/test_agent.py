@@ -1,0 +1,335 @@
+"""`bpfwatch agent` for real: capture, redaction, SIGHUP reload without loss,
+the polling fallback with capabilities really dropped, a least-privilege run
+with only CAP_BPF and CAP_PERFMON, and a scrape by a real Prometheus server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BPFWATCH, ROOT, wait_programs
+
+from bpfwatch.capture import reader
+from bpfwatch.capture.manifest import Manifest
+
+pytestmark = pytest.mark.kernel
+NOBODY = 65534
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AgentProc:
+    def __init__(self, workdir: Path, toml: str, prefix: list[str] | None = None) -> None:
+        self.workdir = workdir
+        self.config = workdir / "bpfwatch.toml"
+        self.config.write_text(toml)
+        self.config.chmod(0o644)
+        self.log_path = workdir / "agent.log"
+        self.capture = workdir / "capture"
+        self.log_file = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        self.proc = subprocess.Popen([*(prefix or []), *BPFWATCH, "agent", "--config", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=self.log_file, env=env, cwd="/")
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_log(self, text: str, timeout: float = 20.0, after: int = 0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log[after:]:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited ({self.proc.returncode}) before '{text}':\n{self.log}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no '{text}' in the agent log:\n{self.log}")
+            time.sleep(0.05)
+
+    def events(self, **kw: Any) -> list[dict[str, Any]]:
+        return list(reader.read(str(self.capture), **kw))
+
+    def wait_events(self, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 15.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            evs = self.events()
+            if pred(evs):
+                return evs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"capture never matched; {len(evs)} events; log:\n{self.log}")
+            time.sleep(0.2)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=30)
+        finally:
+            self.log_file.close()
+        return rc
+
+
+@contextlib.contextmanager
+def agent(workdir: Path, toml: str, prefix: list[str] | None = None) -> Iterator[AgentProc]:
+    a = AgentProc(workdir, toml, prefix)
+    try:
+        yield a
+    finally:
+        if a.proc.poll() is None:
+            a.proc.kill()
+            a.proc.wait()
+        a.log_file.close()
+
+
+def base_config(workdir: Path, metrics_port: int | None = None, **extra: str) -> str:
+    sections = {
+        "outputs.capture": f'directory = "{workdir / "capture"}"\nmax_segment_events = 200\ncompression = "zstd"',
+        "metrics": f'address = "127.0.0.1:{metrics_port or free_port()}"',
+        "monitor.ebpf": 'ring_buffer_size = "4MB"',
+        "monitor.polling": 'interval = "200ms"',
+    }
+    for key, body in extra.items():
+        name = key.replace("__", ".")
+        sections[name] = (sections.get(name, "") + "\n" + body).strip()
+    return "\n".join(f"[{k}]\n{v}\n" for k, v in sections.items())
+
+
+def run_marker(name: str, workdir: Path, *args: str, sleep: float = 0.0) -> int:
+    """Runs /bin/sleep (or true) through a symlink called `name` (its comm); returns its pid."""
+    link = workdir / name
+    if not link.exists():
+        link.symlink_to("/bin/sleep")
+    p = subprocess.Popen([str(link), str(sleep), *args])
+    p.wait()
+    return p.pid
+
+
+def test_agent_captures_redacts_and_stops_cleanly(tmp_path: Path) -> None:
+    with agent(tmp_path, base_config(tmp_path)) as a:
+        a.wait_log("agent running (ebpf mode)")
+        log = a.log
+        assert "INFO eBPF process monitoring available" in log
+        assert "INFO process sensor using BTF tracepoints (tp_btf): sched_process_exec" in log
+        pid = run_marker("bwmarker", tmp_path, "--password", "hunter2", "token=abc123")
+        srv = socket.create_server(("127.0.0.1", 0))
+        port = srv.getsockname()[1]
+        subprocess.run([sys.executable, "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}))"],
+                       check=True)
+        srv.close()
+        evs = a.wait_events(lambda evs: any(e["type"] == "process.exec" and e["pid"] == pid for e in evs)
+                            and any(e["type"] == "network.connect" and e["remote_port"] == port for e in evs))
+        ex = next(e for e in evs if e["type"] == "process.exec" and e["pid"] == pid)
+        assert ex["source"] == "ebpf" and ex["comm"] == "bwmarker"
+        assert ex["argv"][1:] == ["0.0", "--password", "[REDACTED]", "token=[REDACTED]"]
+        assert "hunter2" not in (tmp_path / "capture").joinpath(
+            next(n for n in os.listdir(a.capture) if n.endswith(".open"))).read_text()
+        assert a.stop() == 0
+    assert "INFO bpfwatch agent stopped" in a.log
+    assert wait_programs("bw_", loaded=False)
+    m = Manifest.load(str(a.capture))
+    assert m is not None and m.open is None
+    assert not [n for n in os.listdir(a.capture) if n.endswith((".open", ".tmp"))]
+    assert all(s.compression == "zstd" for s in m.segments)
+    assert sum(s.records for s in m.segments) == len(a.events()) >= len(evs)
+    assert reader.verify(str(a.capture))[1] == []
+
+
+def test_sighup_reload_swaps_filters_without_losing_events(tmp_path: Path) -> None:
+    cfg = base_config(tmp_path, filters='types = ["process.exec"]\nallow = { comm = ["bwa"] }')
+    with agent(tmp_path, cfg) as a:
+        a.wait_log("agent running")
+        a_pid = run_marker("bwa", tmp_path)
+        b_pid = run_marker("bwb", tmp_path)
+        a.wait_events(lambda evs: any(e["pid"] == a_pid for e in evs))
+        # v2: the other name; the kernel-side comm filter changes, so new programs load
+        a.config.write_text(cfg.replace('["bwa"]', '["bwb"]'))
+        mark = len(a.log)
+        a.proc.send_signal(signal.SIGHUP)
+        a.wait_log("config reloaded", after=mark)
+        assert "event source restarted" in a.log[mark:]
+        a2 = run_marker("bwa", tmp_path)
+        b2 = run_marker("bwb", tmp_path)
+        a.wait_events(lambda evs: any(e["pid"] == b2 for e in evs))
+        # an invalid config is rejected; the running one stays
+        a.config.write_text(cfg.replace('["bwa"]', '["bwb"]') + "\n[bogus]\n")
+        mark = len(a.log)
+        a.proc.send_signal(signal.SIGHUP)
+        a.wait_log("config reload rejected", after=mark)
+        assert "bogus: unknown key" in a.log[mark:]
+        # v3 while execs keep coming: every one is captured exactly once
+        launched: list[int] = []
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                launched.append(run_marker("bwb", tmp_path))
+                time.sleep(0.005)
+
+        t = threading.Thread(target=loop)
+        t.start()
+        time.sleep(0.5)
+        a.config.write_text(cfg.replace('["bwa"]', '["bwb", "bwc"]'))
+        mark = len(a.log)
+        a.proc.send_signal(signal.SIGHUP)
+        a.wait_log("config reloaded", after=mark)
+        time.sleep(0.5)
+        stop.set()
+        t.join()
+        evs = a.wait_events(lambda evs: {e["pid"] for e in evs} >= set(launched))
+        assert a.stop() == 0
+    pids = [e["pid"] for e in a.events()]
+    assert a_pid in pids and b_pid not in pids and a2 not in pids and b2 in pids
+    assert len(launched) > 50
+    assert all(pids.count(p) == 1 for p in launched), "an exec was captured twice across the reload"
+    assert "ERROR config reload rejected" in a.log
+
+
+def nobody_dir() -> Path:
+    d = Path(tempfile.mkdtemp(prefix="bw-agent-"))
+    os.chmod(d, 0o755)
+    os.chown(d, NOBODY, NOBODY)
+    return d
+
+
+def as_nobody(caps: str | None) -> list[str]:
+    if not shutil.which("setpriv"):
+        pytest.fail("setpriv (util-linux) is needed to drop privileges")
+    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    if caps:
+        cmd += [f"--inh-caps=-all,{caps}", f"--ambient-caps={caps}", f"--bounding-set=-all,{caps}"]
+    else:
+        cmd += ["--inh-caps=-all", "--bounding-set=-all"]
+    return cmd
+
+
+def test_fallback_to_polling_without_capabilities() -> None:
+    d = nobody_dir()
+    try:
+        with agent(d, base_config(d), prefix=as_nobody(None)) as a:
+            a.wait_log("agent running (poll mode)")
+            log = a.log
+            assert "WARN eBPF not available (missing CAP_BPF, CAP_PERFMON), falling back to polling" in log
+            assert "INFO Process monitoring using 200ms polling interval" in log
+            assert "WARN dns and file events are not available in polling mode" in log
+            pid = run_marker("bwpolled", d, sleep=1.0)
+            evs = a.wait_events(lambda evs: any(e["pid"] == pid and e["type"] == "process.exit" for e in evs))
+            ex = [e for e in evs if e["pid"] == pid]
+            assert [e["type"] for e in ex] == ["process.exec", "process.exit"]
+            assert {e["source"] for e in ex} == {"poll"}
+            assert ex[0]["comm"] == "bwpolled" and ex[0]["argv"][1] == "1.0"
+            assert a.stop() == 0
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_no_fallback_exits_with_the_reason() -> None:
+    d = nobody_dir()
+    try:
+        cfg = base_config(d, monitor__ebpf="fallback_to_polling = false")
+        with agent(d, cfg, prefix=as_nobody(None)) as a:
+            rc = a.proc.wait(timeout=30)
+        assert rc == 2
+        last = a.log.strip().splitlines()[-1]
+        assert last.startswith("bpfwatch: eBPF not available (missing CAP_BPF, CAP_PERFMON) and "
+                               "monitor.ebpf.fallback_to_polling is false")
+        assert "Traceback" not in a.log
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_polling_when_ebpf_disabled_in_config(tmp_path: Path) -> None:
+    with agent(tmp_path, base_config(tmp_path, monitor__ebpf="enabled = false")) as a:
+        a.wait_log("agent running (poll mode)")
+        assert "INFO eBPF monitoring disabled in the config (monitor.ebpf.enabled = false)" in a.log
+        assert not wait_programs("bw_", loaded=True, timeout=0.5)
+        assert a.stop() == 0
+
+
+def test_least_privilege_run_sees_events() -> None:
+    d = nobody_dir()
+    try:
+        with agent(d, base_config(d), prefix=as_nobody("+bpf,+perfmon")) as a:
+            a.wait_log("agent running (ebpf mode)")
+            with open(f"/proc/{a.proc.pid}/status") as f:
+                status = dict(line.split(":\t", 1) for line in f if ":\t" in line)
+            # exactly CAP_PERFMON (38) and CAP_BPF (39), nothing else, as user nobody
+            assert int(status["CapEff"], 16) == (1 << 38) | (1 << 39)
+            assert status["Uid"].split()[0] == str(NOBODY)
+            pid = run_marker("bwleast", d)
+            evs = a.wait_events(lambda evs: any(e["pid"] == pid and e["type"] == "process.exec" for e in evs))
+            assert next(e for e in evs if e["pid"] == pid)["source"] == "ebpf"
+            assert a.stop() == 0
+        assert os.stat(d / "capture").st_uid == NOBODY
+        assert wait_programs("bw_", loaded=False)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def prom_query(port: int, query: str) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=5) as r:
+        doc = json.loads(r.read())
+    return doc["data"]["result"]  # type: ignore[no-any-return]
+
+
+def test_metrics_scraped_by_prometheus(tmp_path: Path) -> None:
+    prometheus = shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not os.path.exists(prometheus):
+        pytest.fail("Debian's prometheus package is needed (scripts/setup-system.sh installs it)")
+    mport = free_port()
+    cfg = base_config(tmp_path, mport, metrics="bpf_stats = true")
+    with agent(tmp_path, cfg) as a:
+        a.wait_log("agent running")
+        run_marker("bwscraped", tmp_path)
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/healthz", timeout=5) as r:
+            health = json.loads(r.read())
+        assert health["status"] == "ok" and health["mode"] == "ebpf"
+        pport = free_port()
+        (tmp_path / "prom.yml").write_text(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: bpfwatch\n"
+            f"    static_configs:\n      - targets: ['127.0.0.1:{mport}']\n")
+        prom = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prom.yml'}",
+                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                 f"--web.listen-address=127.0.0.1:{pport}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(OSError, KeyError, ValueError):
+                    up = prom_query(pport, 'up{job="bpfwatch"}')
+                    execs = prom_query(pport, 'bpfwatch_events_total{type="process.exec",sensor="process"}')
+                    if up and up[0]["value"][1] == "1" and execs:
+                        break
+                assert time.monotonic() < deadline, "prometheus never scraped the agent"
+                time.sleep(0.5)
+            assert float(execs[0]["value"][1]) >= 1
+            mode = prom_query(pport, 'bpfwatch_sensor_mode{sensor="process",mode="ebpf"}')
+            assert mode[0]["value"][1] == "1"
+            runs = prom_query(pport, 'bpfwatch_bpf_program_runs_total{program="bw_proc_exec"}')
+            assert float(runs[0]["value"][1]) >= 1
+            for name in ("bpfwatch_events_lost_total", "bpfwatch_ring_buffer_fill_ratio",
+                         "bpfwatch_process_cache_entries", "bpfwatch_capture_bytes_written_total",
+                         "bpfwatch_capture_rotations_total", "bpfwatch_agent_process_resident_memory_bytes",
+                         "bpfwatch_agent_process_cpu_seconds_total", "bpfwatch_bpf_program_run_seconds_total"):
+                assert prom_query(pport, name), f"{name} missing"
+        finally:
+            prom.terminate()
+            prom.wait(timeout=30)
+        assert a.stop() == 0

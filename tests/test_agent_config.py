@@ -1,0 +1,156 @@
+"""The agent's TOML config: defaults, the example, and every kind of error
+reported with its key path and line (exit status 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+from conftest import BPFWATCH
+
+from bpfwatch.agent import config
+from bpfwatch.agent.config import ConfigError
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        config.parse(textwrap.dedent(text), "c.toml")
+    return e.value.problems
+
+
+def test_defaults_and_the_monitor_ebpf_keys() -> None:
+    cfg = config.parse(textwrap.dedent("""
+        [monitor.ebpf]
+        enabled = true
+        fallback_to_polling = false
+        ring_buffer_size = "32MB"
+        network_tracing = false
+        file_tracing = true
+        debug = true
+    """))
+    e = cfg.monitor.ebpf
+    assert (e.enabled, e.fallback_to_polling, e.ring_buffer_size, e.network_tracing, e.file_tracing, e.debug) == \
+        (True, False, 32 << 20, False, True, True)
+    assert cfg.monitor.polling.interval == 1.0
+    assert cfg.outputs.capture.file_mode == 0o600
+    assert cfg.metrics.address.startswith("127.0.0.1:")
+
+
+def test_example_is_complete_and_valid() -> None:
+    text = config.example()
+    cfg = config.parse(text)
+    assert cfg == config.parse("")  # every default, as written
+    doc = tomllib.loads(text)
+    # every key of the schema appears in the example
+    assert set(doc["monitor"]["ebpf"]) == {"enabled", "fallback_to_polling", "ring_buffer_size", "network_tracing",
+                                          "file_tracing", "debug", "wakeup_bytes", "max_delay"}
+    assert set(doc) == {"monitor", "sensors", "filters", "outputs", "metrics", "redaction", "log"}
+    assert all(line.startswith("#") or "=" in line or line.startswith("[") or not line
+               for line in text.splitlines())
+
+
+def test_unknown_key_with_line_and_suggestion() -> None:
+    p = problems("""
+        [monitor.ebpf]
+        enabled = true
+        fallback-to-polling = true
+    """)
+    assert p == ["c.toml:4: monitor.ebpf.fallback-to-polling: unknown key (did you mean fallback_to_polling?)"]
+    assert problems("[outputs.bogus]\nx = 1\n") == [
+        "c.toml:1: outputs.bogus: unknown key (known: capture, stdout)"]
+
+
+def test_wrong_types() -> None:
+    p = problems("""
+        [monitor.ebpf]
+        enabled = "yes"
+        [outputs.capture]
+        max_segment_events = "many"
+        [redaction]
+        patterns = "x"
+    """)
+    assert p == ['c.toml:3: monitor.ebpf.enabled: expected true or false, not "yes"',
+                 'c.toml:5: outputs.capture.max_segment_events: expected an integer, not "many"',
+                 'c.toml:7: redaction.patterns: expected an array, not "x"']
+    assert problems("monitor = 3\n") == ["c.toml:1: monitor: expected a table, not 3"]
+
+
+def test_bad_sizes_durations_modes_ranges() -> None:
+    p = problems("""
+        [monitor.ebpf]
+        ring_buffer_size = "16XB"
+        [monitor.polling]
+        interval = "10ms"
+        [outputs.capture]
+        file_mode = 600
+        compression = "lz4"
+        compression_level = 40
+        [metrics]
+        address = "localhost"
+    """)
+    assert p[0].startswith("c.toml:3: monitor.ebpf.ring_buffer_size: '16XB' is not a size")
+    assert p[1].startswith("c.toml:5: monitor.polling.interval: '10ms' is out of range")
+    assert p[2] == 'c.toml:7: outputs.capture.file_mode: 600 is not an octal mode such as "0600"'
+    assert p[3] == "c.toml:8: outputs.capture.compression: 'lz4' is not one of zstd, gzip, none"
+    assert p[4] == "c.toml:9: outputs.capture.compression_level: 40 is out of range (1 to 19)"
+    assert p[5] == "c.toml:11: metrics.address: 'localhost' is not HOST:PORT"
+
+
+def test_bad_filters() -> None:
+    p = problems("""
+        [filters]
+        types = ["process.*", "bogus.x"]
+        [filters.allow]
+        comm = ["re:(("]
+        port = 99999
+        colour = "red"
+        [filters.deny]
+        addr = "10.0.0.0/33"
+    """)
+    assert p[0].startswith("c.toml:3: filters.types: unknown event type 'bogus.x'")
+    assert p[1].startswith("c.toml:5: filters.allow.comm: bad regex '(('")
+    assert p[2] == "c.toml:6: filters.allow.port: '99999' is not within 1-65535"
+    assert p[3].startswith("c.toml:7: filters.allow.colour: unknown filter key (known: pid, ppid")
+    assert p[4].startswith("c.toml:9: filters.deny.addr: ")
+
+
+def test_toml_syntax_error_names_the_line() -> None:
+    assert problems("[monitor.ebpf]\nenabled = tru\n") == [
+        "c.toml:2: not valid TOML: Invalid value"]
+
+
+def test_inline_and_dotted_keys_are_located() -> None:
+    p = problems('monitor.ebpf.ring_buffer_size = "x"\nfilters = { allow = { port = "a" } }\n')
+    assert p[0].startswith("c.toml:1: monitor.ebpf.ring_buffer_size:")
+    assert p[1].startswith("c.toml:2: filters.allow.port:")
+
+
+def test_config_check_cli(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[monitor.ebpf]\nring_buffer_size = "8MB"\n')
+    r = subprocess.run([*BPFWATCH, "config", "check", str(good)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "ok" in r.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[monitor.ebpf]\nring_buffer_size = "8XB"\nbogus = 1\n')
+    r = subprocess.run([*BPFWATCH, "config", "check", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [
+        f"bpfwatch: {bad}:2: monitor.ebpf.ring_buffer_size: '8XB' is not a size (e.g. \"16MB\", \"512KB\", 4096)",
+        f"bpfwatch: {bad}:3: monitor.ebpf.bogus: unknown key (known: enabled, fallback_to_polling, "
+        "ring_buffer_size, network_tracing, file_tracing, debug, wakeup_bytes, max_delay)"]
+    assert "Traceback" not in r.stderr
+    r = subprocess.run([*BPFWATCH, "config", "check", str(tmp_path / "none.toml")], capture_output=True, text=True)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = subprocess.run([*BPFWATCH, "agent", "--config", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2 and "ring_buffer_size" in r.stderr
+
+
+def test_config_example_cli_round_trips(tmp_path: Path) -> None:
+    r = subprocess.run([*BPFWATCH, "config", "example"], capture_output=True, text=True, check=True)
+    f = tmp_path / "ex.toml"
+    f.write_text(r.stdout)
+    assert subprocess.run([*BPFWATCH, "config", "check", str(f)], capture_output=True).returncode == 0
