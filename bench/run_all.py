@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["exec_latency", "ringbuf_throughput", "consumer_cpu", "startup", "sensor_overhead", "profile_overhead"]
+BENCHES = ["exec_latency", "ringbuf_throughput", "consumer_cpu", "startup", "sensor_overhead", "profile_overhead",
+           "agent_overhead"]  # agent_overhead runs ~23 minutes (10 idle, 10 under load)
 
 
 def main() -> int:
@@ -19,7 +20,7 @@ def main() -> int:
             print(f"{name} failed with exit status {rc}", file=sys.stderr)
             return rc
     r = {n: json.loads((HERE / "results" / f"{n}.json").read_text()) for n in BENCHES}
-    el, rb, cc, st, so, po = (r[n] for n in BENCHES)
+    el, rb, cc, st, so, po, ag = (r[n] for n in BENCHES)
     ft, nt = so["file_untar"], so["network_short_connections"]
     rows = [
         ("exec latency median / p99, shared CPU (ms)",
@@ -57,6 +58,14 @@ def main() -> int:
             rows.append((f"run: dd bs=1 slowdown, {tool}", f"{small[tool]['ratio']}x", "(peer)"))
     for tool, acc in po["count_accuracy_dd"].items():
         rows.append((f"run: syscalls counted vs strace, {tool}", f"{acc['vs_strace']}", "1.0"))
+    rows += [
+        ("agent idle CPU (% of a core): eBPF / polling",
+         f"{ag['idle_cpu_pct']}% / {ag['idle']['bpfwatch_poll']['cpu_pct_of_core']}%", "< 0.5%"),
+        ("agent RSS max (MB), without the mapped ring", f"{ag['rss_mb_max']}, {ag['rss_mb_max_without_ring']}",
+         "< 80"),
+        ("agent under load: events/s to capture, lost, CPU",
+         f"{ag['load_events_per_s']:,}, {ag['load_lost']:.0f}, {ag['load_cpu_pct']}%", "0 lost"),
+    ]
     width = max(len(a) for a, _, _ in rows)
     print()
     for a, b, c in rows:

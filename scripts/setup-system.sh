@@ -2,7 +2,8 @@
 # Installs the Debian packages bpfwatch needs, only those missing (idempotent).
 set -euo pipefail
 pkgs=(clang llvm libbpf-dev libbpf1 bpftool make python3 python3-venv python3-dev
-      strace util-linux libcap2-bin iproute2 procps bind9-dnsutils)
+      strace util-linux libcap2-bin iproute2 procps bind9-dnsutils
+      prometheus)  # prometheus: the agent's metrics test scrapes with a real server
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

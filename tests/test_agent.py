@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BPFWATCH, ROOT, wait_programs
 
 from bpfwatch.capture import reader
 from bpfwatch.capture.manifest import Manifest
+from conftest import BPFWATCH, ROOT, wait_programs
 
 pytestmark = pytest.mark.kernel
 NOBODY = 65534
@@ -192,7 +193,7 @@ def test_sighup_reload_swaps_filters_without_losing_events(tmp_path: Path) -> No
         time.sleep(0.5)
         stop.set()
         t.join()
-        evs = a.wait_events(lambda evs: {e["pid"] for e in evs} >= set(launched))
+        a.wait_events(lambda evs: {e["pid"] for e in evs} >= set(launched))
         assert a.stop() == 0
     pids = [e["pid"] for e in a.events()]
     assert a_pid in pids and b_pid not in pids and a2 not in pids and b2 in pids
@@ -262,10 +263,35 @@ def test_polling_when_ebpf_disabled_in_config(tmp_path: Path) -> None:
         assert a.stop() == 0
 
 
+UNIT = ROOT / "packaging" / "bpfwatch.service"
+
+
+def unit_capabilities() -> list[str]:
+    """The ambient capabilities the shipped systemd unit grants."""
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("AmbientCapabilities="):
+            return line.split("=", 1)[1].split()
+    raise AssertionError("no AmbientCapabilities in the unit")
+
+
+def test_systemd_unit_is_valid_and_least_privilege(tmp_path: Path) -> None:
+    text = UNIT.read_text()
+    assert unit_capabilities() == ["CAP_BPF", "CAP_PERFMON"]
+    assert "CapabilityBoundingSet=CAP_BPF CAP_PERFMON" in text and "NoNewPrivileges=yes" in text
+    assert "User=bpfwatch" in text
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed")
+    local = tmp_path / "bpfwatch.service"
+    local.write_text(text.replace("/opt/bpfwatch/.venv/bin/bpfwatch", str(Path(sys.executable).parent / "bpfwatch")))
+    r = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+
+
 def test_least_privilege_run_sees_events() -> None:
     d = nobody_dir()
+    caps = ",".join("+" + c.removeprefix("CAP_").lower() for c in unit_capabilities())
     try:
-        with agent(d, base_config(d), prefix=as_nobody("+bpf,+perfmon")) as a:
+        with agent(d, base_config(d), prefix=as_nobody(caps)) as a:
             a.wait_log("agent running (ebpf mode)")
             with open(f"/proc/{a.proc.pid}/status") as f:
                 status = dict(line.split(":\t", 1) for line in f if ":\t" in line)
@@ -333,3 +359,45 @@ def test_metrics_scraped_by_prometheus(tmp_path: Path) -> None:
             prom.terminate()
             prom.wait(timeout=30)
         assert a.stop() == 0
+
+
+def test_disk_full_degrades_health_and_recovers(tmp_path: Path) -> None:
+    fs = tmp_path / "small"
+    fs.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(fs)]).returncode != 0:
+        pytest.fail("cannot mount a tmpfs for the disk-full test")
+    try:
+        port = free_port()
+        cfg = base_config(tmp_path, port, outputs__capture='retry_interval = "200ms"\ncompression = "none"')
+        cfg = cfg.replace(f'directory = "{tmp_path / "capture"}"', f'directory = "{fs / "capture"}"')
+        with agent(tmp_path, cfg) as a:
+            a.wait_log("agent running")
+            filler = fs / "filler"
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+            with contextlib.suppress(OSError):  # fill the disk to the last byte
+                while os.write(fd, b"\0" * 4096):
+                    pass
+            os.close(fd)
+            pids = [run_marker("bwfull", tmp_path) for _ in range(30)]
+            a.wait_log("ERROR capture: cannot write to")
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                except urllib.error.HTTPError as e:
+                    assert e.code == 503
+                    health = json.loads(e.read())
+                    break
+                assert time.monotonic() < deadline, "health never degraded"
+                time.sleep(0.2)
+            assert health["status"] == "degraded" and health["capture"]["held"] > 0
+            assert a.proc.poll() is None
+            filler.unlink()
+            a.wait_log("capture: writes work again")
+            evs = a.wait_events(lambda evs: {e["pid"] for e in evs} >= set(pids))
+            assert {e["pid"] for e in evs if e["comm"] == "bwfull" and e["type"] == "process.exec"} == set(pids)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                assert json.loads(r.read())["status"] == "ok"
+            assert a.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)

@@ -9,10 +9,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import BPFWATCH
 
 from bpfwatch.agent import config
 from bpfwatch.agent.config import ConfigError
+from conftest import BPFWATCH
 
 
 def problems(text: str) -> list[str]:

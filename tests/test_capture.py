@@ -18,12 +18,12 @@ from pathlib import Path
 import orjson
 import pytest
 import zstandard
-from conftest import BPFWATCH, ROOT
 
 from bpfwatch.agent.config import CaptureConfig, parse
 from bpfwatch.capture import reader
 from bpfwatch.capture.manifest import Manifest
 from bpfwatch.capture.writer import CaptureWriter
+from conftest import BPFWATCH, ROOT
 
 
 def capture_config(directory: Path, **keys: object) -> CaptureConfig:
@@ -50,7 +50,7 @@ def test_rotation_by_count_with_zstd(tmp_path: Path) -> None:
     assert all(s.name.endswith(".jsonl.zst") and s.compression == "zstd" for s in m.segments)
     assert sorted(os.listdir(tmp_path)) == sorted([s.name for s in m.segments] + ["index.json"])
     for s in m.segments:  # real zstd, with exactly the records the manifest says
-        data = zstandard.ZstdDecompressor().stream_reader(open(tmp_path / s.name, "rb")).read()
+        data = zstandard.ZstdDecompressor().decompressobj().decompress((tmp_path / s.name).read_bytes())
         lines = data.splitlines()
         assert len(lines) == s.records and data.endswith(b"\n")
         stamps = [orjson.loads(x)["ts"] for x in lines]
@@ -70,7 +70,7 @@ def test_rotation_by_size_with_gzip(tmp_path: Path) -> None:
     assert m is not None and len(m.segments) > 5
     for s in m.segments:
         assert s.raw_bytes <= 64 * 1024
-        data = gzip.open(tmp_path / s.name).read()
+        data = gzip.decompress((tmp_path / s.name).read_bytes())
         assert len(data) == s.raw_bytes and data.endswith(b"\n") and data.count(b"\n") == s.records
     assert sum(s.records for s in m.segments) == 4000
     assert read_seqs(tmp_path) == list(range(4000))

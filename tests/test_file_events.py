@@ -194,3 +194,19 @@ def test_file_events_match_schema(tmp_path):
 
     for e in _trace(tmp_path, run):
         validator.validate(e)
+
+
+def test_paths_of_exited_processes_are_forgotten(tmp_path):
+    """Opens without I/O leave a remembered path; it goes once the process has
+    exited, so a host with many short processes keeps a flat memory."""
+    (tmp_path / "f").write_text("x")
+    code = f"import os\nfor _ in range(50): os.open({str(tmp_path / 'f')!r}, os.O_RDONLY)\n"
+    with bpfwatch.Monitor(types=["file.open", "process.exit"], paths=[str(tmp_path)]) as m:
+        fs = next(s for s in m.sensors if s.name == "file")
+        child = subprocess.Popen([sys.executable, "-c", code])
+        child.wait()
+        events = collect(m, lambda ev: any(e["type"] == "process.exit" and e["pid"] == child.pid for e in ev))
+        assert sum(1 for e in events if e["type"] == "file.open" and e["pid"] == child.pid) == 50
+        assert len(fs._paths.get(child.pid, {})) == 50  # kept a moment: late file.io records need them
+        collect(m, lambda ev: False, timeout=1.5)
+        assert child.pid not in fs._paths

@@ -70,6 +70,7 @@ class Monitor:
         allow: dict[str, Any] | None = None,
         deny: dict[str, Any] | None = None,
         include_self: bool = True,
+        batch_bytes: int = 1 << 20,
     ) -> None:
         allow = {k: _listify(v) for k, v in (allow or {}).items()}
         for key, value in (("pid", pid), ("follow", follow), ("comm", comm), ("uid", uid), ("path", paths),
@@ -123,6 +124,9 @@ class Monitor:
         self.options = SensorOptions(ring_size=check_ring_size(ring_size), wakeup_bytes=wakeup_bytes)
         self.snapshot = snapshot
         self.max_delay = max_delay
+        # records decoded per poll: a consumer that fell behind catches up in
+        # bounded batches instead of turning a whole ring into dicts at once
+        self.batch_bytes = batch_bytes
         self.duration = duration
         self.cache = ProcessCache()
         self.clock = BootClock()
@@ -271,7 +275,7 @@ class Monitor:
         ring = self._ring
         if ring is not None and (ready or ring.pending_bytes()):
             decoders, hdr = self._decoders, self.sensors[0].hdr_dtype
-            ring.drain(lambda run: dispatch(run, decoders, hdr, raw))
+            ring.drain(lambda run: dispatch(run, decoders, hdr, raw), self.batch_bytes)
         for s in self.sensors:
             s.tick(raw, force=self._stopped)
         if self._woken:

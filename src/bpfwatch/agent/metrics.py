@@ -35,16 +35,10 @@ class AgentCollector:
         up.add_metric([], s["uptime"])
         yield up
 
-        events = CounterMetricFamily("bpfwatch_events", "Events emitted, by type and sensor",
-                                     labels=["type", "sensor"])
-        for (etype, sensor), n in sorted(s["events"].items()):
-            events.add_metric([etype, sensor], n)
-        yield events
-        lost = CounterMetricFamily("bpfwatch_events_lost", "Events the kernel could not queue (ring full), by sensor",
-                                   labels=["sensor"])
-        for sensor, n in sorted(s["lost"].items()):
-            lost.add_metric([sensor], n)
-        yield lost
+        yield _counter("bpfwatch_events", "Events emitted, by type and sensor", ["type", "sensor"],
+                       {k: n for k, n in s["events"].items()})
+        yield _counter("bpfwatch_events_lost", "Events the kernel could not queue (ring full), by sensor",
+                       ["sensor"], {(k,): n for k, n in s["lost"].items()})
         mode = GaugeMetricFamily("bpfwatch_sensor_mode", "1 for the mode each sensor runs in",
                                  labels=["sensor", "mode"])
         for sensor, m in sorted(s["modes"].items()):
@@ -99,14 +93,17 @@ class AgentCollector:
                 family.add_metric([], int(cap[name]))
                 yield family
 
-        reloads = CounterMetricFamily("bpfwatch_config_reloads", "Config reloads (SIGHUP), by result",
-                                      labels=["result"])
-        for result, n in sorted(s["reloads"].items()):
-            reloads.add_metric([result], n)
-        yield reloads
-        redacted = CounterMetricFamily("bpfwatch_redacted_events", "Events whose argv had secrets redacted")
-        redacted.add_metric([], s["redacted"])
-        yield redacted
+        yield _counter("bpfwatch_config_reloads", "Config reloads (SIGHUP), by result", ["result"],
+                       {(k,): n for k, n in s["reloads"].items()})
+        yield _counter("bpfwatch_redacted_events", "Events whose argv had secrets redacted", [],
+                       {(): s["redacted"]})
+
+
+def _counter(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(values.items()):
+        family.add_metric(list(key), n)
+    return family
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -47,10 +47,12 @@ class _Conn:
     role: str | None
     family: str
     state: str
+    closed: bool = False
 
 
 _LOCAL_CLOSE = {"FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSING"}
 _REMOTE_CLOSE = {"CLOSE_WAIT", "LAST_ACK"}
+_CLOSING = _LOCAL_CLOSE | _REMOTE_CLOSE
 
 
 class PollSource:
@@ -247,7 +249,11 @@ class PollSource:
                 if c.pid and not prev.pid:
                     prev.pid = c.pid
                 seen[key] = prev
+                if proto == "tcp" and not prev.closed and c.status in _CLOSING:
+                    out.append(self._close_event(key, prev, now_ns))  # reported once, at the first FIN seen
                 continue
+            if proto == "tcp" and c.status in _CLOSING:
+                continue  # opened and closed between two scans: polling cannot see it
             role = ("server" if c.laddr.port in listening else "client") if proto == "tcp" else None
             family = "ipv6" if c.family == socket.AF_INET6 else "ipv4"
             conn = seen[key] = _Conn(pid=c.pid or 0, first_ns=now_ns, role=role, family=family, state=c.status)
@@ -271,11 +277,16 @@ class PollSource:
                                             bytes_received=None, packets_sent=None, packets_received=None,
                                             duration_ns=dur))
                 continue
-            closed_by = "local" if conn.state in _LOCAL_CLOSE else "remote" if conn.state in _REMOTE_CLOSE else None
-            out.append(self._conn_event("network.close", key, conn, now_ns, bytes_sent=None, bytes_received=None,
-                                        bytes_exact=False, duration_ns=dur, closed_by=closed_by, retransmits=None,
-                                        segs_in=None, segs_out=None, role=conn.role))
+            if not conn.closed:
+                out.append(self._close_event(key, conn, now_ns))
         self._conns = seen
+
+    def _close_event(self, key: tuple[str, str, int, str, int], conn: _Conn, now_ns: int) -> Event:
+        conn.closed = True
+        closed_by = "local" if conn.state in _LOCAL_CLOSE else "remote" if conn.state in _REMOTE_CLOSE else None
+        return self._conn_event("network.close", key, conn, now_ns, bytes_sent=None, bytes_received=None,
+                                bytes_exact=False, duration_ns=now_ns - conn.first_ns, closed_by=closed_by,
+                                retransmits=None, segs_in=None, segs_out=None, role=conn.role)
 
     def _conn_event(self, kind: str, key: tuple[str, str, int, str, int], conn: _Conn, ts: int,
                     **fields: Any) -> Event:

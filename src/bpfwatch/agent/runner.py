@@ -202,9 +202,9 @@ class Agent:
         self.log.info("bpfwatch agent starting (pid %d, config %s)", os.getpid(), cfg.path)
         self.open_outputs(cfg)  # first: a bad capture directory fails before anything loads
         try:
+            self._install_signals()  # a SIGTERM while programs load still stops cleanly
             self.source = self.start_source(cfg, cfg.sensors.process.snapshot)
             self.start_metrics(cfg)
-            self._install_signals()
             self.log.info("agent running (%s mode)", self.source.mode)
             self._loop()
         finally:
@@ -252,9 +252,8 @@ class Agent:
                 events = [e for e in events if e["ts"] >= cut]
         self.redactor(events)
         counts = self.events
-        for e in events:
-            t = e["type"]
-            counts[(t, t.split(".", 1)[0])] += 1
+        for t, n in Counter(e["type"] for e in events).items():
+            counts[(t, t.split(".", 1)[0])] += n
         if self.capture is not None:
             self.capture.write(events)
         if self.stdout_sink is not None:
@@ -304,10 +303,19 @@ class Agent:
             return
         if dataclasses.asdict(new.outputs) != dataclasses.asdict(old.outputs):
             self.close_outputs()  # flushes and closes the segment: nothing is lost
-            self.open_outputs(new)
+            try:
+                self.open_outputs(new)
+            except BpfwatchError as err:
+                self.log.error("new outputs failed (%s); keeping the previous outputs", err)
+                self.close_outputs()
+                self.open_outputs(old)
+                new = dataclasses.replace(new, outputs=old.outputs)
         if dataclasses.asdict(new.metrics) != dataclasses.asdict(old.metrics):
             self.stop_metrics()
-            self.start_metrics(new)
+            try:
+                self.start_metrics(new)
+            except BpfwatchError as err:
+                self.log.error("metrics not served after the reload: %s", err)
         self.cfg = new
         self.reloads["ok"] += 1
         self.log.info("config reloaded from %s", new.path)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
 import os
+import subprocess
+import sys
 from typing import BinaryIO
 
 import zstandard
@@ -78,3 +81,30 @@ def sha256_file(path: str) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def compress_in_child(src: str, dst: str, kind: str, level: int, mode: int, timeout: float = 600) -> tuple[int, str]:
+    """compress_file in a child process: the agent's event loop keeps its CPU
+    and its heap (compressing in-process made the agent's RSS creep up)."""
+    r = subprocess.run([sys.executable, "-m", "bpfwatch.capture.codec", src, dst, kind, str(level), oct(mode)],
+                       capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        detail = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+        raise OSError(errno.EIO, f"compressor failed: {detail}")
+    size, digest = r.stdout.split()
+    return int(size), digest
+
+
+def _main(argv: list[str]) -> int:
+    src, dst, kind, level, mode = argv
+    try:
+        size, digest = compress_file(src, dst, kind, int(level), int(mode, 8))
+    except OSError as e:
+        sys.stderr.write(f"{e.strerror or e}\n")
+        return 74 if e.errno != errno.ENOENT else 66
+    sys.stdout.write(f"{size} {digest}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -19,9 +19,12 @@ import logging
 import os
 import queue
 import re
+import subprocess
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -105,16 +108,21 @@ class CaptureWriter:
     def write(self, events: list[dict[str, Any]]) -> None:
         if not events:
             return
-        dumps = orjson.dumps
-        lines = [dumps(e, option=_DUMP_OPTS) for e in events]
+        # one buffer and line ends, not a list of lines: each bytes object orjson
+        # returns carries ~4 KiB of allocation, and holding thousands of them
+        # fragments the heap until RSS creeps up for good
+        buf, ends, dumps = bytearray(), [], orjson.dumps
+        for e in events:
+            buf += dumps(e, option=_DUMP_OPTS)
+            ends.append(len(buf))
         stamps = [e["ts"] for e in events]
         if self._held:
-            self._hold(lines, stamps)
+            self._hold(buf, ends, stamps, 0)
             self._flush_held()
             return
-        done = self._write_lines(lines, stamps)
-        if done < len(lines):
-            self._hold(lines[done:], stamps[done:])
+        done = self._write_lines(buf, ends, stamps)
+        if done < len(ends):
+            self._hold(buf, ends, stamps, done)
 
     def tick(self, now: float | None = None) -> None:
         """Time-based rotation and retries; call it every loop."""
@@ -132,49 +140,49 @@ class CaptureWriter:
     def dropped(self) -> int:
         return self.manifest.dropped_events
 
-    def _hold(self, lines: list[bytes], stamps: list[int]) -> None:
-        self._held.extend(zip(lines, stamps, strict=True))
-        over = len(self._held) - self.cfg.buffer_events
+    def _hold(self, buf: bytearray, ends: list[int], stamps: list[int], start: int) -> None:
+        held = self._held
+        for k in range(start, len(ends)):
+            held.append((bytes(buf[ends[k - 1] if k else 0:ends[k]]), stamps[k]))
+        over = len(held) - self.cfg.buffer_events
         if over > 0:
             for _ in range(over):
-                self._held.popleft()
+                held.popleft()
             with self._lock:
                 self.manifest.dropped_events += over
 
     def _flush_held(self) -> None:
         lines = [line for line, _ in self._held]
-        stamps = [ts for _, ts in self._held]
-        done = self._write_lines(lines, stamps)
+        done = self._write_lines(bytearray().join(lines), list(accumulate(map(len, lines))),
+                                 [ts for _, ts in self._held])
         for _ in range(done):
             self._held.popleft()
         if not self._held and self.failing is None:
             log.info("capture: writes work again; the held events are written")
 
-    def _write_lines(self, lines: list[bytes], stamps: list[int]) -> int:
-        """Writes lines into segments, rotating by count and size; returns how
-        many were written (fewer when the directory cannot be written)."""
-        cfg, n, i = self.cfg, len(lines), 0
+    def _write_lines(self, buf: bytearray, ends: list[int], stamps: list[int]) -> int:
+        """Writes whole lines (line k is buf[ends[k-1]:ends[k]]) into segments,
+        rotating by count and size; returns how many were written (fewer when
+        the directory cannot be written)."""
+        cfg, n, i = self.cfg, len(ends), 0
+        view = memoryview(buf)
         try:
             while i < n:
                 if self._seg is None:
                     self._open_segment()
                 seg = self._seg
                 assert seg is not None
+                start = ends[i - 1] if i else 0
                 j = min(n, i + cfg.max_segment_events - seg.records)
-                chunk = b"".join(lines[i:j])
-                if seg.raw_bytes + len(chunk) > cfg.max_segment_size:
-                    budget, k = cfg.max_segment_size - seg.raw_bytes, i
-                    while k < j and len(lines[k]) <= budget:
-                        budget -= len(lines[k])
-                        k += 1
+                if seg.raw_bytes + ends[j - 1] - start > cfg.max_segment_size:
+                    k = bisect_right(ends, start + cfg.max_segment_size - seg.raw_bytes, i, j)
                     if k == i and seg.records == 0:
                         k = i + 1  # one line larger than a segment gets a segment of its own
                     if k == i:
                         self._close_segment()
                         continue
                     j = k
-                    chunk = b"".join(lines[i:j])
-                self._append(chunk)
+                self._append(view[start:ends[j - 1]])
                 first, last = min(stamps[i:j]), max(stamps[i:j])
                 seg.first_ts = first if seg.first_ts is None else min(seg.first_ts, first)
                 seg.last_ts = last if seg.last_ts is None else max(seg.last_ts, last)
@@ -186,12 +194,14 @@ class CaptureWriter:
         except OSError as e:
             self._failed(e)
             return i
+        finally:
+            view.release()
         if self.failing is not None:
             self.failing = None
         return i
 
-    def _append(self, chunk: bytes) -> None:
-        view, fd = memoryview(chunk), self._fd
+    def _append(self, chunk: memoryview) -> None:
+        view, fd = chunk, self._fd
         try:
             while view:
                 view = view[os.write(fd, view):]
@@ -298,9 +308,10 @@ class CaptureWriter:
                 return
             try:
                 self._compress(seg)
-            except OSError as e:
+            except (OSError, subprocess.SubprocessError) as e:
                 self.compress_errors += 1
-                log.error("capture: cannot compress %s: %s (kept uncompressed)", seg.name, e.strerror)
+                log.error("capture: cannot compress %s: %s (kept uncompressed)", seg.name,
+                          getattr(e, "strerror", None) or e)
 
     def _compress(self, seg: Segment) -> None:
         kind = self.cfg.compression
@@ -310,13 +321,15 @@ class CaptureWriter:
         with self._lock:
             if seg not in self.manifest.segments:
                 return  # deleted by retention meanwhile
-        try:
-            size, digest = codec.compress_file(src, dst + ".tmp", kind, self.cfg.compression_level, self.mode)
-        except FileNotFoundError:
+        if not os.path.exists(src):
             return
-        except OSError:
+        try:
+            size, digest = codec.compress_in_child(src, dst + ".tmp", kind, self.cfg.compression_level, self.mode)
+        except (OSError, subprocess.SubprocessError):
             with contextlib.suppress(OSError):
                 os.unlink(dst + ".tmp")
+            if not os.path.exists(src):
+                return  # deleted by retention while compressing
             raise
         os.rename(dst + ".tmp", dst)
         with self._lock:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-from collections import OrderedDict
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,8 @@ from bpfwatch.events.model import common_fields
 from bpfwatch.ringbuf import Run
 from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
 
-PATHS_MAX = 65536  # remembered file paths (4x the kernel's file.io table)
+PATHS_PER_PROCESS = 4096  # remembered paths of open files, per process (oldest forgotten first)
+EXIT_LINGER_S = 1.0  # a process's paths outlive it this long: its file.io records may come later
 PREFIX_MAX = 256
 PREFIXES = 16
 ARG_NONE, DIR_CWD, DIR_NONE, ARG_HOW = -1, -2, -3, -4
@@ -134,9 +136,11 @@ class FileSensor(Sensor):
         super().__init__(options, scope)
         self.fopts = fopts or FileOptions()
         self.fopts.prefixes = check_prefixes(self.fopts.prefixes)
-        # (tgid, file key) -> path, for file.io and fd-based calls. Files closed with
-        # no I/O leave no trace here, so the map is bounded (LRU) rather than exact.
-        self._paths: OrderedDict[tuple[int, int], str | None] = OrderedDict()
+        # tgid -> {file key -> path}, for file.io and fd-based calls. Files closed
+        # with no I/O leave no trace here, so each process's map is bounded, and a
+        # process's map goes shortly after it exits.
+        self._paths: dict[int, dict[int, str | None]] = {}
+        self._exited: deque[tuple[float, int]] = deque()
 
     def configure(self, obj: L.BpfObject) -> None:
         obj.map("bw_file_scratch").max_entries = L.num_possible_cpus()
@@ -197,11 +201,12 @@ class FileSensor(Sensor):
 
     def _decode_path(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         for r, data in self._variable(run, idx, self.path_dtype):
-            self._remember((r["tgid"], r["file"]), _text(data[: r["path_len"]].rstrip(b"\0")))
+            self._remember(r["tgid"], r["file"], _text(data[: r["path_len"]].rstrip(b"\0")))
 
     def _decode_io(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         for r in self.records(run, self.io_dtype, idx):
-            path = self._paths.pop((r["tgid"], r["file"]), None)
+            files = self._paths.get(r["tgid"])
+            path = files.pop(r["file"], None) if files else None
             if not self.path_wanted(path):
                 continue
             out.append({
@@ -235,14 +240,14 @@ class FileSensor(Sensor):
         if kind == "file.symlink":
             path, target = (join_path(d2, p2) if p2 is not None else None), p1
         elif r["rflags"] & PATH1_BY_KEY:
-            path, target = self._paths.get((r["pid"], r["file"])), None
+            path, target = self._paths.get(r["pid"], {}).get(r["file"]), None
         else:
             path = p1 if r["rflags"] & PATH1_RESOLVED or p1 is None else join_path(d1, p1)
             target = None
         if not self.path_wanted(path):
             return None
         if r["file"] and kind == "file.open":
-            self._remember((r["pid"], r["file"]), path)  # later file.io and f* calls on it need it
+            self._remember(r["pid"], r["file"], path)  # later file.io and f* calls on it need it
         ev = {
             **common_fields(kind, r["ts_boot_ns"], r["pid"], r["tid"], 0, r["uid"],
                             cstr(r["comm"]), None, r["cgroup_id"], None),
@@ -268,12 +273,24 @@ class FileSensor(Sensor):
             ev["target"] = target
         return ev
 
-    def _remember(self, key: tuple[int, int], path: str | None) -> None:
-        paths = self._paths
-        paths[key] = path
-        paths.move_to_end(key)
-        if len(paths) > PATHS_MAX:
-            paths.popitem(last=False)
+    def _remember(self, tgid: int, key: int, path: str | None) -> None:
+        files = self._paths.get(tgid)
+        if files is None:
+            files = self._paths[tgid] = {}
+        files.pop(key, None)  # re-inserted last: dicts keep insertion order, oldest first
+        files[key] = path
+        if len(files) > PATHS_PER_PROCESS:
+            del files[next(iter(files))]
+
+    def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
+        """Forgets the paths of processes that exited a moment ago."""
+        now = time.monotonic()
+        exited = self._exited
+        for ev in out:
+            if ev["type"] == "process.exit" and not ev["thread"]:
+                exited.append((now, ev["pid"]))
+        while exited and now - exited[0][0] >= EXIT_LINGER_S:
+            self._paths.pop(exited.popleft()[1], None)
 
     def path_wanted(self, path: str | None) -> bool:
         """The Python half of the prefix filter (for paths the kernel could not resolve)."""

@@ -1,0 +1,110 @@
+"""The agent's parts without the kernel: redaction, key lines, the polling
+source against real processes and sockets, the metrics exposition."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import jsonschema
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from bpfwatch.agent.config import parse
+from bpfwatch.agent.metrics import AgentCollector
+from bpfwatch.agent.poll import PollSource
+from bpfwatch.agent.redact import Redactor
+from bpfwatch.agent.toml_lines import key_lines, line_of
+from bpfwatch.events.types import expand_types
+from bpfwatch.filters import Filter
+from bpfwatch.schema import event_schema
+
+
+def test_redaction() -> None:
+    r = Redactor(parse("").redaction)
+    argv = ["mysql", "--password", "hunter2", "-u", "root", "--token=abc", "PASSWORD=xyz",
+            "https://bob:s3cret@example.com/x", "api_key:K1", "--passwordless", "plain"]
+    assert r.argv(argv) == ["mysql", "--password", "[REDACTED]", "-u", "root", "--token=[REDACTED]",
+                            "PASSWORD=[REDACTED]", "https://bob:[REDACTED]@example.com/x", "api_key:[REDACTED]",
+                            "--passwordless", "plain"]
+    ev = [{"type": "process.exec", "argv": ["x", "--secret", "s"]}, {"type": "file.open", "path": "/p"}]
+    r(ev)
+    assert ev[0]["argv"] == ["x", "--secret", "[REDACTED]"] and r.redacted == 2
+    off = Redactor(parse("[redaction]\nenabled = false\n").redaction)
+    ev = [{"type": "process.exec", "argv": ["--password", "p"]}]
+    off(ev)
+    assert ev[0]["argv"] == ["--password", "p"]
+    custom = Redactor(parse('[redaction]\npatterns = ["sk-[A-Za-z0-9]+"]\nflags = []\nreplacement = "***"\n')
+                      .redaction)
+    assert custom.argv(["curl", "-H", "Authorization: Bearer sk-abc123", "--password", "x"]) == \
+        ["curl", "-H", "Authorization: Bearer ***", "--password", "x"]
+
+
+def test_key_lines() -> None:
+    text = '# c\n[a.b]\nx = 1\n"q.k" = 2\n[[arr]]\ny = """\nz = 3\n"""\n[c]\nd.e = 4\n'
+    lines = key_lines(text)
+    assert lines[("a", "b")] == 2 and lines[("a", "b", "x")] == 3 and lines[("a", "b", "q.k")] == 4
+    assert lines[("arr", "y")] == 6 and ("arr", "z") not in lines  # inside a multi-line string
+    assert lines[("c", "d", "e")] == 10
+    assert line_of(lines, ("a", "b", "nope")) == 2
+
+
+def test_poll_source_sees_processes_forks_and_connections() -> None:
+    types = expand_types(None)
+    src = PollSource(types, Filter(), interval=0.1).start()
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    code = ("import os, socket, time\n"
+            f"c = socket.create_connection(('127.0.0.1', {port}))\n"
+            "time.sleep(0.4); c.close(); time.sleep(0.3)\n"
+            "if os.fork() == 0:\n    time.sleep(0.4); os._exit(0)\n"
+            "os.wait()\n")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    conn, _ = srv.accept()
+    events = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        events += src.poll()
+        if child.poll() is not None and any(e["type"] == "process.exit" and e["pid"] == child.pid for e in events):
+            break
+    conn.close()
+    srv.close()
+    src.close()
+    mine = [e for e in events if e["pid"] == child.pid]
+    kinds = [e["type"] for e in mine]
+    assert kinds[0] == "process.exec" and kinds[-1] == "process.exit"
+    assert "process.fork" in kinds and "network.connect" in kinds and "network.close" in kinds
+    fork = next(e for e in mine if e["type"] == "process.fork")
+    assert any(e["type"] == "process.exit" and e["pid"] == fork["child_pid"] for e in events)
+    connect = next(e for e in mine if e["type"] == "network.connect")
+    assert (connect["remote_port"], connect["protocol"], connect["latency_ns"]) == (port, "tcp", None)
+    close = next(e for e in mine if e["type"] == "network.close")
+    assert close["closed_by"] == "local" and close["bytes_sent"] is None and close["bytes_exact"] is False
+    validator = jsonschema.Draft202012Validator(event_schema())
+    for e in mine:
+        assert e["source"] == "poll"
+        assert not list(validator.iter_errors(e)), e
+
+
+def test_metrics_exposition() -> None:
+    snap = {"uptime": 1.5, "events": {("process.exec", "process"): 7}, "lost": {"process": 2},
+            "modes": {"process": "ebpf", "network": "poll"}, "rings": {"events": (1024, 4096)},
+            "programs": [{"name": "bw_proc_exec", "sensor": "process", "run_cnt": 9, "run_time_ns": 4500}],
+            "bpf_stats": True, "process_cache": 12,
+            "capture": {"events_written": 7, "bytes_written": 700, "rotations": 1, "segments": 1, "disk_bytes": 90,
+                        "write_errors": 0, "compress_errors": 0, "held": 0, "dropped": 0, "failing": False},
+            "reloads": {"ok": 1}, "redacted": 3}
+    reg = CollectorRegistry()
+    reg.register(AgentCollector(lambda: snap))  # type: ignore[arg-type]
+    text = generate_latest(reg).decode()
+    for line in ('bpfwatch_events_total{sensor="process",type="process.exec"} 7.0',
+                 'bpfwatch_events_lost_total{sensor="process"} 2.0',
+                 'bpfwatch_sensor_mode{mode="poll",sensor="network"} 1.0',
+                 'bpfwatch_ring_buffer_fill_ratio{ring="events"} 0.25',
+                 'bpfwatch_bpf_program_runs_total{program="bw_proc_exec",sensor="process"} 9.0',
+                 'bpfwatch_bpf_program_run_seconds_total{program="bw_proc_exec",sensor="process"} 4.5e-06',
+                 "bpfwatch_capture_rotations_total 1.0", "bpfwatch_process_cache_entries 12.0",
+                 'bpfwatch_config_reloads_total{result="ok"} 1.0', "bpfwatch_redacted_events_total 3.0"):
+        assert line in text, line
