@@ -368,9 +368,11 @@ def test_disk_full_degrades_health_and_recovers(tmp_path: Path) -> None:
         pytest.fail("cannot mount a tmpfs for the disk-full test")
     try:
         port = free_port()
-        cfg = base_config(tmp_path, port, outputs__capture='retry_interval = "200ms"\ncompression = "none"')
+        cfg = base_config(tmp_path, port).replace('compression = "zstd"',
+                                                  'compression = "none"\nretry_interval = "200ms"')
         cfg = cfg.replace(f'directory = "{tmp_path / "capture"}"', f'directory = "{fs / "capture"}"')
         with agent(tmp_path, cfg) as a:
+            a.capture = fs / "capture"
             a.wait_log("agent running")
             filler = fs / "filler"
             fd = os.open(filler, os.O_WRONLY | os.O_CREAT)

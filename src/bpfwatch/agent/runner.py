@@ -398,7 +398,8 @@ class Agent:
 
     def health(self) -> dict[str, Any]:
         snap = self.snapshot()
-        cap = snap.get("capture")
+        capture = self.capture
+        cap = capture.stats() if capture is not None else None  # live: health must not lag
         problems = []
         if cap and cap["failing"]:
             problems.append(f"capture writes failing ({self.capture.failing if self.capture else ''}), "
