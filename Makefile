@@ -16,6 +16,7 @@ ARCH       := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 CLANG      ?= clang
 CFLAGS_BPF := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD_DIR) -I$(BPF_DIR) -Wall -Werror
 STAMP_SYS  := build/.system-deps
+STAMP_TEST := build/.test-deps
 STAMP_VENV := $(VENV)/.installed
 ARGS       ?=
 
@@ -26,6 +27,10 @@ all: bpf venv
 $(STAMP_SYS): scripts/setup-system.sh
 	@bash scripts/setup-system.sh
 	@mkdir -p build && touch $@
+
+$(STAMP_TEST): scripts/setup-system.sh | $(STAMP_SYS)
+	@bash scripts/setup-system.sh --test
+	@touch $@
 
 deps: $(STAMP_SYS)
 
@@ -52,7 +57,7 @@ venv: $(STAMP_VENV)
 run: bpf venv
 	$(VENV)/bin/bpfwatch trace $(ARGS)
 
-test: bpf venv
+test: bpf venv $(STAMP_TEST)
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VPY) -m pytest $(ARGS)
 

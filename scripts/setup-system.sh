@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages bpfwatch needs, only those missing (idempotent).
+# --test adds what only the test suite uses.
 set -euo pipefail
 pkgs=(clang llvm libbpf-dev libbpf1 bpftool make python3 python3-venv python3-dev
-      strace util-linux libcap2-bin iproute2 procps bind9-dnsutils
-      prometheus)  # prometheus: the agent's metrics test scrapes with a real server
+      strace util-linux libcap2-bin iproute2 procps bind9-dnsutils)
+if [ "${1:-}" = "--test" ]; then
+    pkgs+=(prometheus)  # the agent's metrics test scrapes with a real Prometheus server
+fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,3 +22,8 @@ echo "bpfwatch setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Debian starts the prometheus service it installs; the tests run their own
+# server, so leave the host as it was (only when we installed it just now)
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
