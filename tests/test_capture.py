@@ -149,6 +149,8 @@ while True:
     assert doc["format"] == "bpfwatch-capture"
     opened = [n for n in os.listdir(tmp_path) if n.endswith(".open")]
     assert len(opened) <= 1  # none only if the kill fell between a rotation and the next write
+    # an open segment killed before its first write is empty: recovery just removes it
+    partial = bool(opened) and b"\n" in (tmp_path / opened[0]).read_bytes()
     # reading a live/interrupted capture works too (the partial tail is skipped)
     live = read_seqs(tmp_path)
     assert live == list(range(len(live))) and len(live) >= 333 * 60
@@ -157,7 +159,7 @@ while True:
     w.close()
     m = Manifest.load(str(tmp_path))
     assert m is not None and not [n for n in os.listdir(tmp_path) if n.endswith((".open", ".tmp"))]
-    assert any(s.recovered for s in m.segments) == bool(opened)
+    assert any(s.recovered for s in m.segments) == partial
     seqs = read_seqs(tmp_path)
     assert seqs == list(range(len(seqs))) and len(seqs) >= len(live)
     total, bad = reader.verify(str(tmp_path))
