@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from bpfwatch.sensors.dns import DnsOptions, DnsSensor
 from bpfwatch.sensors.file import FileOptions, FileSensor, check_prefixes
 from bpfwatch.sensors.network import NetworkOptions, NetworkSensor
 from bpfwatch.sensors.process import ARGS_MAX, TYPE_NAMES, ProcessOptions, ProcessSensor
+from bpfwatch.wakeup import Wakeup
 
 Event = dict[str, Any]
 
@@ -135,9 +135,8 @@ class Monitor:
         self._poller: Poller | None = None
         self._ring: RingBuffer | None = None
         self._decoders: dict[int, Any] = {}
-        self._wake_r = self._wake_w = -1
+        self._wakeup: Wakeup | None = None
         self._stopped = False
-        self._woken = False
         self._deadline: float | None = None
         self._pending: list[Event] = []
         self.events_seen = 0
@@ -166,8 +165,8 @@ class Monitor:
             self._decoders = {t: self._counted(s, fn) for s in self.sensors for t, fn in s.decoders.items()}
             self._poller = Poller()
             self._poller.add(proc.ring)  # type: ignore[arg-type]
-            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            self._poller.add_wakeup(self._wake_r)
+            self._wakeup = Wakeup()
+            self._poller.add_wakeup(self._wakeup.fd)
         except BaseException:
             self.close()
             raise
@@ -224,10 +223,8 @@ class Monitor:
 
     def wake(self) -> None:
         """Makes a waiting poll() return now (e.g. to handle a signal)."""
-        self._woken = True
-        if self._wake_w >= 0:
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
+        if self._wakeup is not None:
+            self._wakeup.wake()
 
     def close(self) -> None:
         self._stopped = True
@@ -235,10 +232,9 @@ class Monitor:
         if self._poller is not None:
             self._poller.close()
             self._poller = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+        if self._wakeup is not None:
+            self._wakeup.close()
+            self._wakeup = None
         self._ring = None
         for s in self.sensors:
             s.close()
@@ -278,10 +274,8 @@ class Monitor:
             ring.drain(lambda run: dispatch(run, decoders, hdr, raw), self.batch_bytes)
         for s in self.sensors:
             s.tick(raw, force=self._stopped)
-        if self._woken:
-            self._woken = False
-            with contextlib.suppress(OSError):
-                os.read(self._wake_r, 64)
+        if self._wakeup is not None:
+            self._wakeup.clear()
         self._refresh_lost()
         if not raw:
             return raw

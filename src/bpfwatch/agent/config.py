@@ -244,12 +244,8 @@ def _convert(meta: dict[str, Any], value: Any, hint: Any) -> Any:
                              else f"{value} must be at least {lo}")
     if kind == "address":
         parse_address(value)
-    elif kind == "path":
+    elif kind in ("path", "paths"):
         for p in [value] if isinstance(value, str) else value:
-            if not p.startswith("/"):
-                raise ValueError(f"{p!r} is not an absolute path")
-    elif kind == "paths":
-        for p in value:
             if not p.startswith("/"):
                 raise ValueError(f"{p!r} is not an absolute path")
     elif kind == "regexes":

@@ -25,6 +25,7 @@ from bpfwatch.events.model import common_fields, exec_from_proc
 from bpfwatch.filters import Filter
 from bpfwatch.pipeline.enrich import Enricher
 from bpfwatch.process_cache import ProcessCache, ProcInfo
+from bpfwatch.wakeup import Wakeup
 
 Event = dict[str, Any]
 NS = 1_000_000_000
@@ -79,8 +80,7 @@ class PollSource:
         self._next = 0.0
         self._pending: list[Event] = []
         self._stopped = False
-        self._woken = False
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup = Wakeup()
         self.sensors = {"process": "poll", **({"network": "poll"} if self.connections else {})}
 
     # -- lifecycle ---------------------------------------------------------------
@@ -99,15 +99,10 @@ class PollSource:
         self.wake()
 
     def wake(self) -> None:
-        self._woken = True
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+        self._wakeup.wake()
 
     def close(self) -> None:
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+        self._wakeup.close()
 
     @property
     def finished(self) -> bool:
@@ -130,11 +125,8 @@ class PollSource:
             wait = min(wait, timeout)
         if wait > 0 and not self._stopped:
             with contextlib.suppress(InterruptedError):
-                select.select([self._wake_r], [], [], wait)
-        if self._woken:
-            self._woken = False
-            with contextlib.suppress(OSError):
-                os.read(self._wake_r, 64)
+                select.select([self._wakeup.fd], [], [], wait)
+        self._wakeup.clear()
         if time.monotonic() < self._next:
             return []
         self._next = max(self._next + self.interval, time.monotonic())

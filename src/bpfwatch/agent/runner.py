@@ -286,7 +286,7 @@ class Agent:
     def reload(self) -> None:
         try:
             new = config_mod.load(self.cfg.path if self.cfg.path not in (None, "<defaults>") else None)
-            plan = self._plan_source(new)
+            swap, fresh = self._plan_source(new)
         except (ConfigError, UsageError) as err:
             self.reloads["rejected"] += 1
             for line in str(err).split("\nbpfwatch: "):
@@ -296,7 +296,7 @@ class Agent:
         agent_log.setup(new.log.level, new.log.format)
         self.redactor = Redactor(new.redaction)
         try:
-            self._apply_source(plan, new)
+            self._apply_source(swap, fresh, new)
         except BpfwatchError as err:
             self.reloads["rejected"] += 1
             self.log.error("config reload rejected, the running config stays in force: %s", err)
@@ -320,28 +320,28 @@ class Agent:
         self.reloads["ok"] += 1
         self.log.info("config reloaded from %s", new.path)
 
-    def _plan_source(self, new: AgentConfig) -> bool:
-        """Whether the new config needs a new event source (programs loaded
-        with other settings, or a change of mode); raises on a config the
-        source rejects. False: swapping the Python-side filter is enough."""
+    def _plan_source(self, new: AgentConfig) -> tuple[bool, Source]:
+        """(whether the new config needs a new event source, an unstarted
+        source built from it). A new source is needed when programs load with
+        other settings or the mode changes; otherwise swapping the Python-side
+        filter is enough. Raises on a config the source rejects."""
         cur = self.source
         if isinstance(cur, Monitor):
             if not new.monitor.ebpf.enabled:
-                return True
-            return kernel_plan(build_monitor(new, snapshot=False)) != kernel_plan(cur)
+                return True, build_poller(new, snapshot=False)
+            fresh = build_monitor(new, snapshot=False)
+            return kernel_plan(fresh) != kernel_plan(cur), fresh
         assert isinstance(cur, PollSource)
-        fresh = build_poller(new, snapshot=False)
-        disabled_before = not self.cfg.monitor.ebpf.enabled
-        if new.monitor.ebpf.enabled and disabled_before:
-            build_monitor(new, snapshot=False)  # validates
-            return True  # eBPF was off by choice, not by failure: try it now
-        return (fresh.interval, fresh.connections) != (cur.interval, cur.connections)
+        if new.monitor.ebpf.enabled and not self.cfg.monitor.ebpf.enabled:
+            # eBPF was off by choice, not by failure: try it now
+            return True, build_monitor(new, snapshot=False)
+        poller = build_poller(new, snapshot=False)
+        return (poller.interval, poller.connections) != (cur.interval, cur.connections), poller
 
-    def _apply_source(self, swap: bool, new: AgentConfig) -> None:
+    def _apply_source(self, swap: bool, fresh: Source, new: AgentConfig) -> None:
         cur = self.source
         assert cur is not None
         if not swap:
-            fresh = build_monitor(new, False) if isinstance(cur, Monitor) else build_poller(new, False)
             cur.filter, cur.types = fresh.filter, fresh.types
             return
         # the new source runs before the old one stops: events up to the

@@ -16,6 +16,9 @@ char LICENSE[] SEC("license") = "GPL";
  * reached through casts); the Python decoder reads layouts from there. */
 #define BW_LAYOUT(type, name) type *bw_layout_##name __attribute__((unused))
 
+/* recvmsg flag: a peek reads bytes that a later read returns again */
+#define BW_MSG_PEEK 2
+
 BW_LAYOUT(struct bw_hdr, hdr);
 BW_LAYOUT(enum bw_event_type, event_type);
 

@@ -204,8 +204,6 @@ int BPF_PROG(bw_net_tcp_destroy, struct sock *sk)
 
 /* ---- application bytes: exact, whatever TCP adds (SYN, FIN, retransmits) ---- */
 
-#define BW_MSG_PEEK 2
-
 static __always_inline void count_app(struct sock *sk, int ret, int sent)
 {
 	if (ret <= 0 || BPF_CORE_READ(sk, sk_protocol) != BW_IPPROTO_TCP)

@@ -517,7 +517,7 @@ int BPF_PROG(bw_prof_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(bw_prof_recv, struct sock *sk, int ret, int flags)
 {
-	if (flags & 2 /* MSG_PEEK: the same bytes are read again later */)
+	if (flags & BW_MSG_PEEK)
 		return 0;
 	count_net(sk, ret, 0);
 	return 0;

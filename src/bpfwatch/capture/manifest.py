@@ -104,6 +104,12 @@ def segment_name(seq: int, start_ns: int) -> str:
     return f"{PREFIX}{seq:08d}-{stamp}.jsonl"
 
 
+def stem_of(name: str) -> str:
+    """A segment's name without `.jsonl` and what follows (compression, `.open`):
+    the same for every form the segment takes."""
+    return name.split(".jsonl", 1)[0]
+
+
 def seq_of(name: str) -> int | None:
     if not name.startswith(PREFIX):
         return None

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from bpfwatch.capture import codec
-from bpfwatch.capture.manifest import NAME, OPEN_SUFFIX, Manifest, Segment, seq_of
+from bpfwatch.capture.manifest import NAME, OPEN_SUFFIX, Manifest, Segment, seq_of, stem_of
 from bpfwatch.errors import UsageError
 from bpfwatch.filters import Filter
 
@@ -36,14 +36,14 @@ def segments(directory: str, include_open: bool = True) -> list[Segment]:
         raise UsageError(f"{directory} is not a capture directory (no index.json, no segments)")
     listed = list(m.segments) if m else []
     names = {s.name for s in listed}
-    stems = {s.name.split(".jsonl")[0] for s in listed}
+    stems = {stem_of(s.name) for s in listed}
     for n in os.listdir(directory):
         seq = seq_of(n)
         if seq is None or n in names or n.endswith(".tmp"):
             continue
         if n.endswith(OPEN_SUFFIX) and not include_open:
             continue
-        if n.split(".jsonl")[0] in stems:
+        if stem_of(n) in stems:
             continue  # another form of a listed segment (compression in progress)
         listed.append(Segment(name=n, seq=seq, compression=codec.compression_of(n.removesuffix(OPEN_SUFFIX))))
     listed.sort(key=lambda s: s.seq)
@@ -55,7 +55,7 @@ def _resolve(directory: str, seg: Segment) -> str | None:
     path = os.path.join(directory, seg.name)
     if os.path.exists(path):
         return path
-    stem = seg.name.split(".jsonl")[0] + ".jsonl"
+    stem = stem_of(seg.name) + ".jsonl"
     for suffix in ("", ".zst", ".gz"):
         alt = os.path.join(directory, stem + suffix)
         if os.path.exists(alt):

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bpfwatch.capture import codec
-from bpfwatch.capture.manifest import OPEN_SUFFIX, Manifest, Segment, fsync_dir, segment_name, seq_of
+from bpfwatch.capture.manifest import OPEN_SUFFIX, Manifest, Segment, fsync_dir, segment_name, seq_of, stem_of
 from bpfwatch.errors import BpfwatchError
 
 if TYPE_CHECKING:
@@ -378,7 +378,7 @@ class CaptureWriter:
                 continue
             if n.endswith(OPEN_SUFFIX):
                 seg = self._recover_open(n, seq)
-            elif not any(n.startswith(s.name.split(".jsonl")[0]) for s in kept):
+            elif stem_of(n) not in {stem_of(s.name) for s in kept}:
                 seg = self._adopt(n, seq)
             else:
                 continue
