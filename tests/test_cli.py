@@ -90,8 +90,9 @@ def test_signal_ends_cleanly_with_summary(sig, no_leaks):
     trace = subprocess.Popen([*BPFWATCH, "trace", "--format", "json"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=ENV)
     assert wait_programs("bw_proc", loaded=True), "trace never loaded its programs"
-    subprocess.run(["/bin/true"], check=True)
-    time.sleep(0.3)
+    for _ in range(5):  # loaded is not yet attached: some of these execs come after
+        subprocess.run(["/bin/true"], check=True)
+        time.sleep(0.1)
     trace.send_signal(sig)
     out, err = trace.communicate(timeout=20)
     assert trace.returncode == 0, err

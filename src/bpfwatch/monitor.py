@@ -271,7 +271,8 @@ class Monitor:
         ring = self._ring
         if ring is not None and (ready or ring.pending_bytes()):
             decoders, hdr = self._decoders, self.sensors[0].hdr_dtype
-            ring.drain(lambda run: dispatch(run, decoders, hdr, raw), self.batch_bytes)
+            # once stopped, everything left is read: the caller's last poll
+            ring.drain(lambda run: dispatch(run, decoders, hdr, raw), None if self._stopped else self.batch_bytes)
         for s in self.sensors:
             s.tick(raw, force=self._stopped)
         if self._wakeup is not None:
