@@ -12,6 +12,8 @@ VMLINUX    := $(BUILD_DIR)/vmlinux.h
 BPF_SRCS   := $(wildcard $(BPF_DIR)/*.bpf.c)
 BPF_OBJS   := $(BPF_SRCS:.bpf.c=.bpf.o)
 BPF_HDRS   := $(wildcard $(BPF_DIR)/*.h)
+TEST_BPF_SRCS := $(wildcard tests/bpf/*.bpf.c)
+TEST_BPF_OBJS := $(patsubst tests/bpf/%.bpf.c,build/testbpf/%.bpf.o,$(TEST_BPF_SRCS))
 ARCH       := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 CLANG      ?= clang
 CFLAGS_BPF := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD_DIR) -I$(BPF_DIR) -Wall -Werror
@@ -20,7 +22,7 @@ STAMP_TEST := build/.test-deps
 STAMP_VENV := $(VENV)/.installed
 ARGS       ?=
 
-.PHONY: all deps venv bpf run test lint bench clean distclean
+.PHONY: all deps venv bpf testbpf run test lint bench clean distclean
 
 all: bpf venv
 
@@ -46,6 +48,13 @@ $(BPF_DIR)/%.bpf.o: $(BPF_DIR)/%.bpf.c $(BPF_HDRS) $(VMLINUX)
 
 bpf: $(BPF_OBJS)
 
+# objects the program-manager tests load (never installed)
+build/testbpf/%.bpf.o: tests/bpf/%.bpf.c $(VMLINUX)
+	@mkdir -p build/testbpf
+	$(CLANG) $(CFLAGS_BPF) -c $< -o $@
+
+testbpf: $(TEST_BPF_OBJS)
+
 $(STAMP_VENV): pyproject.toml | $(STAMP_SYS)
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
@@ -57,7 +66,7 @@ venv: $(STAMP_VENV)
 run: bpf venv
 	$(VENV)/bin/bpfwatch trace $(ARGS)
 
-test: bpf venv $(STAMP_TEST)
+test: bpf testbpf venv $(STAMP_TEST)
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VPY) -m pytest $(ARGS)
 

@@ -76,3 +76,51 @@ def test_char_arrays_are_strings(btf):
 def test_unknown_struct_is_a_clear_error(btf):
     with pytest.raises(LayoutError, match="not in the object's BTF"):
         struct_dtype(btf, "no_such_struct")
+
+
+@pytest.fixture(scope="module")
+def vmlinux():
+    from bpfwatch import libbpf as L
+
+    with L.Btf.parse("/sys/kernel/btf/vmlinux") as b:
+        yield b
+
+
+@pytest.mark.parametrize("cls,struct", [("ProgInfo", "bpf_prog_info"), ("MapInfo", "bpf_map_info")])
+def test_info_structs_match_the_kernel(vmlinux, cls, struct):
+    """The ctypes mirrors of the UAPI info structs, held to the kernel's BTF."""
+    import ctypes
+
+    from bpfwatch import libbpf as L
+
+    mirror = getattr(L, cls)
+    kernel = {name: bitoff // 8 for name, _t, bitoff, _bits in vmlinux.find(struct, L.BTF_KIND_STRUCT).members()}
+    for name, _ctype in mirror._fields_:
+        assert kernel[name] == getattr(mirror, name).offset, name
+    assert ctypes.sizeof(mirror) <= vmlinux.find(struct, L.BTF_KIND_STRUCT).size_or_type
+
+
+def test_link_info_header_and_union_offset(vmlinux):
+    from bpfwatch import libbpf as L
+
+    members = {n: off // 8 for n, _t, off, _b in vmlinux.find("bpf_link_info", L.BTF_KIND_STRUCT).members()}
+    assert members["type"] == 0 and members["id"] == 4 and members["prog_id"] == 8
+    assert members[""] == L.LinkInfo.u.offset  # the anonymous union
+
+
+def test_xdp_counter_layout_matches_python():
+    from bpfwatch import libbpf as L
+    from bpfwatch import xdp_stats
+    from bpfwatch.bpf import object_path
+
+    with L.BpfObject(str(object_path("xdpstats"))) as obj:
+        btf = obj.btf()
+        l3 = btf.find("bw_l3", L.BTF_KIND_ENUM).enum_members()
+        l4 = btf.find("bw_l4", L.BTF_KIND_ENUM).enum_members()
+        assert [k.removeprefix("BW_L3_").lower() for k, v in sorted(l3.items(), key=lambda x: x[1])
+                if k != "BW_L3_N"] == list(xdp_stats.L3)
+        assert [k.removeprefix("BW_L4_").lower() for k, v in sorted(l4.items(), key=lambda x: x[1])
+                if k != "BW_L4_N"] == list(xdp_stats.L4)
+        count = btf.find("bw_xdp_count", L.BTF_KIND_STRUCT)
+        assert [(m[0], m[2] // 8) for m in count.members()] == [("packets", 0), ("bytes", 8)]
+        assert obj.map("bw_xdp_counts").max_entries == l3["BW_L3_N"] * l4["BW_L4_N"]

@@ -27,6 +27,10 @@ MAP_TYPE_PERCPU_ARRAY = 6
 MAP_TYPE_LRU_PERCPU_HASH = 10
 MAP_TYPE_QUEUE = 22
 MAP_TYPE_RINGBUF = 27
+MAP_TYPE_LRU_HASH = 9
+MAP_TYPE_PERCPU_CGROUP_STORAGE = 21
+PERCPU_MAP_TYPES = frozenset({MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_LRU_PERCPU_HASH,
+                              MAP_TYPE_PERCPU_CGROUP_STORAGE})
 
 _c_void_p = ctypes.c_void_p
 _c_int = ctypes.c_int
@@ -61,6 +65,20 @@ _PROTOTYPES: list[tuple[str, Any, list[Any]]] = [
     ("bpf_program__attach_cgroup", _c_void_p, [_c_void_p, _c_int]),
     ("bpf_program__attach_uprobe", _c_void_p,
      [_c_void_p, ctypes.c_bool, _c_int, _c_char_p, _c_size_t]),
+    ("bpf_program__attach_uprobe_opts", _c_void_p, [_c_void_p, _c_int, _c_char_p, _c_size_t, _c_void_p]),
+    ("bpf_program__attach_tracepoint", _c_void_p, [_c_void_p, _c_char_p, _c_char_p]),
+    ("bpf_program__attach_raw_tracepoint", _c_void_p, [_c_void_p, _c_char_p]),
+    ("bpf_program__attach_kprobe", _c_void_p, [_c_void_p, ctypes.c_bool, _c_char_p]),
+    ("bpf_program__attach_trace", _c_void_p, [_c_void_p]),
+    ("bpf_program__attach_lsm", _c_void_p, [_c_void_p]),
+    ("bpf_program__expected_attach_type", _c_int, [_c_void_p]),
+    ("bpf_program__set_type", _c_int, [_c_void_p, _c_int]),
+    ("bpf_program__set_expected_attach_type", _c_int, [_c_void_p, _c_int]),
+    ("bpf_link__pin", _c_int, [_c_void_p, _c_char_p]),
+    ("bpf_link__disconnect", None, [_c_void_p]),
+    ("bpf_program__set_attach_target", _c_int, [_c_void_p, _c_int, _c_char_p]),
+    ("bpf_xdp_detach", _c_int, [_c_int, ctypes.c_uint32, _c_void_p]),
+    ("bpf_object__open_mem", _c_void_p, [_c_void_p, _c_size_t, _c_void_p]),
     ("bpf_link__destroy", _c_int, [_c_void_p]),
     ("bpf_link__fd", _c_int, [_c_void_p]),
     ("bpf_map__fd", _c_int, [_c_void_p]),
@@ -85,6 +103,22 @@ _PROTOTYPES: list[tuple[str, Any, list[Any]]] = [
     ("bpf_map_create", _c_int,
      [_c_int, _c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, _c_void_p]),
     ("bpf_link_create", _c_int, [_c_int, _c_int, _c_int, _c_void_p]),
+    ("bpf_link_detach", _c_int, [_c_int]),
+    ("bpf_obj_pin", _c_int, [_c_int, _c_char_p]),
+    ("bpf_obj_get", _c_int, [_c_char_p]),
+    ("bpf_prog_get_next_id", _c_int, [ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]),
+    ("bpf_map_get_next_id", _c_int, [ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]),
+    ("bpf_link_get_next_id", _c_int, [ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]),
+    ("bpf_prog_get_fd_by_id", _c_int, [ctypes.c_uint32]),
+    ("bpf_map_get_fd_by_id", _c_int, [ctypes.c_uint32]),
+    ("bpf_link_get_fd_by_id", _c_int, [ctypes.c_uint32]),
+    ("bpf_prog_test_run_opts", _c_int, [_c_int, _c_void_p]),
+    ("bpf_xdp_query", _c_int, [_c_int, _c_int, _c_void_p]),
+    ("bpf_tc_hook_create", _c_int, [_c_void_p]),
+    ("bpf_tc_hook_destroy", _c_int, [_c_void_p]),
+    ("bpf_tc_attach", _c_int, [_c_void_p, _c_void_p]),
+    ("bpf_tc_detach", _c_int, [_c_void_p, _c_void_p]),
+    ("btf__load_from_kernel_by_id", _c_void_p, [ctypes.c_uint32]),
     ("bpf_obj_get_info_by_fd", _c_int, [_c_int, _c_void_p, ctypes.POINTER(ctypes.c_uint32)]),
     ("bpf_enable_stats", _c_int, [_c_int]),
     ("libbpf_find_vmlinux_btf_id", _c_int, [_c_char_p, _c_int]),
@@ -397,6 +431,12 @@ class Link:
             lib().bpf_link__destroy(self.ptr)
             self.ptr = 0
 
+    def pin(self, path: str) -> None:
+        """Pins the link in bpffs; it then outlives this process (close() only
+        lets go of it, without detaching)."""
+        _check_rc(lib().bpf_link__pin(self.ptr, os.fsencode(path)), f"pin link at {path}")
+        lib().bpf_link__disconnect(self.ptr)
+
     def __enter__(self) -> Link:
         return self
 
@@ -456,43 +496,66 @@ class Program:
         ptr = lib().bpf_program__attach_uprobe(self.ptr, retprobe, pid, os.fsencode(binary), offset)
         return self._link(ptr, f"uprobe {binary}+{offset:#x}")
 
+    def attach_uprobe_func(self, binary: str, func: str, pid: int = -1, retprobe: bool = False) -> Link:
+        """A uprobe on a function found by name in the binary's symbols."""
+        opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), retprobe=retprobe, func_name=func.encode())
+        ptr = lib().bpf_program__attach_uprobe_opts(self.ptr, pid, os.fsencode(binary), 0, ctypes.byref(opts))
+        return self._link(ptr, f"uprobe {binary}:{func}")
 
-class Map:
-    def __init__(self, obj: BpfObject | None, ptr: int) -> None:
-        self.obj = obj
-        self.ptr = ptr
-        self.name = lib().bpf_map__name(ptr).decode()
+    def attach_tracepoint(self, category: str, name: str) -> Link:
+        ptr = lib().bpf_program__attach_tracepoint(self.ptr, category.encode(), name.encode())
+        return self._link(ptr, f"tracepoint {category}:{name}")
+
+    def attach_raw_tracepoint(self, name: str) -> Link:
+        return self._link(lib().bpf_program__attach_raw_tracepoint(self.ptr, name.encode()), f"raw_tp {name}")
+
+    def attach_kprobe(self, func: str, retprobe: bool = False) -> Link:
+        return self._link(lib().bpf_program__attach_kprobe(self.ptr, retprobe, func.encode()), f"kprobe {func}")
+
+    def attach_trace(self) -> Link:
+        """fentry/fexit/tp_btf, at the target named when the object was opened."""
+        return self._link(lib().bpf_program__attach_trace(self.ptr), self.section)
+
+    def attach_lsm(self) -> Link:
+        return self._link(lib().bpf_program__attach_lsm(self.ptr), self.section)
+
+    def set_attach_target(self, name: str) -> None:
+        """Before load: the kernel function or tracepoint of a BTF-targeted program."""
+        _check_rc(lib().bpf_program__set_attach_target(self.ptr, 0, name.encode()),
+                  f"attach target {name} of {self.name}")
+
+    @property
+    def expected_attach_type(self) -> int:
+        return lib().bpf_program__expected_attach_type(self.ptr)
+
+
+class MapOps:
+    """Element operations on a map fd; subclasses say what the map is."""
+
+    name: str
 
     @property
     def fd(self) -> int:
-        return lib().bpf_map__fd(self.ptr)
+        raise NotImplementedError
 
     @property
     def map_type(self) -> int:
-        return lib().bpf_map__type(self.ptr)
+        raise NotImplementedError
 
     @property
     def key_size(self) -> int:
-        return lib().bpf_map__key_size(self.ptr)
+        raise NotImplementedError
 
     @property
     def value_size(self) -> int:
-        return lib().bpf_map__value_size(self.ptr)
+        raise NotImplementedError
 
     @property
-    def max_entries(self) -> int:
-        return lib().bpf_map__max_entries(self.ptr)
-
-    @max_entries.setter
-    def max_entries(self, n: int) -> None:
-        _check_rc(lib().bpf_map__set_max_entries(self.ptr, n), f"max_entries of map {self.name}")
-
-    def reuse_fd(self, fd: int) -> None:
-        """Before load: use an existing map (e.g. one shared by several objects)."""
-        _check_rc(lib().bpf_map__reuse_fd(self.ptr, fd), f"sharing map {self.name}")
+    def percpu(self) -> bool:
+        return self.map_type in PERCPU_MAP_TYPES
 
     def _value_len(self) -> int:
-        if self.map_type in (MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_PERCPU_HASH, MAP_TYPE_LRU_PERCPU_HASH):
+        if self.percpu:
             return ((self.value_size + 7) // 8) * 8 * num_possible_cpus()
         return self.value_size
 
@@ -585,6 +648,44 @@ class Map:
             return 0
         step = ((self.value_size + 7) // 8) * 8
         return sum(int.from_bytes(raw[i: i + 8], "little") for i in range(0, len(raw), step))
+
+
+
+class Map(MapOps):
+    """A map of an opened BPF object."""
+
+    def __init__(self, obj: BpfObject | None, ptr: int) -> None:
+        self.obj = obj
+        self.ptr = ptr
+        self.name = lib().bpf_map__name(ptr).decode()
+
+    @property
+    def fd(self) -> int:
+        return lib().bpf_map__fd(self.ptr)
+
+    @property
+    def map_type(self) -> int:
+        return lib().bpf_map__type(self.ptr)
+
+    @property
+    def key_size(self) -> int:
+        return lib().bpf_map__key_size(self.ptr)
+
+    @property
+    def value_size(self) -> int:
+        return lib().bpf_map__value_size(self.ptr)
+
+    @property
+    def max_entries(self) -> int:
+        return lib().bpf_map__max_entries(self.ptr)
+
+    @max_entries.setter
+    def max_entries(self, n: int) -> None:
+        _check_rc(lib().bpf_map__set_max_entries(self.ptr, n), f"max_entries of map {self.name}")
+
+    def reuse_fd(self, fd: int) -> None:
+        """Before load: use an existing map (e.g. one shared by several objects)."""
+        _check_rc(lib().bpf_map__reuse_fd(self.ptr, fd), f"sharing map {self.name}")
 
 
 class BpfObject:
@@ -745,31 +846,14 @@ def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
                      f"link type {attach_type}")
 
 
-# struct bpf_prog_info (UAPI, append-only): the fields we read, by offset;
-# tests/test_libbpf.py holds these against the kernel's BTF.
-PROG_INFO_SIZE = 232
-PROG_INFO_FIELDS = {"type": (0, 4), "id": (4, 4), "tag": (8, 8), "load_time": (40, 8),
-                    "created_by_uid": (48, 4), "name": (64, 16), "run_time_ns": (192, 8),
-                    "run_cnt": (200, 8), "recursion_misses": (208, 8), "verified_insns": (216, 4)}
-
-
 def prog_info(fd: int) -> dict[str, Any]:
     """bpf(BPF_OBJ_GET_INFO_BY_FD) on a program: id, name, tag and, while
     kernel BPF statistics are on, run_cnt and run_time_ns."""
-    buf = ctypes.create_string_buffer(PROG_INFO_SIZE)
-    size = ctypes.c_uint32(PROG_INFO_SIZE)
-    _check_rc(lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(size)), "program info")
-    raw = buf.raw
-    out: dict[str, Any] = {}
-    for name, (off, width) in PROG_INFO_FIELDS.items():
-        chunk = raw[off:off + width]
-        if name == "name":
-            out[name] = chunk.split(b"\0", 1)[0].decode(errors="replace")
-        elif name == "tag":
-            out[name] = chunk.hex()
-        else:
-            out[name] = int.from_bytes(chunk, "little")
-    return out
+    info = prog_info_full(fd, with_map_ids=False)[0]
+    return {"type": info.type, "id": info.id, "tag": bytes(info.tag).hex(), "load_time": info.load_time,
+            "created_by_uid": info.created_by_uid, "name": info.name.decode(errors="replace"),
+            "run_time_ns": info.run_time_ns, "run_cnt": info.run_cnt,
+            "recursion_misses": info.recursion_misses, "verified_insns": info.verified_insns}
 
 
 BPF_STATS_RUN_TIME = 0
@@ -788,3 +872,241 @@ def stats_enabled() -> bool:
             return f.read().strip() != "0"
     except OSError:
         return False
+
+
+class _UprobeOpts(ctypes.Structure):
+    _fields_ = [("sz", _c_size_t), ("ref_ctr_offset", _c_size_t), ("bpf_cookie", ctypes.c_uint64),
+                ("retprobe", ctypes.c_bool), ("func_name", _c_char_p)]
+
+
+# ---- kernel-wide objects: ids, fds, pins, info --------------------------------
+
+def next_ids(kind: str) -> Iterator[int]:
+    """Ids of every loaded program, map or link ("prog", "map", "link")."""
+    fn = {"prog": lib().bpf_prog_get_next_id, "map": lib().bpf_map_get_next_id,
+          "link": lib().bpf_link_get_next_id}[kind]
+    cur = ctypes.c_uint32(0)
+    nxt = ctypes.c_uint32()
+    while True:
+        rc = fn(cur.value, ctypes.byref(nxt))
+        if rc < 0:
+            if -rc == errno_mod.ENOENT:
+                return
+            _check_rc(rc, f"listing {kind} ids")
+        yield nxt.value
+        cur.value = nxt.value
+
+
+def fd_by_id(kind: str, obj_id: int) -> int:
+    """A new fd for the program, map or link with this id (caller closes)."""
+    fn = {"prog": lib().bpf_prog_get_fd_by_id, "map": lib().bpf_map_get_fd_by_id,
+          "link": lib().bpf_link_get_fd_by_id}[kind]
+    return _check_rc(fn(obj_id), f"no {kind} with id {obj_id}")
+
+
+def obj_pin(fd: int, path: str) -> None:
+    _check_rc(lib().bpf_obj_pin(fd, os.fsencode(path)), f"pin at {path}")
+
+
+def obj_get(path: str) -> int:
+    """fd of a pinned object (caller closes)."""
+    return _check_rc(lib().bpf_obj_get(os.fsencode(path)), f"open pinned object {path}")
+
+
+def link_detach(fd: int) -> None:
+    """Detaches a link from its hook even while other fds still hold it."""
+    _check_rc(lib().bpf_link_detach(fd), "detach link")
+
+
+class ProgInfo(ctypes.Structure):
+    """struct bpf_prog_info (UAPI, append-only); tests hold it to the kernel's BTF."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
+                ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16),
+                ("ifindex", ctypes.c_uint32), ("gpl_compatible", ctypes.c_uint32),
+                ("netns_dev", ctypes.c_uint64), ("netns_ino", ctypes.c_uint64),
+                ("nr_jited_ksyms", ctypes.c_uint32), ("nr_jited_func_lens", ctypes.c_uint32),
+                ("jited_ksyms", ctypes.c_uint64), ("jited_func_lens", ctypes.c_uint64),
+                ("btf_id", ctypes.c_uint32), ("func_info_rec_size", ctypes.c_uint32),
+                ("func_info", ctypes.c_uint64), ("nr_func_info", ctypes.c_uint32),
+                ("nr_line_info", ctypes.c_uint32), ("line_info", ctypes.c_uint64),
+                ("jited_line_info", ctypes.c_uint64), ("nr_jited_line_info", ctypes.c_uint32),
+                ("line_info_rec_size", ctypes.c_uint32), ("jited_line_info_rec_size", ctypes.c_uint32),
+                ("nr_prog_tags", ctypes.c_uint32), ("prog_tags", ctypes.c_uint64),
+                ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64),
+                ("recursion_misses", ctypes.c_uint64), ("verified_insns", ctypes.c_uint32),
+                ("attach_btf_obj_id", ctypes.c_uint32), ("attach_btf_id", ctypes.c_uint32)]
+
+
+class MapInfo(ctypes.Structure):
+    """struct bpf_map_info (UAPI)."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
+                ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16), ("ifindex", ctypes.c_uint32),
+                ("btf_vmlinux_value_type_id", ctypes.c_uint32), ("netns_dev", ctypes.c_uint64),
+                ("netns_ino", ctypes.c_uint64), ("btf_id", ctypes.c_uint32),
+                ("btf_key_type_id", ctypes.c_uint32), ("btf_value_type_id", ctypes.c_uint32),
+                ("btf_vmlinux_id", ctypes.c_uint32), ("map_extra", ctypes.c_uint64)]
+
+
+class LinkInfo(ctypes.Structure):
+    """struct bpf_link_info: the header, then the union read as raw words.
+
+    Link types whose target is a string (raw_tracepoint, perf_event) get a
+    buffer pointer and length placed where the kernel expects them."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("prog_id", ctypes.c_uint32),
+                ("_pad", ctypes.c_uint32), ("u", ctypes.c_uint64 * 8)]
+
+
+def _info(fd: int, info: ctypes.Structure, what: str) -> None:
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check_rc(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), what)
+
+
+def prog_info_full(fd: int, with_map_ids: bool = True) -> tuple[ProgInfo, list[int]]:
+    """The program's info and the ids of the maps it uses."""
+    info = ProgInfo()
+    _info(fd, info, "program info")
+    ids: list[int] = []
+    if with_map_ids and info.nr_map_ids:
+        n = info.nr_map_ids
+        arr = (ctypes.c_uint32 * n)()
+        info2 = ProgInfo(nr_map_ids=n, map_ids=ctypes.addressof(arr))
+        _info(fd, info2, "program map ids")
+        ids = list(arr[:min(n, info2.nr_map_ids)])
+    return info, ids
+
+
+def map_info(fd: int) -> MapInfo:
+    info = MapInfo()
+    _info(fd, info, "map info")
+    return info
+
+
+LINK_TYPE_RAW_TRACEPOINT = 1
+LINK_TYPE_PERF_EVENT = 7
+
+
+def link_info(fd: int) -> tuple[LinkInfo, str]:
+    """The link's info and, for tracepoint-like links, its target's name."""
+    info = LinkInfo()
+    _info(fd, info, "link info")
+    name = ""
+    if info.type in (LINK_TYPE_RAW_TRACEPOINT, LINK_TYPE_PERF_EVENT):
+        buf = ctypes.create_string_buffer(256)
+        again = LinkInfo()
+        # raw_tracepoint: tp_name at u[0], tp_name_len at u[1];
+        # perf_event: type at u[0] low word, name pointer at u[1], name_len at u[2] low word.
+        slot = 0 if info.type == LINK_TYPE_RAW_TRACEPOINT else 1
+        again.u[slot] = ctypes.addressof(buf)
+        again.u[slot + 1] = len(buf)
+        try:
+            _info(fd, again, "link info")
+            name = buf.value.decode(errors="replace")
+            info = again
+        except BpfError:
+            pass
+    return info, name
+
+
+class _XdpQueryOpts(ctypes.Structure):
+    _fields_ = [("sz", _c_size_t), ("prog_id", ctypes.c_uint32), ("drv_prog_id", ctypes.c_uint32),
+                ("hw_prog_id", ctypes.c_uint32), ("skb_prog_id", ctypes.c_uint32),
+                ("attach_mode", ctypes.c_uint8)]
+
+
+XDP_ATTACHED_MODES = {0: "none", 1: "native", 2: "generic", 3: "offload", 4: "multi"}
+
+
+def xdp_query(ifindex: int) -> dict[str, int | str]:
+    """Which XDP programs an interface has (by netlink): ids per mode."""
+    opts = _XdpQueryOpts(sz=ctypes.sizeof(_XdpQueryOpts))
+    _check_rc(lib().bpf_xdp_query(ifindex, 0, ctypes.byref(opts)), f"XDP query of ifindex {ifindex}")
+    return {"prog_id": opts.prog_id, "native": opts.drv_prog_id, "generic": opts.skb_prog_id,
+            "offload": opts.hw_prog_id, "mode": XDP_ATTACHED_MODES.get(opts.attach_mode, "?")}
+
+
+class _LinkCreateOpts(ctypes.Structure):
+    _fields_ = [("sz", _c_size_t), ("flags", ctypes.c_uint32), ("iter_info", _c_void_p),
+                ("iter_info_len", ctypes.c_uint32), ("target_btf_id", ctypes.c_uint32),
+                ("u", ctypes.c_uint64 * 5)]
+
+
+def link_create_flags(prog_fd: int, target_fd: int, attach_type: int, flags: int) -> int:
+    """bpf(BPF_LINK_CREATE) with flags (XDP mode for an xdp link)."""
+    opts = _LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts), flags=flags)
+    return _check_rc(lib().bpf_link_create(prog_fd, target_fd, attach_type, ctypes.byref(opts)),
+                     f"link type {attach_type}")
+
+
+class TcHook(ctypes.Structure):
+    _fields_ = [("sz", _c_size_t), ("ifindex", _c_int), ("attach_point", _c_int), ("parent", ctypes.c_uint32)]
+
+
+class TcOpts(ctypes.Structure):
+    _fields_ = [("sz", _c_size_t), ("prog_fd", _c_int), ("flags", ctypes.c_uint32),
+                ("prog_id", ctypes.c_uint32), ("handle", ctypes.c_uint32), ("priority", ctypes.c_uint32)]
+
+
+def tc_clsact_attach(ifindex: int, egress: bool, prog_fd: int) -> tuple[TcHook, TcOpts]:
+    """Legacy tc: a clsact qdisc (created if absent) and a direct-action filter."""
+    hook = TcHook(sz=ctypes.sizeof(TcHook), ifindex=ifindex, attach_point=2 if egress else 1)
+    rc = lib().bpf_tc_hook_create(ctypes.byref(hook))
+    if rc < 0 and -rc != errno_mod.EEXIST:
+        _check_rc(rc, f"clsact qdisc on ifindex {ifindex}")
+    opts = TcOpts(sz=ctypes.sizeof(TcOpts), prog_fd=prog_fd)
+    _check_rc(lib().bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)), f"tc filter on ifindex {ifindex}")
+    return hook, opts
+
+
+def xdp_detach(ifindex: int, flags: int = 0) -> None:
+    """Removes a netlink (non-link) XDP program from an interface."""
+    _check_rc(lib().bpf_xdp_detach(ifindex, flags, None), f"XDP detach from ifindex {ifindex}")
+
+
+def tc_clsact_detach(hook: TcHook, opts: TcOpts) -> None:
+    done = TcOpts(sz=ctypes.sizeof(TcOpts), handle=opts.handle, priority=opts.priority)
+    lib().bpf_tc_detach(ctypes.byref(hook), ctypes.byref(done))
+
+
+class TestRunOpts(ctypes.Structure):
+    _fields_ = [("sz", _c_size_t), ("data_in", _c_void_p), ("data_out", _c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", _c_void_p), ("ctx_out", _c_void_p), ("ctx_size_in", ctypes.c_uint32),
+                ("ctx_size_out", ctypes.c_uint32), ("retval", ctypes.c_uint32), ("repeat", _c_int),
+                ("duration", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+                ("batch_size", ctypes.c_uint32)]
+
+
+def test_run(prog_fd: int, data: bytes, repeat: int = 1, flags: int = 0, ctx: bytes = b"",
+             batch_size: int = 0) -> tuple[int, int]:
+    """bpf(BPF_PROG_TEST_RUN): (return value, mean ns per run)."""
+    buf = ctypes.create_string_buffer(data, len(data))
+    cbuf = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
+    opts = TestRunOpts(sz=ctypes.sizeof(TestRunOpts), data_in=ctypes.addressof(buf), data_size_in=len(data),
+                       repeat=repeat, flags=flags, batch_size=batch_size)
+    if cbuf is not None:
+        opts.ctx_in = ctypes.addressof(cbuf)
+        opts.ctx_size_in = len(ctx)
+    _check_rc(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "test run")
+    return opts.retval, opts.duration
+
+
+def btf_from_kernel(btf_id: int) -> Btf:
+    """The BTF object with this id (a map's or program's types)."""
+    return Btf(_check_ptr(lib().btf__load_from_kernel_by_id(btf_id), f"BTF id {btf_id}"), owned=True)
+
+
+def fdinfo(fd: int) -> dict[str, str]:
+    """/proc/self/fdinfo of a BPF fd (memlock, prog_id, map_id, ...)."""
+    out = {}
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k.strip()] = v.strip()
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -19,24 +20,28 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from bpfwatch.cli import agent, capture, doctor, report, run, trace
+# sub-command -> the cli module that defines it, in help order
+COMMANDS = {"trace": "trace", "run": "run", "report": "report", "doctor": "doctor", "agent": "agent",
+            "config": "agent", "capture": "capture", "prog": "prog", "map": "maps", "xdp-stats": "xdp"}
 
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """All sub-commands, or only the one being run: each cli module imports
+    what its command needs (numpy, matplotlib, ...), which costs start-up time."""
     parser = _Parser(prog="bpfwatch", description="What processes really do, seen from the kernel (eBPF).")
     parser.add_argument("--version", action="version", version=f"bpfwatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    trace.add_parser(sub)
-    run.add_parser(sub)
-    report.add_parser(sub)
-    doctor.add_parser(sub)
-    agent.add_parser(sub)
-    capture.add_parser(sub)
+    modules = [COMMANDS[only]] if only in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
+        importlib.import_module(f"bpfwatch.cli.{name}").add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(first)
+    args = parser.parse_args(args_list)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

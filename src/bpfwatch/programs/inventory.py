@@ -1,0 +1,383 @@
+"""Every BPF program, map and link on the host, with what they are attached
+to, who holds them (processes, pins) and whether bpfwatch owns them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from bpfwatch import libbpf as L
+from bpfwatch.errors import BpfError, UsageError
+from bpfwatch.mounts import cgroup2_root
+from bpfwatch.programs import bpffs
+from bpfwatch.programs.kinds import ATTACH_TYPES, LINK_TYPES, MAP_TYPES, PROG_TYPES, name_of
+
+
+@dataclass
+class Holders:
+    """Who keeps kernel objects alive: processes with fds, and pins."""
+
+    pids: dict[tuple[str, int], list[tuple[int, str]]] = field(default_factory=lambda: defaultdict(list))
+    pins: dict[tuple[str, int], list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    @classmethod
+    def scan(cls) -> Holders:
+        h = cls()
+        me = os.getpid()
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+            if pid == me:
+                continue
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            comm = None
+            for fd in fds:
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                kind = {"anon_inode:bpf-prog": "prog", "anon_inode:bpf-map": "map",
+                        "anon_inode:bpf_link": "link"}.get(target)
+                if kind is None:
+                    continue
+                obj_id = _fdinfo_id(pid, fd, kind)
+                if obj_id is None:
+                    continue
+                if comm is None:
+                    comm = _comm(pid)
+                entry = (pid, comm)
+                if entry not in h.pids[(kind, obj_id)]:
+                    h.pids[(kind, obj_id)].append(entry)
+        for path, kind, obj_id in bpffs.walk_pins():
+            h.pins[(kind, obj_id)].append(path)
+        return h
+
+
+def _fdinfo_id(pid: int, fd: str, kind: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith(f"{kind}_id:"):
+                    return int(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def _cmdline_has_bpfwatch(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"bpfwatch" in f.read()
+    except OSError:
+        return False
+
+
+def boot_to_wall(boot_ns: int) -> float:
+    """A CLOCK_BOOTTIME timestamp (a program's load_time) as Unix time."""
+    return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - boot_ns / 1e9)
+
+
+@cache
+def _ifname(ifindex: int) -> str:
+    try:
+        return socket.if_indextoname(ifindex)
+    except OSError:
+        return f"ifindex {ifindex}"
+
+
+@cache
+def _cgroup_path(cgroup_id: int) -> str:
+    root = cgroup2_root()
+    if root:
+        for dirpath, _dirs, _files in os.walk(root):
+            try:
+                if os.stat(dirpath).st_ino == cgroup_id:
+                    return dirpath
+            except OSError:
+                continue
+    return f"cgroup id {cgroup_id}"
+
+
+def describe_link(info: L.LinkInfo, name: str) -> str:
+    """Where a link attaches its program, in words."""
+    t, u = info.type, info.u
+    lo = [w & 0xFFFFFFFF for w in u]
+    hi = [w >> 32 for w in u]
+    if t == 1:  # raw_tracepoint (also tp_btf)
+        return f"raw_tp {name}"
+    if t == 2:  # tracing: attach_type, target_obj_id, target_btf_id
+        return f"{name_of(ATTACH_TYPES, lo[0])} btf_id {lo[1]}"
+    if t == 3:  # cgroup: cgroup_id, attach_type
+        return f"cgroup {name_of(ATTACH_TYPES, lo[1])} {_cgroup_path(u[0])}"
+    if t == 4:
+        return "iterator"
+    if t == 5:
+        return f"netns {name_of(ATTACH_TYPES, hi[0])} ino {lo[0]}"
+    if t == 6:
+        return f"xdp {_ifname(lo[0])}"
+    if t == 7:
+        kinds = {1: "uprobe", 2: "uretprobe", 3: "kprobe", 4: "kretprobe", 5: "tracepoint", 6: "perf_event"}
+        return f"{kinds.get(lo[0], 'perf_event')} {name}".strip()
+    if t == 11:
+        return f"tcx {_ifname(lo[0])} {'egress' if hi[0] == 47 else 'ingress'}"
+    if t == 10:
+        return f"netfilter pf {lo[0]} hook {hi[0]}"
+    return name_of(LINK_TYPES, t)
+
+
+@dataclass
+class LinkRecord:
+    id: int
+    type: str
+    prog_id: int
+    target: str
+    pids: list[tuple[int, str]] = field(default_factory=list)
+    pins: list[str] = field(default_factory=list)
+
+
+def links(holders: Holders | None = None) -> list[LinkRecord]:
+    out = []
+    for link_id in L.next_ids("link"):
+        try:
+            fd = L.fd_by_id("link", link_id)
+        except BpfError:
+            continue  # gone meanwhile
+        try:
+            info, name = L.link_info(fd)
+        finally:
+            os.close(fd)
+        rec = LinkRecord(link_id, name_of(LINK_TYPES, info.type), info.prog_id, describe_link(info, name))
+        if holders:
+            rec.pids = holders.pids.get(("link", link_id), [])
+            rec.pins = holders.pins.get(("link", link_id), [])
+        out.append(rec)
+    return out
+
+
+def netlink_xdp() -> dict[int, list[str]]:
+    """prog id -> XDP attachments made through netlink (not links)."""
+    out: dict[int, list[str]] = defaultdict(list)
+    for idx, name in socket.if_nameindex():
+        try:
+            q = L.xdp_query(idx)
+        except BpfError:
+            continue
+        for mode in ("native", "generic", "offload"):
+            if q[mode]:
+                out[int(q[mode])].append(f"xdp {name} ({mode})")
+    return out
+
+
+@dataclass
+class ProgRecord:
+    id: int
+    type: str
+    name: str
+    tag: str
+    loaded_at: float
+    uid: int
+    memlock: int
+    run_cnt: int | None
+    run_time_ns: int | None
+    xlated_bytes: int
+    jited_bytes: int
+    verified_insns: int
+    btf_id: int
+    gpl: bool
+    map_ids: list[int]
+    attached: list[str] = field(default_factory=list)
+    link_ids: list[int] = field(default_factory=list)
+    pids: list[tuple[int, str]] = field(default_factory=list)
+    pins: list[str] = field(default_factory=list)
+    owned: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["pids"] = [{"pid": p, "comm": c} for p, c in self.pids]
+        return d
+
+
+def _owned(name: str, pids: list[tuple[int, str]], pins: list[str]) -> bool:
+    return (name.startswith("bw_") or any(p.startswith(bpffs.BPFWATCH_DIR + "/") for p in pins)
+            or any(_cmdline_has_bpfwatch(pid) for pid, _ in pids))
+
+
+def prog_record(prog_id: int, holders: Holders | None = None, link_list: list[LinkRecord] | None = None,
+                xdp: dict[int, list[str]] | None = None) -> ProgRecord:
+    try:
+        fd = L.fd_by_id("prog", prog_id)
+    except BpfError as e:
+        raise UsageError(f"no BPF program with id {prog_id}") from e
+    try:
+        info, map_ids = L.prog_info_full(fd)
+        memlock = int(L.fdinfo(fd).get("memlock", 0))
+    finally:
+        os.close(fd)
+    stats = L.stats_enabled()
+    name = info.name.decode(errors="replace")
+    rec = ProgRecord(
+        id=info.id, type=name_of(PROG_TYPES, info.type), name=name, tag=bytes(info.tag).hex(),
+        loaded_at=boot_to_wall(info.load_time), uid=info.created_by_uid, memlock=memlock,
+        run_cnt=info.run_cnt if stats or info.run_cnt else None,
+        run_time_ns=info.run_time_ns if stats or info.run_cnt else None,
+        xlated_bytes=info.xlated_prog_len, jited_bytes=info.jited_prog_len,
+        verified_insns=info.verified_insns, btf_id=info.btf_id, gpl=bool(info.gpl_compatible & 1),
+        map_ids=map_ids)
+    for link in link_list or []:
+        if link.prog_id == prog_id:
+            rec.attached.append(link.target)
+            rec.link_ids.append(link.id)
+            rec.pins.extend(link.pins)
+    rec.attached.extend((xdp or {}).get(prog_id, []))
+    if holders:
+        rec.pids = holders.pids.get(("prog", prog_id), [])
+        rec.pins = holders.pins.get(("prog", prog_id), []) + rec.pins
+    rec.owned = _owned(name, rec.pids, rec.pins)
+    return rec
+
+
+def programs() -> list[ProgRecord]:
+    holders = Holders.scan()
+    lk = links(holders)
+    xdp = netlink_xdp()
+    out = []
+    for prog_id in L.next_ids("prog"):
+        try:
+            out.append(prog_record(prog_id, holders, lk, xdp))
+        except UsageError:
+            continue  # unloaded meanwhile
+    return out
+
+
+@dataclass
+class MapRecord:
+    id: int
+    type: str
+    name: str
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    memlock: int
+    btf_id: int
+    btf_key_type_id: int
+    btf_value_type_id: int
+    prog_ids: list[int] = field(default_factory=list)
+    pids: list[tuple[int, str]] = field(default_factory=list)
+    pins: list[str] = field(default_factory=list)
+    owned: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["pids"] = [{"pid": p, "comm": c} for p, c in self.pids]
+        return d
+
+
+def map_record(fd: int, holders: Holders | None = None) -> MapRecord:
+    info = L.map_info(fd)
+    memlock = int(L.fdinfo(fd).get("memlock", 0))
+    name = info.name.decode(errors="replace")
+    rec = MapRecord(info.id, name_of(MAP_TYPES, info.type), name, info.key_size, info.value_size,
+                    info.max_entries, info.map_flags, memlock, info.btf_id, info.btf_key_type_id,
+                    info.btf_value_type_id)
+    if holders:
+        rec.pids = holders.pids.get(("map", info.id), [])
+        rec.pins = holders.pins.get(("map", info.id), [])
+    rec.owned = _owned(name, rec.pids, rec.pins)
+    return rec
+
+
+def maps() -> list[MapRecord]:
+    holders = Holders.scan()
+    users: dict[int, list[int]] = defaultdict(list)
+    for prog_id in L.next_ids("prog"):
+        try:
+            fd = L.fd_by_id("prog", prog_id)
+        except BpfError:
+            continue
+        try:
+            for mid in L.prog_info_full(fd)[1]:
+                users[mid].append(prog_id)
+        finally:
+            os.close(fd)
+    out = []
+    for map_id in L.next_ids("map"):
+        try:
+            fd = L.fd_by_id("map", map_id)
+        except BpfError:
+            continue
+        try:
+            rec = map_record(fd, holders)
+        finally:
+            os.close(fd)
+        rec.prog_ids = users.get(map_id, [])
+        rec.owned = rec.owned or any(p in _bpfwatch_progs() for p in rec.prog_ids)
+        out.append(rec)
+    return out
+
+
+def _bpfwatch_progs() -> set[int]:
+    ids = set()
+    for prog_id in L.next_ids("prog"):
+        try:
+            fd = L.fd_by_id("prog", prog_id)
+        except BpfError:
+            continue
+        try:
+            if L.prog_info_full(fd, with_map_ids=False)[0].name.startswith(b"bw_"):
+                ids.add(prog_id)
+        finally:
+            os.close(fd)
+    return ids
+
+
+def resolve(kind: str, ref: str) -> int:
+    """A new fd for a program or map named by id, `id:N`, a pin path or
+    `name:NAME` (caller closes)."""
+    ref = ref.strip()
+    if ref.startswith("/"):
+        found = bpffs.pinned_object(ref)
+        if found is None:
+            raise UsageError(f"{ref} is not a pinned BPF object")
+        if found[0] != kind:
+            raise UsageError(f"{ref} is a pinned {found[0]}, not a {kind}")
+        return L.obj_get(ref)
+    if ref.startswith("name:"):
+        want = ref[5:]
+        hits = []
+        for obj_id in L.next_ids(kind):
+            try:
+                fd = L.fd_by_id(kind, obj_id)
+            except BpfError:
+                continue
+            info = L.prog_info_full(fd, False)[0] if kind == "prog" else L.map_info(fd)
+            if info.name.decode(errors="replace") == want:
+                hits.append(fd)
+            else:
+                os.close(fd)
+        if len(hits) != 1:
+            for fd in hits:
+                os.close(fd)
+            raise UsageError(f"{len(hits) or 'no'} {kind}s are named {want}" + (": use the id" if hits else ""))
+        return hits[0]
+    obj_id = ref.removeprefix("id:").removeprefix("id ")
+    if not obj_id.isdigit():
+        raise UsageError(f"'{ref}' is not a {kind} id, id:N, name:NAME or a pin path")
+    try:
+        return L.fd_by_id(kind, int(obj_id))
+    except BpfError:
+        raise UsageError(f"no BPF {kind} with id {obj_id}") from None

@@ -1,0 +1,344 @@
+"""The program manager and the XDP counter, on the real kernel: bring-your-own
+objects loaded, attached, pinned and unloaded; every rejection in one line;
+exact packet counts through a veth pair between two network namespaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import netns
+from conftest import BPFWATCH, ROOT, bw_programs
+
+pytestmark = pytest.mark.kernel
+OBJ = ROOT / "build" / "testbpf"
+TC_OBJ = str(OBJ / "tc_count.bpf.o")
+
+
+def bw(*args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BPFWATCH, *args], capture_output=True, text=True, timeout=timeout, check=check,
+                          cwd=ROOT)
+
+
+def _json(proc: subprocess.CompletedProcess[str]) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def pair():
+    p = netns.create()
+    yield p
+    netns.destroy(p)
+
+
+@pytest.fixture
+def pin_dir():
+    path = f"/sys/fs/bpf/bpfwatch/test{os.getpid()}"
+    yield path
+    if os.path.exists(path):
+        bw("prog", "unload", path)
+
+
+def _wait_line(proc: subprocess.Popen[str], needle: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline() if proc.stderr else ""
+        seen.append(line)
+        if needle in line:
+            return line
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"never saw {needle!r}: {seen}")
+
+
+SEND = """
+import socket
+s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(100):
+    s4.sendto(b"x" * 100, ("{ip4_b}", 9999))
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+for _ in range(40):
+    s6.sendto(b"y" * 60, ("{ip6_b}", 9999))
+icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+echo = bytes([8, 0, 0, 0, 0, 1, 0, 1]) + b"z" * 56
+csum = sum(int.from_bytes(echo[i:i + 2], "big") for i in range(0, len(echo), 2))
+csum = (csum & 0xFFFF) + (csum >> 16)
+echo = echo[:2] + (~csum & 0xFFFF).to_bytes(2, "big") + echo[4:]
+for _ in range(30):
+    icmp.sendto(echo, ("{ip4_b}", 0))
+arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+arp.bind(("{if_a}", 0))
+mac = bytes.fromhex("{mac_a}".replace(":", ""))
+frame = b"\\xff" * 6 + mac + b"\\x08\\x06" + bytes([0, 1, 8, 0, 6, 4, 0, 1]) + mac \\
+    + socket.inet_aton("{ip4_a}") + b"\\0" * 6 + socket.inet_aton("{ip4_b}")
+for _ in range(5):
+    arp.send(frame)
+"""
+
+
+def test_xdp_stats_counts_exact_packets_and_bytes_on_a_veth_pair(pair, no_leaks):
+    proc = subprocess.Popen([*BPFWATCH, "xdp-stats", "--netns", pair.ns_b, "--iface", pair.if_b, "--json",
+                             "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    try:
+        _wait_line(proc, "counting on")
+        attached = netns.ip("-n", pair.ns_b, "link", "show", pair.if_b).stdout
+        assert "xdp" in attached, attached
+        pair.run_in(pair.ns_a, SEND.format(ip4_a=pair.ip4_a, ip4_b=pair.ip4_b, ip6_b=pair.ip6_b, if_a=pair.if_a,
+                                           mac_a=pair.mac(pair.ns_a, pair.if_a)))
+        time.sleep(0.6)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) >= 2
+    total = rows[-1]["total"]["classes"]
+    assert total["ipv4/udp"] == {"packets": 100, "bytes": 100 * (14 + 20 + 8 + 100)}
+    assert total["ipv6/udp"] == {"packets": 40, "bytes": 40 * (14 + 40 + 8 + 60)}
+    assert total["ipv4/icmp"] == {"packets": 30, "bytes": 30 * (14 + 20 + 8 + 56)}
+    assert total["arp/none"] == {"packets": 5, "bytes": 5 * 42}
+    # per-interval rates add up to the total, and every CPU's share is reported
+    assert sum(r["l3"]["ipv4"]["packets"] for r in rows) == total["ipv4/udp"]["packets"] + 30
+    assert all(len(r["per_cpu_pps"]) == os.cpu_count() for r in rows)
+    # detached on exit: the interface has no XDP program any more
+    assert "xdp" not in netns.ip("-n", pair.ns_b, "link", "show", pair.if_b).stdout
+
+
+def test_xdp_stats_table_until_duration(no_leaks):
+    proc = bw("xdp-stats", "--iface", "lo", "--mode", "generic", "--duration", "0.6", "--interval", "0.2")
+    assert proc.returncode == 0, proc.stderr
+    assert "detached from lo" in proc.stdout
+
+
+def test_xdp_stats_missing_interface_is_one_line():
+    proc = bw("xdp-stats", "--iface", "nosuchif0")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "bpfwatch: attach spec 'xdp:nosuchif0:auto': no network interface 'nosuchif0' in this network "
+        "namespace (see 'ip link')"]
+
+
+def _udp_to_lo(n: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(n):
+        s.sendto(b"p", ("127.0.0.1", 9))
+    s.close()
+
+
+def _getppid_calls(n: int) -> None:
+    subprocess.run([sys.executable, "-c", f"import os\nfor _ in range({n}): os.getppid()"], check=True)
+
+
+def _owned() -> dict[str, dict]:
+    doc = _json(bw("prog", "list", "--json", "--owned"))
+    return {p["name"]: p for p in doc["programs"]}
+
+
+def test_tc_and_tracepoint_load_attach_pin_unpin_unload(no_leaks, pin_dir):
+    doc = _json(bw("prog", "load", TC_OBJ, "--attach", "tc:lo:ingress",
+                   "--attach", "tracepoint:syscalls:sys_enter_getppid", "--pin", pin_dir, "--json"))
+    assert set(doc["programs"]) == {"bw_test_tc", "bw_test_tp"}
+    assert doc["pinned"] == pin_dir
+    # pinned: still loaded and attached after bpfwatch exited
+    progs = _owned()
+    assert progs["bw_test_tc"]["attached"] == ["tcx lo ingress"]
+    assert progs["bw_test_tp"]["attached"] == ["tracepoint sys_enter_getppid"]
+    assert progs["bw_test_tc"]["owned"] and progs["bw_test_tc"]["pins"]
+    before = _json(bw("map", "get", f"{pin_dir}/maps/bw_test_counts", "1", "--json"))["value"]
+    _getppid_calls(25)
+    _udp_to_lo(7)
+    after = _json(bw("map", "get", f"{pin_dir}/maps/bw_test_counts", "1", "--json"))["value"]
+    assert after - before >= 25
+    assert _json(bw("map", "get", f"{pin_dir}/maps/bw_test_counts", "0", "--json"))["value"] >= 7
+    # an extra pin by id, then unpinned
+    tc_id = doc["programs"]["bw_test_tc"]
+    extra = f"{pin_dir}/extra_tc"
+    assert bw("prog", "pin", str(tc_id), extra).returncode == 0
+    assert extra in _json(bw("prog", "show", str(tc_id), "--json"))["pins"]
+    assert bw("prog", "unpin", extra).returncode == 0
+    assert not os.path.exists(extra)
+    # run statistics while watching
+    st = bw("prog", "stats", str(doc["programs"]["bw_test_tp"]), "--watch", "--interval", "0.3", "--count", "2",
+            "--json")
+    rows = [json.loads(x) for x in st.stdout.splitlines()]
+    assert len(rows) == 2 and all("runs_per_s" in r for r in rows)
+    # unload removes the attachments, the pins and the programs
+    out = bw("prog", "unload", pin_dir)
+    assert out.returncode == 0, out.stderr
+    assert "unloaded 2 program(s)" in out.stdout
+    assert not os.path.exists(pin_dir)
+    assert not {"bw_test_tc", "bw_test_tp"} & set(bw_programs())
+
+
+def test_unpinned_programs_never_outlive_bpfwatch(no_leaks):
+    proc = subprocess.Popen([*BPFWATCH, "prog", "load", TC_OBJ, "--attach", "tc:lo:egress",
+                             "--attach", "bw_test_tp=tracepoint:syscalls:sys_enter_getppid"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "bw_test_tc" not in _owned():
+        time.sleep(0.1)
+    progs = _owned()
+    assert progs["bw_test_tc"]["attached"] == ["tcx lo egress"]
+    assert progs["bw_test_tc"]["pids"][0]["pid"] == proc.pid
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "detached and unloaded" in out
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and "bw_test_tc" in bw_programs():
+        time.sleep(0.05)
+    assert "bw_test_tc" not in bw_programs()
+
+
+def test_python_api_attach_and_release(no_leaks):
+    from bpfwatch import programs
+
+    with programs.load(TC_OBJ) as obj:
+        tc = obj.attach("tc", iface="lo", direction="ingress")
+        tp = obj.attach("tracepoint", category="syscalls", name="sys_enter_getppid")
+        assert tc.description == "tcx lo ingress" and tc.link_id()
+        assert tp.link_id()
+        counts = obj.obj.map("bw_test_counts")
+        start = int.from_bytes(counts.lookup((1).to_bytes(4, "little")) or b"\0" * 8, "little")
+        for _ in range(10):
+            os.getppid()
+        assert int.from_bytes(counts.lookup((1).to_bytes(4, "little")), "little") - start >= 10
+        ids = obj.program_ids()
+        assert set(ids) == {"bw_test_tc", "bw_test_tp"}
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and "bw_test_tc" in bw_programs():
+        time.sleep(0.05)
+    assert "bw_test_tc" not in bw_programs()
+
+
+def test_xdp_python_api_generic_mode_on_lo(no_leaks):
+    from bpfwatch import libbpf as L
+    from bpfwatch.bpf import object_path
+    from bpfwatch.programs import load
+
+    with load(str(object_path("xdpstats"))) as obj:
+        a = obj.attach("xdp", iface="lo", mode="generic")
+        q = L.xdp_query(socket.if_nametoindex("lo"))
+        assert q["mode"] == "generic" and q["generic"] == obj.program_ids()["bw_xdp_stats"]
+        assert a.link_id()
+    assert L.xdp_query(socket.if_nametoindex("lo"))["mode"] == "none"
+
+
+def test_map_set_get_dump_through_btf(no_leaks, pin_dir):
+    _json(bw("prog", "load", TC_OBJ, "--pin", pin_dir, "--json"))
+    m = f"{pin_dir}/maps/bw_test_struct"
+    got = _json(bw("map", "set", m, "7", '{"pid": 42, "comm": "worker", "hits": 3}', "--json"))
+    assert got == {"key": 7, "value": {"pid": 42, "comm": "worker", "hits": 3}}
+    dump = _json(bw("map", "dump", m, "--json"))
+    assert dump["btf"] and dump["count"] == 1
+    assert dump["entries"] == [{"key": 7, "value": {"pid": 42, "comm": "worker", "hits": 3}}]
+    hexed = _json(bw("map", "set", m, "hex:08 00 00 00", '{"hits": 1}', "--json"))
+    assert hexed["key"] == 8 and hexed["value"]["hits"] == 1
+    pc = _json(bw("map", "set", f"{pin_dir}/maps/bw_test_percpu", "0", "5", "--json"))
+    assert pc["value"]["per_cpu"] == [5] * len(pc["value"]["per_cpu"])
+    assert pc["value"]["sum"] == 5 * len(pc["value"]["per_cpu"])
+    bad = bw("map", "set", m, "1", '{"nope": 1}')
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "bpfwatch: value: no field 'nope' (fields: pid, comm, hits)"
+    missing = bw("map", "get", m, "99")
+    assert missing.returncode == 2 and "has no key 99" in missing.stderr
+    listed = _json(bw("map", "list", "--json", "--owned"))
+    names = {x["name"] for x in listed["maps"]}
+    assert {"bw_test_struct", "bw_test_counts", "bw_test_percpu"} <= names
+
+
+def _reject(*args: str) -> str:
+    proc = bw("prog", "load", *args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    return proc.stderr.strip()
+
+
+def test_rejections_are_one_line_each(tmp_path: Path, no_leaks):
+    text = tmp_path / "notes.o"
+    text.write_text("not an object\n")
+    trunc = tmp_path / "trunc.o"
+    trunc.write_bytes(Path(TC_OBJ).read_bytes()[:300])
+    cases = {
+        (str(text),): "notes.o: error: not an ELF file",
+        ("/bin/true",): "true: error: an ELF for x86-64, not BPF (e_machine 62, BPF is 247)",
+        (str(trunc),): "trunc.o: error: truncated: section headers end at byte",
+        (str(OBJ / "no_programs.bpf.o"),): "no_programs.bpf.o: error: no programs",
+        (TC_OBJ, "--attach", "bogus:x"): "bpfwatch: attach spec 'bogus:x': unknown attach type 'bogus'",
+        (TC_OBJ, "--attach", "tc:nosuchif0"): "bpfwatch: attach spec 'tc:nosuchif0': no network interface "
+                                              "'nosuchif0'",
+        (TC_OBJ, "--attach", "xdp:lo"): "bpfwatch: attach spec 'xdp:lo': no program in the object can attach "
+                                        "to xdp",
+    }
+    for args, want in cases.items():
+        err = _reject(*args)
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith(want), (args, err)
+
+
+def test_verifier_rejection_shows_the_failing_instruction(tmp_path: Path, no_leaks):
+    log = tmp_path / "verifier.log"
+    err = _reject(str(OBJ / "bad_verifier.bpf.o"), "--verifier-log", str(log)).splitlines()
+    assert err[0].startswith("bpfwatch: bad_verifier.bpf.o: the verifier rejected program bw_test_bad at insn ")
+    assert "r1 = *(u64 *)(r0 +0)" in err[0] and err[0].endswith("invalid mem access 'map_value_or_null'")
+    assert any("bpf_map_lookup_elem" in line for line in err[1:])  # the trimmed log
+    assert len(err) <= 23
+    assert "processed" not in err[-1]
+    assert "map_value_or_null" in log.read_text()
+
+
+def test_kernel_features_are_checked_before_load(no_leaks):
+    err = _reject(str(OBJ / "fentry.bpf.o"))
+    assert "the kernel refuses fentry programs at load (EPERM)" in err
+    assert "use tp_btf or raw tracepoints instead" in err
+    err = _reject(TC_OBJ, "--attach", "kprobe:do_nanosleep")
+    assert "kprobes are compiled out of this kernel (CONFIG_KPROBES is not set)" in err
+    assert "tp_btf:NAME or raw_tracepoint:NAME" in err
+
+
+def test_unload_refuses_programs_bpfwatch_does_not_own():
+    from bpfwatch import libbpf as L
+
+    pin = f"/sys/fs/bpf/foreign{os.getpid()}"
+    subprocess.run(["bpftool", "prog", "load", str(OBJ / "foreign.bpf.o"), pin], check=True, timeout=30)
+    try:
+        fd = L.obj_get(pin)
+        prog_id = L.prog_info(fd)["id"]
+        os.close(fd)
+        shown = _json(bw("prog", "show", str(prog_id), "--json"))
+        assert shown["pins"] == [pin] and not shown["owned"]
+        refused = bw("prog", "unload", str(prog_id))
+        assert refused.returncode == 2
+        assert refused.stderr.strip() == (f"bpfwatch: program {prog_id} (foreign_tc) was not loaded by bpfwatch: "
+                                          "pass --force to unload it anyway")
+        assert os.path.exists(pin)
+        forced = bw("prog", "unload", str(prog_id), "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert f"program {prog_id} (foreign_tc) is unloaded" in forced.stdout
+        assert prog_id not in set(L.next_ids("prog"))
+    finally:
+        if os.path.exists(pin):
+            os.unlink(pin)
+
+
+def test_validator_fuzz_never_crashes():
+    """Thousands of mutated objects: each yields problems or loads, never a
+    crash (libbpf 1.1 itself crashes on some: those are parsed in a child)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "fuzz_validator.py"), "1", "1500"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert stats["total"] == 1500
+    assert stats["rejected"] > 300 and stats["accepted"] > 100
+    assert stats["loaded"] + stats["load_refused"] == stats["load_tried"]
