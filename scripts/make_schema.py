@@ -104,6 +104,18 @@ TYPES: dict[str, dict[str, object]] = {
     "dns.malformed": {**DNS_PEER, "direction": {"enum": ["sent", "received"]}, "length": U32, "captured": U32,
                       "reason": {"type": "string"}},
 }
+# every security.* event: which rule found what, how serious, and the evidence
+SECURITY = {
+    "rule": {"type": "string", "description": "the rule id (docs/security.md)"},
+    "severity": {"enum": ["info", "low", "medium", "high", "critical"]},
+    "description": {"type": "string", "description": "one line for a person"},
+    "syscall": NSTR, "ret": NINT, "error": NSTR,
+    "outcome": {"enum": ["succeeded", "failed", None]},
+    "evidence": {"type": "object", "description": "the facts behind the finding (per rule)"},
+}
+for _name in ("privilege_escalation", "credential_change", "ptrace", "process_vm_write", "suspicious_exec",
+              "sensitive_file", "bpf_load", "mount", "namespace", "module", "sysctl_write"):
+    TYPES[f"security.{_name}"] = SECURITY
 
 
 def variant(name: str, fields: dict[str, object]) -> dict[str, object]:

@@ -18,11 +18,14 @@ from bpfwatch.filters import Filter
 from bpfwatch.pipeline.enrich import Enricher
 from bpfwatch.process_cache import ProcessCache, ProcInfo
 from bpfwatch.ringbuf import Poller, RingBuffer
+from bpfwatch.security.rules import RuleSet, collapse_prefixes, default_rules
 from bpfwatch.sensors.base import DEFAULT_RING_SIZE, Scope, Sensor, SensorOptions, check_ring_size, dispatch
 from bpfwatch.sensors.dns import DnsOptions, DnsSensor
-from bpfwatch.sensors.file import FileOptions, FileSensor, check_prefixes
+from bpfwatch.sensors.file import PREFIXES, FileOptions, FileSensor, check_prefixes
 from bpfwatch.sensors.network import NetworkOptions, NetworkSensor
 from bpfwatch.sensors.process import ARGS_MAX, TYPE_NAMES, ProcessOptions, ProcessSensor
+from bpfwatch.sensors.security import FILE_OPS as SECURITY_FILE_TYPES
+from bpfwatch.sensors.security import SecurityOptions, SecuritySensor
 from bpfwatch.wakeup import Wakeup
 
 Event = dict[str, Any]
@@ -71,6 +74,7 @@ class Monitor:
         deny: dict[str, Any] | None = None,
         include_self: bool = True,
         batch_bytes: int = 1 << 20,
+        rules: RuleSet | None = None,
     ) -> None:
         allow = {k: _listify(v) for k, v in (allow or {}).items()}
         for key, value in (("pid", pid), ("follow", follow), ("comm", comm), ("uid", uid), ("path", paths),
@@ -107,14 +111,21 @@ class Monitor:
         file_types = {t for t in self.types if t.startswith("file.")}
         net_types = {t for t in self.types if t.startswith("network.")}
         dns_types = {t for t in self.types if t.startswith("dns.")}
+        sec_types = {t for t in self.types if t.startswith("security.")}
         # the process sensor always runs: its events keep the process cache
         # current for every other sensor's events
-        others = bool(file_types or net_types or dns_types)
+        others = bool(file_types or net_types or dns_types or sec_types)
         self.process_options = ProcessOptions(
             types=set(TYPE_NAMES.values()) if others else self.types, threads=threads, args_max=args_max)
         self.process_options.validate()
         self.file_options = FileOptions(types=file_types, failed_only=a.failed_only,
                                         prefixes=check_prefixes(a.paths)) if file_types else None
+        self.security_options = None
+        if sec_types:
+            rs = rules or default_rules()
+            self.security_options = SecurityOptions(rs, sec_types)
+            if rs.file_rules() and sec_types & {r.event_type for r in rs.file_rules()}:
+                self.file_options = self._file_options_for_security(rs, self.file_options)
         self.network_options = NetworkOptions(types=net_types, udp_idle=udp_idle, allow_ports=a.ports,
                                               deny_ports=d.ports) if net_types else None
         self.dns_options = DnsOptions(types=dns_types, port=dns_port) if dns_types else None
@@ -143,6 +154,17 @@ class Monitor:
         self._lost_cache: dict[str, int] = {}
         self._lost_read_at = 0.0
 
+    @staticmethod
+    def _file_options_for_security(rs: RuleSet, asked: FileOptions | None) -> FileOptions:
+        """The file sensor as the security rules need it: write operations on
+        the rules' paths, filtered in the kernel; merged with what the caller
+        asked for (whose own filters the Python side still applies)."""
+        if asked is None:
+            return FileOptions(types=set(SECURITY_FILE_TYPES), prefixes=rs.file_prefixes(), open_write_only=True)
+        prefixes = asked.prefixes and collapse_prefixes(asked.prefixes + rs.file_prefixes(), PREFIXES)
+        return FileOptions(types=asked.types | set(SECURITY_FILE_TYPES), failed_only=False,
+                           prefixes=prefixes or [])
+
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> Monitor:
@@ -153,7 +175,7 @@ class Monitor:
             self.sensors.append(proc)
             shared = replace(self.scope, shared=proc.shared_maps())
             for cls, opts in ((FileSensor, self.file_options), (NetworkSensor, self.network_options),
-                              (DnsSensor, self.dns_options)):
+                              (DnsSensor, self.dns_options), (SecuritySensor, self.security_options)):
                 if opts is not None:
                     sensor = cls(opts, self.options, shared)
                     sensor.open()
@@ -281,6 +303,8 @@ class Monitor:
         if not raw:
             return raw
         self.enrich(raw)
+        for s in self.sensors:
+            raw = s.after_enrich(raw)
         out = self._select(raw)
         self.events_seen += len(out)
         return out

@@ -100,11 +100,20 @@ class DnsSensorConfig:
 
 
 @dataclass
+class SecuritySensorConfig:
+    enabled: bool = opt(False, "Security findings (security.*): privilege escalation, ptrace, suspect execs, "
+                        "sensitive files, BPF loads, mounts, namespaces, modules (docs/security.md).")
+    rules: str = opt("", "Rules file (TOML): enable/disable, severity, paths, exceptions; empty: the "
+                     "documented defaults.", "rules")
+
+
+@dataclass
 class SensorsConfig:
     process: ProcessSensorConfig = section(ProcessSensorConfig, "Process sensor (always on: exec, fork, exit).")
     file: FileSensorConfig = section(FileSensorConfig, "File sensor.")
     network: NetworkSensorConfig = section(NetworkSensorConfig, "Network sensor.")
     dns: DnsSensorConfig = section(DnsSensorConfig, "DNS sensor.")
+    security: SecuritySensorConfig = section(SecuritySensorConfig, "Security sensor (opt-in).")
 
 
 @dataclass
@@ -244,6 +253,15 @@ def _convert(meta: dict[str, Any], value: Any, hint: Any) -> Any:
                              else f"{value} must be at least {lo}")
     if kind == "address":
         parse_address(value)
+    elif kind == "rules" and value:
+        from bpfwatch.security.rules import load_rules
+
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not an absolute path")
+        try:
+            load_rules(value)
+        except UsageError as e:
+            raise ValueError(str(e)) from None
     elif kind in ("path", "paths"):
         for p in [value] if isinstance(value, str) else value:
             if not p.startswith("/"):

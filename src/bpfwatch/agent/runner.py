@@ -31,6 +31,7 @@ from bpfwatch.events.types import expand_types
 from bpfwatch.filters import Filter
 from bpfwatch.monitor import Monitor
 from bpfwatch.pipeline.sink import JsonLinesSink, TableSink
+from bpfwatch.security.rules import load_rules
 
 Source = Monitor | PollSource
 _SECTIONS = {"tp_btf": "BTF tracepoints (tp_btf)", "raw_tp": "raw tracepoints", "raw_tracepoint": "raw tracepoints",
@@ -50,6 +51,10 @@ def wanted_types(cfg: AgentConfig) -> set[str]:
         types = {t for t in types if not t.startswith("network.")}
     if not (ebpf.network_tracing and cfg.sensors.dns.enabled):
         types = {t for t in types if not t.startswith("dns.")}
+    if cfg.sensors.security.enabled and not cfg.filters.types:
+        types |= expand_types(["security.*"])
+    elif not cfg.sensors.security.enabled:
+        types = {t for t in types if not t.startswith("security.")}
     if not types:
         raise UsageError(f"{cfg.path}: filters.types and the sensor switches leave no event type to collect")
     return types
@@ -61,7 +66,8 @@ def build_monitor(cfg: AgentConfig, snapshot: bool) -> Monitor:
                    ring_size=e.ring_buffer_size, wakeup_bytes=e.wakeup_bytes, max_delay=e.max_delay,
                    args_max=s.process.args_max, paths=s.file.paths or None, failed_only=s.file.failed_only,
                    dns_port=s.dns.port, udp_idle=s.network.udp_idle, allow=cfg.filters.allow,
-                   deny=cfg.filters.deny, include_self=False)
+                   deny=cfg.filters.deny, include_self=False,
+                   rules=load_rules(s.security.rules) if s.security.enabled and s.security.rules else None)
 
 
 def build_poller(cfg: AgentConfig, snapshot: bool) -> PollSource:
@@ -75,7 +81,8 @@ def build_poller(cfg: AgentConfig, snapshot: bool) -> PollSource:
 def kernel_plan(m: Monitor) -> tuple[Any, ...]:
     """What is decided at load time: equal plans mean a reload only swaps the
     Python-side filter; different ones mean loading new programs."""
-    return (m.scope, m.process_options, m.file_options, m.network_options, m.dns_options, m.options, m.max_delay)
+    return (m.scope, m.process_options, m.file_options, m.network_options, m.dns_options, m.security_options,
+            m.options, m.max_delay)
 
 
 def ebpf_unavailable_reason(e: BaseException) -> str:

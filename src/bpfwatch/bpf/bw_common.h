@@ -20,6 +20,9 @@ enum bw_event_type {
 	BW_EV_PROF_EXEC = 30,   /* profiler: a tracked process exec'd */
 	BW_EV_PROF_FORK = 31,   /* profiler: a tracked process forked a process */
 	BW_EV_PROF_EXIT = 32,   /* profiler: the last thread of a tracked process exited */
+	BW_EV_SEC_SYSCALL = 40, /* security: a watched syscall returned (kind in the record) */
+	BW_EV_SEC_EXEC = 41,    /* security: an exec changed credentials or ran a suspect file */
+	BW_EV_SYSCOUNT = 45,    /* internal marker: syscall counts are read from a map, never sent */
 	BW_EV_BENCH = 100,
 };
 

@@ -19,6 +19,7 @@ BW_LAYOUT(enum bw_file_kind, file_kind);
 
 const volatile __u32 emit_kinds = 0xffffffff; /* bit (1 << kind) */
 const volatile __u32 failed_only = 0;
+const volatile __u32 open_write_only = 0; /* opens only with write intent (the security rules) */
 const volatile __u32 n_prefixes = 0;
 const volatile __u32 nr_close = 3;
 const volatile __s32 nr_dup2 = 33;  /* -1 where the architecture has none */
@@ -343,6 +344,9 @@ int BPF_PROG(bw_file_exit, struct pt_regs *regs, long ret)
 		e->flags = how[0];
 		e->mode = how[1];
 	}
+	/* O_WRONLY | O_RDWR | O_CREAT | O_TRUNC */
+	if (open_write_only && d->kind == BW_FILE_OPEN && !(e->flags & 0x243))
+		return 0;
 	if (d->owner >= 0) {
 		e->owner_uid = (__u32)bw_syscall_arg(regs, d->owner);
 		e->owner_gid = (__u32)bw_syscall_arg(regs, d->owner + 1);

@@ -15,6 +15,7 @@ from bpfwatch.events.types import EVENT_TYPES
 from bpfwatch.filters import parse_assignments
 from bpfwatch.monitor import Monitor
 from bpfwatch.pipeline.sink import JsonLinesSink, TableSink, open_output
+from bpfwatch.security.rules import load_rules
 from bpfwatch.sensors.base import DEFAULT_RING_SIZE
 
 
@@ -43,6 +44,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--path", action="append", metavar="PREFIX",
                    help="file events only under this absolute path prefix (repeatable, in the kernel)")
     p.add_argument("--failed-only", action="store_true", help="file events only for calls that failed")
+    p.add_argument("--rules", metavar="FILE", help="security rules (TOML, docs/security.md) for security.* events")
     p.add_argument("-d", "--duration", type=parse_seconds, metavar="SECONDS", help="stop after this long")
     p.add_argument("--format", choices=["table", "json"],
                    help="table (default on a terminal) or json lines (default otherwise)")
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         wakeup_bytes=args.wakeup_bytes, max_delay=args.max_delay, duration=args.duration,
         paths=args.path, failed_only=args.failed_only, dns_port=args.dns_port, udp_idle=args.udp_idle,
         allow=parse_assignments(args.allow, "allow"), deny=parse_assignments(args.deny, "deny"),
-        include_self=False,
+        include_self=False, rules=load_rules(args.rules) if args.rules else None,
     )
     fmt = args.format or ("table" if args.output is None and sys.stdout.isatty() else "json")
     if fmt == "json":

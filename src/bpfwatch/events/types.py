@@ -29,8 +29,21 @@ EVENT_TYPES: dict[str, str] = {
     "dns.query": "a DNS query was sent",
     "dns.response": "a DNS response was received (answers, rcode, latency)",
     "dns.malformed": "a message to or from the DNS port that does not parse",
+    "security.privilege_escalation": "a non-root process became root (setuid syscalls, capset, setuid exec)",
+    "security.credential_change": "a process changed its user, group or capabilities",
+    "security.ptrace": "ptrace attach or seize to another process",
+    "security.process_vm_write": "process_vm_writev into another process",
+    "security.suspicious_exec": "exec of a memfd, a deleted file, or from a world-writable directory",
+    "security.sensitive_file": "write, rename, unlink, chmod, chown or truncate of a sensitive file",
+    "security.bpf_load": "a BPF program was loaded by another process",
+    "security.mount": "a filesystem was mounted or unmounted",
+    "security.namespace": "setns or unshare of namespaces",
+    "security.module": "a kernel module load or unload was attempted",
+    "security.sysctl_write": "a kernel parameter under /proc/sys/kernel was written",
 }
-OPT_IN = {"network.state"}  # only when asked for by name or glob
+# only when asked for by name or glob: verbose (network.state), or findings
+# with a cost on every syscall (security.*, `trace security`)
+OPT_IN = {"network.state"} | {t for t in EVENT_TYPES if t.startswith("security.")}
 
 
 def expand_types(patterns: list[str] | None) -> set[str]:
@@ -40,7 +53,7 @@ def expand_types(patterns: list[str] | None) -> set[str]:
     out: set[str] = set()
     for raw in patterns:
         for pat in filter(None, (p.strip() for p in raw.split(","))):
-            if pat in ("process", "file", "network", "dns", "all"):
+            if pat in ("process", "file", "network", "dns", "security", "all"):
                 pat = f"{pat}.*" if pat != "all" else "*"
             hits = fnmatch.filter(EVENT_TYPES, pat)
             if not hits:

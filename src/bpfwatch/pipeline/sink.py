@@ -40,11 +40,14 @@ _RED = "\x1b[31m"
 _DIM = "\x1b[2m"
 _BOLD = "\x1b[1m"
 _RESET = "\x1b[0m"
-_FAMILY_COLORS = {"process": _GREEN, "file": _BLUE, "network": _CYAN, "dns": _MAGENTA}
+_FAMILY_COLORS = {"process": _GREEN, "file": _BLUE, "network": _CYAN, "dns": _MAGENTA, "security": _RED}
 _LABEL = {"process.exec": "EXEC", "process.fork": "FORK", "process.exit": "EXIT", "file.io": "IO",
           "network.connect": "CONNECT", "network.accept": "ACCEPT", "network.close": "CLOSE",
           "network.state": "TCP", "network.udp": "UDP", "dns.query": "QUERY", "dns.response": "ANSWER",
-          "dns.malformed": "DNS?"}
+          "dns.malformed": "DNS?", "security.privilege_escalation": "PRIVESC", "security.credential_change": "CREDS",
+          "security.ptrace": "PTRACE", "security.process_vm_write": "VMWRITE", "security.suspicious_exec": "SUSPEXEC",
+          "security.sensitive_file": "SENSFILE", "security.bpf_load": "BPFLOAD", "security.mount": "MOUNT",
+          "security.namespace": "NS", "security.module": "MODULE", "security.sysctl_write": "SYSCTL"}
 
 
 def use_color(stream: TextIO) -> bool:
@@ -128,6 +131,8 @@ def details(ev: dict[str, Any]) -> str:
         return f"{ev['name']} {ev['qtype']}  {ev['rcode']}  {answers}{latency}"
     if t == "dns.malformed":
         return f"{ev['direction']} {ev['length']} bytes: {ev['reason']}"
+    if t.startswith("security."):
+        return f"[{ev['severity'].upper()}] {ev['rule']}: {ev['description']}"
     return ""
 
 

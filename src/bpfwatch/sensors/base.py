@@ -227,6 +227,10 @@ class Sensor:
     def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
         """Periodic work between drains (e.g. ending idle flows); `force` at the end."""
 
+    def after_enrich(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A last look at a batch once enriched (exe, user known)."""
+        return events
+
     # -- consuming -------------------------------------------------------------
 
     def drain(self, out: list[dict[str, Any]], max_bytes: int | None = None) -> int:

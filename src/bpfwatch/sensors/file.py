@@ -125,6 +125,7 @@ class FileOptions:
     types: set[str] = field(default_factory=lambda: set(FILE_TYPES))
     failed_only: bool = False
     prefixes: list[str] = field(default_factory=list)
+    open_write_only: bool = False  # only opens that may write (enough for the security rules)
 
 
 class FileSensor(Sensor):
@@ -151,6 +152,7 @@ class FileSensor(Sensor):
             if tname in self.fopts.types:
                 mask |= 1 << self._kind_ids[cname]
         obj.set_rodata(emit_kinds=mask, failed_only=int(self.fopts.failed_only),
+                       open_write_only=int(self.fopts.open_write_only),
                        n_prefixes=len(self.fopts.prefixes), nr_close=syscalls.table()["close"],
                        nr_dup2=syscalls.table().get("dup2", -1), nr_dup3=syscalls.table()["dup3"])
 
