@@ -26,6 +26,7 @@ from bpfwatch.sensors.network import NetworkOptions, NetworkSensor
 from bpfwatch.sensors.process import ARGS_MAX, TYPE_NAMES, ProcessOptions, ProcessSensor
 from bpfwatch.sensors.security import FILE_OPS as SECURITY_FILE_TYPES
 from bpfwatch.sensors.security import SecurityOptions, SecuritySensor
+from bpfwatch.sensors.syscount import SyscountSensor
 from bpfwatch.wakeup import Wakeup
 
 Event = dict[str, Any]
@@ -75,6 +76,7 @@ class Monitor:
         include_self: bool = True,
         batch_bytes: int = 1 << 20,
         rules: RuleSet | None = None,
+        syscall_counts: bool = False,
     ) -> None:
         allow = {k: _listify(v) for k, v in (allow or {}).items()}
         for key, value in (("pid", pid), ("follow", follow), ("comm", comm), ("uid", uid), ("path", paths),
@@ -132,6 +134,7 @@ class Monitor:
         for opts in (self.network_options, self.dns_options):
             if opts is not None:
                 opts.validate()
+        self.count_syscalls = syscall_counts
         self.options = SensorOptions(ring_size=check_ring_size(ring_size), wakeup_bytes=wakeup_bytes)
         self.snapshot = snapshot
         self.max_delay = max_delay
@@ -180,6 +183,10 @@ class Monitor:
                     sensor = cls(opts, self.options, shared)
                     sensor.open()
                     self.sensors.append(sensor)
+            if self.count_syscalls:
+                counter = SyscountSensor(self.options, shared)
+                counter.open()
+                self.sensors.append(counter)
             self._seed(proc)
             # one ring for all sensors (read through the process sensor): one time
             # line, one mapping's worth of memory; decoders by event type
@@ -315,6 +322,10 @@ class Monitor:
         while not self.finished:
             yield from self.poll()
         yield from self.poll(0)  # what arrived before the stop
+
+    def syscall_counts(self) -> list[dict[str, Any]]:
+        """Per (process, syscall) counts so far (with syscall_counts=True)."""
+        return next((s.counts() for s in self.sensors if isinstance(s, SyscountSensor)), [])
 
     # -- accounting ---------------------------------------------------------------
 

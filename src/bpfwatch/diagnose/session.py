@@ -1,0 +1,280 @@
+"""A diagnostic session: the requested traces and commands run in parallel for
+the requested time, stored under the state directory (one 0700 folder per
+session, removed after the retention time), answered as one bounded JSON
+document. The Python API behind `bpfwatch diagnose` and the MCP server:
+
+    from bpfwatch.diagnose import run
+    result = run({"ebpf_capabilities": ["process_trace"], "ebpf_duration_seconds": 5})
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bpfwatch.diagnose import capabilities as C
+from bpfwatch.diagnose.perf import PerfSampler
+from bpfwatch.diagnose.request import MAX_DURATION, Request, RequestError, parse
+from bpfwatch.diagnose.summary import Collector
+from bpfwatch.errors import BpfwatchError, UsageError
+
+DEFAULT_RETENTION = 3600.0
+OUTPUT_CAP = 16 * 1024  # bytes of each command's stdout/stderr in the result (all of it is kept on disk)
+CAP_TYPES = {"process_trace": ["process.*"], "network_trace": ["network.connect", "network.accept",
+                                                                 "network.close", "network.udp", "dns.query",
+                                                                 "dns.response"],
+             "file_trace": ["file.*"], "security_event": ["security.*"]}
+
+
+def default_state_dir() -> str:
+    env = os.environ.get("BPFWATCH_STATE_DIR")
+    if env:
+        return os.path.join(env, "diagnose")
+    if os.geteuid() == 0:
+        return "/var/lib/bpfwatch/diagnose"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "bpfwatch", "diagnose")
+
+
+@dataclass
+class Settings:
+    state_dir: str = ""
+    retention: float = DEFAULT_RETENTION
+    max_duration: int = MAX_DURATION
+
+    def __post_init__(self) -> None:
+        self.state_dir = self.state_dir or default_state_dir()
+
+
+def _new_dir(settings: Settings) -> tuple[str, Path]:
+    root = Path(settings.state_dir)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sid = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+    path = root / sid
+    path.mkdir(mode=0o700)
+    os.chmod(path, 0o700)  # whatever the umask
+    return sid, path
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+
+
+def _cut(data: bytes) -> tuple[str, bool]:
+    text = data[:OUTPUT_CAP].decode("utf-8", "replace")
+    return text, len(data) > OUTPUT_CAP
+
+
+class _CommandRunner:
+    """Each command in its own thread under /bin/sh -c, with its timeout."""
+
+    def __init__(self, request: Request, folder: Path) -> None:
+        self.request = request
+        self.folder = folder
+        self.results: dict[str, dict[str, Any]] = {}
+        self.threads = [threading.Thread(target=self._one, args=(c,), daemon=True) for c in request.commands]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def join(self) -> list[dict[str, Any]]:
+        for t in self.threads:
+            t.join()
+        return [self.results[c.id] for c in self.request.commands]
+
+    def _one(self, cmd: Any) -> None:
+        started = time.monotonic()
+        timed_out = False
+        try:
+            proc = subprocess.Popen(["/bin/sh", "-c", cmd.command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                out, err = proc.communicate(timeout=cmd.timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                os.killpg(proc.pid, 9)
+                out, err = proc.communicate()
+            code: int | None = proc.returncode
+        except OSError as e:
+            out, err, code = b"", str(e).encode(), None
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cmd.id)
+        for name, data in (("stdout", out), ("stderr", err)):
+            fd = os.open(self.folder / f"command-{safe}.{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        stdout, out_cut = _cut(out)
+        stderr, err_cut = _cut(err)
+        self.results[cmd.id] = {
+            "id": cmd.id, "command": cmd.command, "description": cmd.description,
+            "exit_code": None if timed_out else code, "timed_out": timed_out,
+            "duration_s": round(time.monotonic() - started, 3), "stdout": stdout, "stderr": stderr,
+            "stdout_bytes": len(out), "stderr_bytes": len(err), "stdout_truncated": out_cut,
+            "stderr_truncated": err_cut}
+
+
+def _monitor_for(req: Request) -> Any:
+    from bpfwatch.monitor import Monitor
+
+    types = [t for cap in req.capabilities for t in CAP_TYPES.get(cap, [])]
+    count = "syscall_trace" in req.capabilities
+    if not types and not count:
+        return None
+    f = req.filters
+    follow = [int(f["pid"])] if "pid" in f else None
+    try:
+        return Monitor(types=types or ["process.exec"], follow=follow, comm=f.get("comm"),
+                       paths=[f["path"]] if "path" in f and "file_trace" in req.capabilities else None,
+                       syscall_counts=count, include_self=False)
+    except UsageError as e:
+        if "no process with pid" in str(e):
+            raise RequestError("ebpf_filters.pid", f"no process with pid {f['pid']}") from None
+        raise
+
+
+def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict[str, Any]:
+    """Runs one diagnostic request; raises RequestError for a bad request."""
+    settings = settings or Settings()
+    req = doc if isinstance(doc, Request) else parse(doc, settings.max_duration)
+    clean(settings)
+    sid, folder = _new_dir(settings)
+    _write_json(folder / "request.json", req.as_dict())
+    status = C.probe() if any(c != "performance" for c in req.capabilities) else {}
+    ebpf_caps = [c for c in req.capabilities if c != "performance"]
+    unavailable = {c: status[c]["reason"] for c in ebpf_caps if not status[c]["available"]}
+    errors: list[str] = []
+    collector = Collector(req.capabilities, req.max_events)
+    monitor = None
+    if ebpf_caps and not unavailable:
+        monitor = _monitor_for(req)
+    started_wall = time.time()
+    try:
+        if monitor is not None:
+            try:
+                monitor.start()
+            except BpfwatchError as e:
+                unavailable = {c: str(e) for c in ebpf_caps}
+                monitor = None
+        perf = None
+        if "performance" in req.capabilities:
+            perf = PerfSampler(1.0 if req.duration >= 2 else req.duration / 2,
+                               pid=int(req.filters["pid"]) if "pid" in req.filters else None,
+                               comm=req.filters.get("comm"), exclude={os.getpid()})
+            perf.start()
+        commands = _CommandRunner(req, folder)
+        commands.start()
+        deadline = time.monotonic() + req.duration if req.capabilities else time.monotonic()
+        with open(os.open(folder / "events.jsonl", os.O_WRONLY | os.O_CREAT, 0o600), "wb") as log:
+            while time.monotonic() < deadline:
+                if monitor is not None:
+                    _take(monitor.poll(min(0.2, max(deadline - time.monotonic(), 0))), collector, log)
+                else:
+                    time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+            syscalls: list[dict[str, Any]] = []
+            lost: dict[str, int] = {}
+            if monitor is not None:
+                monitor.stop()
+                _take(monitor.poll(0), collector, log)
+                syscalls = monitor.syscall_counts()
+                lost = monitor.lost()
+                end_ns = time.time_ns()
+                _take([{"ts": end_ns, "type": "syscall.count", "pid": r["pid"], "comm": r["comm"],
+                        "uid": _uid(r["pid"]), "data": {k: r[k] for k in ("syscall", "category", "count", "errors",
+                                                                         "total_ns", "max_ns")}}
+                       for r in syscalls], collector, log)
+            if perf is not None:
+                _take(perf.stop(), collector, log)
+        cmd_results = commands.join()
+    finally:
+        if monitor is not None:
+            monitor.close()
+    ebpf = collector.events()
+    for c in req.capabilities:
+        ebpf[c] = {"available": c not in unavailable, "reason": unavailable.get(c), **ebpf[c]}
+    result = {
+        "session": sid, "session_dir": str(folder), "started_at": started_wall, "ended_at": time.time(),
+        "duration_s": req.duration, "request": req.as_dict(),
+        "host": {"hostname": socket.gethostname(), "kernel": os.uname().release},
+        "commands": cmd_results, "ebpf": ebpf, "summary": collector.summary(syscalls, lost), "errors": errors,
+        "expires_at": started_wall + settings.retention,
+    }
+    _write_json(folder / "result.json", result)
+    return result
+
+
+_uid_cache: dict[int, int] = {}
+
+
+def _uid(pid: int) -> int:
+    if pid not in _uid_cache:
+        try:
+            _uid_cache[pid] = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            _uid_cache[pid] = -1
+    return _uid_cache[pid]
+
+
+def _take(events: list[dict[str, Any]], collector: Collector, log: Any) -> None:
+    for ev in events:
+        if collector.add(ev):
+            log.write(orjson.dumps(ev, option=orjson.OPT_APPEND_NEWLINE))
+
+
+# -- stored sessions --------------------------------------------------------------
+
+def sessions(settings: Settings | None = None) -> list[dict[str, Any]]:
+    settings = settings or Settings()
+    root = Path(settings.state_dir)
+    out = []
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        if not d.is_dir():
+            continue
+        created = d.stat().st_mtime
+        info: dict[str, Any] = {"session": d.name, "dir": str(d), "created_at": created,
+                                "expires_at": created + settings.retention, "complete": (d / "result.json").exists()}
+        req = d / "request.json"
+        if req.exists():
+            try:
+                r = orjson.loads(req.read_bytes())
+                info["capabilities"] = r.get("ebpf_capabilities")
+                info["commands"] = len(r.get("commands") or [])
+            except orjson.JSONDecodeError:
+                pass
+        out.append(info)
+    return out
+
+
+def show(session: str, settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or Settings()
+    if "/" in session or session.startswith("."):
+        raise UsageError(f"'{session}' is not a session id")
+    path = Path(settings.state_dir) / session / "result.json"
+    if not path.exists():
+        raise UsageError(f"no session {session} in {settings.state_dir} (see 'bpfwatch diagnose list')")
+    return orjson.loads(path.read_bytes())
+
+
+def clean(settings: Settings | None = None, everything: bool = False) -> list[str]:
+    """Removes sessions older than the retention time (or all of them)."""
+    settings = settings or Settings()
+    now = time.time()
+    removed = []
+    for s in sessions(settings):
+        if everything or s["expires_at"] <= now:
+            shutil.rmtree(s["dir"], ignore_errors=True)
+            removed.append(s["session"])
+    return removed
