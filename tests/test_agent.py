@@ -403,3 +403,19 @@ def test_disk_full_degrades_health_and_recovers(tmp_path: Path) -> None:
             assert a.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(fs)], check=False)
+
+
+def test_agent_with_the_security_sensor_captures_findings(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[rules.unshare]\nseverity = "high"\n')
+    rules.chmod(0o644)
+    toml = base_config(tmp_path, sensors__security=f'enabled = true\nrules = "{rules}"')
+    with agent(tmp_path, toml) as a:
+        a.wait_log("agent running (ebpf mode)")
+        assert "security sensor using BTF tracepoints" in a.log
+        subprocess.run(["unshare", "--ipc", "true"], check=True)
+        evs = a.wait_events(lambda evs: any(e["type"] == "security.namespace" for e in evs))
+        f = next(e for e in evs if e["type"] == "security.namespace")
+        assert f["rule"] == "unshare" and f["severity"] == "high" and f["evidence"]["flags"] == ["CLONE_NEWIPC"]
+        assert f["exe"] == "/usr/bin/unshare" and f["user"] == "root"
+        assert a.stop() == 0

@@ -154,3 +154,20 @@ def test_config_example_cli_round_trips(tmp_path: Path) -> None:
     f = tmp_path / "ex.toml"
     f.write_text(r.stdout)
     assert subprocess.run([*BPFWATCH, "config", "check", str(f)], capture_output=True).returncode == 0
+
+
+def test_security_rules_file_is_checked_with_the_config(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[rules.bpf_load]\nexceptions = [{ program = \"x\" }]\n")
+    p = problems(f"""
+        [sensors.security]
+        enabled = true
+        rules = "{rules}"
+    """)
+    assert p == [f"c.toml:4: sensors.security.rules: rules.toml: rules.bpf_load.exceptions[0]: unknown key "
+                 "'program' (exe, comm, user, path)"]
+    assert problems('[sensors.security]\nrules = "relative.toml"\n') == [
+        "c.toml:2: sensors.security.rules: 'relative.toml' is not an absolute path"]
+    rules.write_text("[rules.unshare]\nseverity = \"high\"\n")
+    cfg = config.parse(f'[sensors.security]\nenabled = true\nrules = "{rules}"\n')
+    assert cfg.sensors.security.enabled and cfg.sensors.security.rules == str(rules)
