@@ -9,7 +9,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ["exec_latency", "ringbuf_throughput", "consumer_cpu", "startup", "sensor_overhead", "profile_overhead",
-           "xdp_counter", "security_overhead", "agent_overhead"]  # agent_overhead runs ~23 minutes (10 idle, 10 under load)
+           "xdp_counter", "security_overhead",
+           "agent_overhead"]  # agent_overhead runs ~23 minutes (10 idle, 10 under load)
 
 
 def main() -> int:

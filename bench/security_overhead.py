@@ -16,8 +16,8 @@ DD = ["dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=2000000", "status=non
 # the syscalls the security sensor watches (x86_64 numbers): kept at entry, judged at exit
 WATCHED = [105, 106, 113, 114, 117, 119, 122, 123, 116, 126, 101, 311, 321, 165, 429, 166, 308, 272, 175, 313,
            176, 59, 322]
-BT = ("tracepoint:raw_syscalls:sys_enter /" + " || ".join(f"args->id == {n}" for n in WATCHED) +
-      "/ { @start[tid] = args->id; }\n"
+BT = ("BEGIN { " + " ".join(f"@w[{n}] = 1;" for n in WATCHED) + " }\n"
+      "tracepoint:raw_syscalls:sys_enter /@w[args->id]/ { @start[tid] = args->id; }\n"
       "tracepoint:raw_syscalls:sys_exit /@start[tid]/ { printf(\"%d %s %d %d\\n\", pid, comm, @start[tid], "
       "args->ret); delete(@start[tid]); }\n")
 
@@ -28,16 +28,26 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def start(cmd: list[str], ready: str) -> subprocess.Popen[str]:
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    if ready:
-        deadline = time.monotonic() + 30
+def loaded(name: str) -> bool:
+    out = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
+    return f" name {name} " in out
+
+
+def start(tool: str, cmd: list[str]) -> subprocess.Popen[str]:
+    """Starts a tracer and returns once its programs are attached."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 60
+    if tool == "bpftrace":  # prints "Attaching N probes..." once they are attached
         while time.monotonic() < deadline:
-            line = p.stderr.readline() if p.stderr else ""
-            if ready in line or not line:
+            line = p.stdout.readline() if p.stdout else ""
+            if "Attaching" in line or not line:
                 break
-    time.sleep(1.0)  # attached
+    else:
+        while time.monotonic() < deadline and not loaded("bw_sec_exit"):
+            time.sleep(0.05)
+    time.sleep(0.5)
+    if p.poll() is not None:
+        raise RuntimeError(f"{tool} exited ({p.returncode}) before the run")
     return p
 
 
@@ -51,13 +61,13 @@ def main() -> int:
     tools = {"bpfwatch": [*BPFWATCH, "trace", "-t", "security", "--format", "json", "-o", "/dev/null"]}
     bt = bpftrace()
     if bt and ensure_tracefs():
-        tools["bpftrace"] = [bt, "-q", "-e", BT]
+        tools["bpftrace"] = [bt, "-e", BT]
     else:
         del runs["bpftrace"]
     for _ in range(ROUNDS):
         runs["untraced"].append(timed(DD))
         for name, cmd in tools.items():
-            p = start(cmd, "Attaching" if name == "bpftrace" else "")
+            p = start(name, cmd)
             try:
                 runs[name].append(timed(DD))
             finally:

@@ -127,6 +127,15 @@ static __always_inline __u16 put_user_str(__u8 *data, __u32 off, __u64 uptr)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(bw_sec_exit, struct pt_regs *regs, long ret)
 {
+	__u32 nr = bw_syscall_nr(regs);
+	struct bw_sec_desc *d;
+
+	/* the array first: most syscalls are not watched, and a hash lookup costs more */
+	if (nr >= BW_SEC_NR_MAX)
+		return 0;
+	d = bpf_map_lookup_elem(&bw_sec_kinds, &nr);
+	if (!d || !d->kind)
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct bw_sec_pending *p = bpf_map_lookup_elem(&bw_sec_pending, &pid_tgid);
 
@@ -146,8 +155,6 @@ int BPF_PROG(bw_sec_exit, struct pt_regs *regs, long ret)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	struct bw_sec_event *e = (void *)b->raw;
 	__u8 *data = b->raw + sizeof(*e);
-	__u32 nr = p->nr;
-	struct bw_sec_desc *d = bpf_map_lookup_elem(&bw_sec_kinds, &nr);
 
 	bw_fill_hdr(&e->hdr, BW_EV_SEC_SYSCALL, task);
 	e->cgroup_id = bpf_get_current_cgroup_id();
@@ -164,7 +171,7 @@ int BPF_PROG(bw_sec_exit, struct pt_regs *regs, long ret)
 	BW_PUT_CREDS(e, old_, &p->old);
 	BW_PUT_CREDS(e, new_, &now);
 	e->kind = p->kind;
-	e->nr = nr;
+	e->nr = p->nr;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->aux = 0;
 	e->str1_len = e->str2_len = 0;
@@ -176,7 +183,7 @@ int BPF_PROG(bw_sec_exit, struct pt_regs *regs, long ret)
 		/* union bpf_attr, BPF_PROG_LOAD: prog_name[16] at offset 48 */
 		long n = bpf_probe_read_user_str(data, 16, (void *)(attr + 48));
 		e->str1_len = n > 0 ? n : 0;
-	} else if (d) {
+	} else {
 		if (d->str1 >= 0 && d->str1 < 6)
 			e->str1_len = put_user_str(data, 0, p->args[d->str1 & 7]);
 		if (d->str2 >= 0 && d->str2 < 6)

@@ -151,6 +151,11 @@ class FileSensor(Sensor):
         for cname, tname in KINDS.items():
             if tname in self.fopts.types:
                 mask |= 1 << self._kind_ids[cname]
+        if "file.io" not in self.fopts.types:
+            # close/dup and process exit only flush read/write totals: without
+            # file.io they are one program less on every syscall
+            for prog in ("bw_file_close", "bw_file_proc_exit"):
+                obj.program(prog).autoload = False
         obj.set_rodata(emit_kinds=mask, failed_only=int(self.fopts.failed_only),
                        open_write_only=int(self.fopts.open_write_only),
                        n_prefixes=len(self.fopts.prefixes), nr_close=syscalls.table()["close"],
