@@ -164,7 +164,7 @@ def test_security_rules_file_is_checked_with_the_config(tmp_path: Path) -> None:
         enabled = true
         rules = "{rules}"
     """)
-    assert p == [f"c.toml:4: sensors.security.rules: rules.toml: rules.bpf_load.exceptions[0]: unknown key "
+    assert p == ["c.toml:4: sensors.security.rules: rules.toml: rules.bpf_load.exceptions[0]: unknown key "
                  "'program' (exe, comm, user, path)"]
     assert problems('[sensors.security]\nrules = "relative.toml"\n') == [
         "c.toml:2: sensors.security.rules: 'relative.toml' is not an absolute path"]

@@ -69,6 +69,17 @@ static __always_inline void read_creds(struct task_struct *task, struct bw_sec_c
 	bpf_core_read(&c->cap_permitted, 8, &cr->cap_permitted);
 }
 
+/* The watched syscall's description, or NULL for the others (most of them). */
+static __always_inline struct bw_sec_desc *watched(__u32 nr)
+{
+	struct bw_sec_desc *d;
+
+	if (nr >= BW_SEC_NR_MAX)
+		return 0;
+	d = bpf_map_lookup_elem(&bw_sec_kinds, &nr);
+	return d && d->kind ? d : 0;
+}
+
 #define BW_PUT_CREDS(e, p, c) do { \
 	(e)->p##uid = (c)->uid; (e)->p##euid = (c)->euid; (e)->p##suid = (c)->suid; \
 	(e)->p##fsuid = (c)->fsuid; (e)->p##gid = (c)->gid; (e)->p##egid = (c)->egid; \
@@ -86,12 +97,9 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(bw_sec_enter, struct pt_regs *regs, long id)
 {
 	__u32 nr = id;
-	struct bw_sec_desc *d;
+	struct bw_sec_desc *d = watched(nr);
 
-	if (nr >= BW_SEC_NR_MAX)
-		return 0;
-	d = bpf_map_lookup_elem(&bw_sec_kinds, &nr);
-	if (!d || !d->kind)
+	if (!d)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
@@ -127,14 +135,10 @@ static __always_inline __u16 put_user_str(__u8 *data, __u32 off, __u64 uptr)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(bw_sec_exit, struct pt_regs *regs, long ret)
 {
-	__u32 nr = bw_syscall_nr(regs);
-	struct bw_sec_desc *d;
-
 	/* the array first: most syscalls are not watched, and a hash lookup costs more */
-	if (nr >= BW_SEC_NR_MAX)
-		return 0;
-	d = bpf_map_lookup_elem(&bw_sec_kinds, &nr);
-	if (!d || !d->kind)
+	struct bw_sec_desc *d = watched(bw_syscall_nr(regs));
+
+	if (!d)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct bw_sec_pending *p = bpf_map_lookup_elem(&bw_sec_pending, &pid_tgid);

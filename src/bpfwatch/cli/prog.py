@@ -218,11 +218,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from bpfwatch.errors import BpfError
     from bpfwatch.programs import inventory
 
-    fd = inventory.resolve("prog", args.prog)
-    try:
-        prog_id = L.prog_info_full(fd, False)[0].id
-    finally:
-        os.close(fd)
+    prog_id = inventory.resolve_id("prog", args.prog)
     holders = inventory.Holders.scan()
     rec = inventory.prog_record(prog_id, holders, inventory.links(holders), inventory.netlink_xdp())
     maps = []

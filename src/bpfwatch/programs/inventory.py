@@ -7,6 +7,7 @@ import os
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -139,6 +140,33 @@ def describe_link(info: L.LinkInfo, name: str) -> str:
     return name_of(LINK_TYPES, t)
 
 
+def each(kind: str) -> Iterator[tuple[int, int]]:
+    """(id, fd) of every loaded program, map or link; each fd is closed when
+    the loop moves on. Objects that vanish meanwhile are skipped."""
+    for obj_id in L.next_ids(kind):
+        try:
+            fd = L.fd_by_id(kind, obj_id)
+        except BpfError:
+            continue
+        try:
+            yield obj_id, fd
+        finally:
+            os.close(fd)
+
+
+def _object_id(kind: str, fd: int) -> int:
+    return L.prog_info_full(fd, False)[0].id if kind == "prog" else L.map_info(fd).id
+
+
+def resolve_id(kind: str, ref: str) -> int:
+    """The id of the program or map `ref` names (see resolve)."""
+    fd = resolve(kind, ref)
+    try:
+        return _object_id(kind, fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class LinkRecord:
     id: int
@@ -151,15 +179,8 @@ class LinkRecord:
 
 def links(holders: Holders | None = None) -> list[LinkRecord]:
     out = []
-    for link_id in L.next_ids("link"):
-        try:
-            fd = L.fd_by_id("link", link_id)
-        except BpfError:
-            continue  # gone meanwhile
-        try:
-            info, name = L.link_info(fd)
-        finally:
-            os.close(fd)
+    for link_id, fd in each("link"):
+        info, name = L.link_info(fd)
         rec = LinkRecord(link_id, name_of(LINK_TYPES, info.type), info.prog_id, describe_link(info, name))
         if holders:
             rec.pids = holders.pids.get(("link", link_id), [])
@@ -304,26 +325,12 @@ def map_record(fd: int, holders: Holders | None = None) -> MapRecord:
 def maps() -> list[MapRecord]:
     holders = Holders.scan()
     users: dict[int, list[int]] = defaultdict(list)
-    for prog_id in L.next_ids("prog"):
-        try:
-            fd = L.fd_by_id("prog", prog_id)
-        except BpfError:
-            continue
-        try:
-            for mid in L.prog_info_full(fd)[1]:
-                users[mid].append(prog_id)
-        finally:
-            os.close(fd)
+    for prog_id, fd in each("prog"):
+        for mid in L.prog_info_full(fd)[1]:
+            users[mid].append(prog_id)
     out = []
-    for map_id in L.next_ids("map"):
-        try:
-            fd = L.fd_by_id("map", map_id)
-        except BpfError:
-            continue
-        try:
-            rec = map_record(fd, holders)
-        finally:
-            os.close(fd)
+    for map_id, fd in each("map"):
+        rec = map_record(fd, holders)
         rec.prog_ids = users.get(map_id, [])
         rec.owned = rec.owned or any(p in _bpfwatch_progs() for p in rec.prog_ids)
         out.append(rec)
@@ -331,18 +338,8 @@ def maps() -> list[MapRecord]:
 
 
 def _bpfwatch_progs() -> set[int]:
-    ids = set()
-    for prog_id in L.next_ids("prog"):
-        try:
-            fd = L.fd_by_id("prog", prog_id)
-        except BpfError:
-            continue
-        try:
-            if L.prog_info_full(fd, with_map_ids=False)[0].name.startswith(b"bw_"):
-                ids.add(prog_id)
-        finally:
-            os.close(fd)
-    return ids
+    return {prog_id for prog_id, fd in each("prog")
+            if L.prog_info_full(fd, with_map_ids=False)[0].name.startswith(b"bw_")}
 
 
 def resolve(kind: str, ref: str) -> int:
@@ -359,16 +356,10 @@ def resolve(kind: str, ref: str) -> int:
     if ref.startswith("name:"):
         want = ref[5:]
         hits = []
-        for obj_id in L.next_ids(kind):
-            try:
-                fd = L.fd_by_id(kind, obj_id)
-            except BpfError:
-                continue
+        for _obj_id, fd in each(kind):
             info = L.prog_info_full(fd, False)[0] if kind == "prog" else L.map_info(fd)
             if info.name.decode(errors="replace") == want:
-                hits.append(fd)
-            else:
-                os.close(fd)
+                hits.append(os.dup(fd))
         if len(hits) != 1:
             for fd in hits:
                 os.close(fd)

@@ -81,11 +81,7 @@ def unload(ref: str, force: bool = False) -> list[str]:
     the kernel freed it. Programs bpfwatch does not own need force."""
     if os.path.isdir(ref) and os.path.exists(manifest_path(ref)):
         return unload_dir(ref)
-    fd = inventory.resolve("prog", ref)
-    try:
-        prog_id = L.prog_info_full(fd, False)[0].id
-    finally:
-        os.close(fd)
+    prog_id = inventory.resolve_id("prog", ref)
     holders = inventory.Holders.scan()
     rec = inventory.prog_record(prog_id, holders, inventory.links(holders), inventory.netlink_xdp())
     if not rec.owned and not force:
