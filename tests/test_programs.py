@@ -342,3 +342,67 @@ def test_validator_fuzz_never_crashes():
     assert stats["total"] == 1500
     assert stats["rejected"] > 300 and stats["accepted"] > 100
     assert stats["loaded"] + stats["load_refused"] == stats["load_tried"]
+
+
+def _libc() -> str:
+    with open("/proc/self/maps") as f:
+        return next(line.split()[-1] for line in f if "libc.so.6" in line or "/libc-" in line)
+
+
+def test_every_other_attach_kind_runs(no_leaks):
+    """uprobe by symbol, raw tracepoint, tp_btf with its target set from the
+    spec, cgroup skb and a socket filter: attached, seen running, released."""
+    from bpfwatch import programs
+    from bpfwatch.mounts import cgroup2_root
+    from bpfwatch.programs import inventory
+
+    specs = [f"uprobe:{_libc()}:getppid", "raw_tracepoint:sched_process_exec", "tp_btf:sched_process_fork",
+             f"cgroup:{cgroup2_root()}", "socket:lo"]
+    with programs.load(str(OBJ / "multi.bpf.o"), specs) as obj:
+        assert [a.description for a in obj.attachments] == [
+            f"uprobe {_libc()}:getppid", "raw_tracepoint sched_process_exec", "tp_btf sched_process_fork",
+            f"cgroup {cgroup2_root()}", "socket filter on a packet socket on lo"]
+        _getppid_calls(5)  # a fork, an exec, getppid calls
+        _udp_to_lo(3)
+        hits = obj.obj.map("bw_multi_hits")
+        got = [int.from_bytes(hits.lookup(i.to_bytes(4, "little")), "little") for i in range(5)]
+        assert got[0] >= 5 and all(got[1:]), got
+        ids = obj.program_ids()
+        attached = {r.name: r.attached for r in inventory.programs() if r.id in ids.values()}
+        assert len(attached["bw_test_uprobe"]) == 1
+        assert attached["bw_test_uprobe"][0].startswith(f"uprobe {_libc()}+0x")
+        assert attached["bw_test_rawtp"] == ["raw_tp sched_process_exec"]
+        assert attached["bw_test_tpbtf"] == ["raw_tp sched_process_fork"]
+        assert attached["bw_test_cgskb"] == [f"cgroup cgroup_inet_egress {cgroup2_root()}"]
+
+
+def test_tc_clsact_is_pinned_and_removed(no_leaks, pin_dir):
+    doc = _json(bw("prog", "load", TC_OBJ, "--attach", "bw_test_tc=tc:lo:egress:clsact", "--pin", pin_dir,
+                   "--json"))
+    assert doc["attachments"][0]["target"] == "clsact lo egress"
+    filters = subprocess.run(["tc", "filter", "show", "dev", "lo", "egress"], capture_output=True, text=True).stdout
+    assert "bw_test_tc" in filters
+    before = _json(bw("map", "get", f"{pin_dir}/maps/bw_test_counts", "0", "--json"))["value"]
+    _udp_to_lo(4)
+    assert _json(bw("map", "get", f"{pin_dir}/maps/bw_test_counts", "0", "--json"))["value"] - before >= 4
+    out = bw("prog", "unload", pin_dir)
+    assert out.returncode == 0 and "detached clsact lo egress" in out.stdout, out.stderr
+    filters = subprocess.run(["tc", "filter", "show", "dev", "lo", "egress"], capture_output=True, text=True).stdout
+    assert "bw_test_tc" not in filters
+
+
+def test_map_without_btf_is_hex():
+    pin = f"/sys/fs/bpf/bw_nobtf{os.getpid()}"
+    subprocess.run(["bpftool", "map", "create", pin, "type", "hash", "key", "4", "value", "8", "entries", "4",
+                    "name", "bw_nobtf"], check=True)
+    try:
+        got = _json(bw("map", "set", pin, "7", "hex:01 02 03 04 05 06 07 08", "--json"))
+        assert got == {"key": "07 00 00 00", "value": "01 02 03 04 05 06 07 08"}
+        dump = bw("map", "dump", pin)
+        assert dump.stdout.splitlines() == ["07 00 00 00: 01 02 03 04 05 06 07 08", "1 entries (no BTF: raw hex)"]
+        bad = bw("map", "set", pin, "7", '{"a": 1}')
+        assert bad.returncode == 2 and bad.stderr.strip() == "bpfwatch: value: '{\"a\": 1}' is not hex bytes"
+        short = bw("map", "set", pin, "hex:01", "1")
+        assert short.stderr.strip() == "bpfwatch: key: 1 bytes given, the map needs 4"
+    finally:
+        os.unlink(pin)

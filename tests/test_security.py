@@ -87,6 +87,27 @@ p.kill()
 p.wait()
 """)
     py("import ctypes; ctypes.CDLL(None).ptrace(0, 0, 0, 0)")
+    # process_vm_writev into a child's buffer (the child checks it changed)
+    out = py("""
+import ctypes, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import ctypes, sys\\nb = ctypes.create_string_buffer(b'before', 16)\\n"
+                          "print(ctypes.addressof(b), flush=True)\\nsys.stdin.readline()\\nprint(b.value.decode())"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+addr = int(child.stdout.readline())
+class Iov(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+src = ctypes.create_string_buffer(b"after!", 6)
+n = ctypes.CDLL(None).process_vm_writev(child.pid, ctypes.byref(Iov(ctypes.addressof(src), 6)), 1,
+                                        ctypes.byref(Iov(addr, 6)), 1, 0)
+print(n, child.communicate("go\\n")[0].strip())
+""")
+    assert out.stdout.split() == ["6", "after!"], out.stderr
+    # joining a network namespace (its own: setns all the same)
+    subprocess.run(["nsenter", "--net=/proc/self/ns/net", "true"], check=True)
+    # exec of a file deleted before it ran
+    py(f"import os, shutil\nshutil.copy('/bin/true', '{root}/bw_deleted_true')\n"
+       f"fd = os.open('{root}/bw_deleted_true', os.O_RDONLY)\nos.unlink('{root}/bw_deleted_true')\n"
+       "pid = os.fork()\nif pid == 0:\n    os.execv(f'/proc/self/fd/{fd}', ['bw_deleted'])\nos.waitpid(pid, 0)")
     # exec from a world-writable directory (and an excepted name there), and from a 0755 one
     for name in ("bw_shm_true", "bw_excepted_true"):
         shutil.copy("/bin/true", f"/dev/shm/{name}")
@@ -199,6 +220,17 @@ def test_bpf_load_by_another_process(findings):
     assert len(loads) == 1 and loads[0]["comm"] == "bpftool"
     assert loads[0]["evidence"]["prog_type"] == "sched_cls"
     assert not [e for e in _by(events, "bpf_load") if e["pid"] == os.getpid()]
+
+
+def test_process_vm_write_setns_and_deleted_exec(findings):
+    _root, events = findings
+    vm = _by(events, "process_vm_write")
+    assert len(vm) == 1 and vm[0]["severity"] == "high" and vm[0]["evidence"]["bytes"] == 6
+    assert vm[0]["comm"] == "python"
+    ns = _by(events, "setns")
+    assert [e["evidence"]["nstype"] for e in ns] == [["CLONE_NEWNET"]] and ns[0]["comm"] == "nsenter"
+    gone = _by(events, "exec_deleted")
+    assert len(gone) == 1 and gone[0]["severity"] == "high" and gone[0]["evidence"]["file"].startswith("/proc/self/fd/")
 
 
 def test_namespaces_modules_mounts_sysctl(findings):

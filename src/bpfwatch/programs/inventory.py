@@ -132,7 +132,9 @@ def describe_link(info: L.LinkInfo, name: str) -> str:
         return f"xdp {_ifname(lo[0])}"
     if t == 7:
         kinds = {1: "uprobe", 2: "uretprobe", 3: "kprobe", 4: "kretprobe", 5: "tracepoint", 6: "perf_event"}
-        return f"{kinds.get(lo[0], 'perf_event')} {name}".strip()
+        kind = kinds.get(lo[0], "perf_event")
+        offset = f"+{hi[2]:#x}" if kind in ("uprobe", "uretprobe", "kprobe", "kretprobe") and name else ""
+        return f"{kind} {name}{offset}".strip()
     if t == 11:
         return f"tcx {_ifname(lo[0])} {'egress' if hi[0] == 47 else 'ingress'}"
     if t == 10:
