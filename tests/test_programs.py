@@ -406,3 +406,11 @@ def test_map_without_btf_is_hex():
         assert short.stderr.strip() == "bpfwatch: key: 1 bytes given, the map needs 4"
     finally:
         os.unlink(pin)
+
+
+def test_missing_tracepoint_and_kprobe_section_are_one_line(tmp_path: Path, no_leaks):
+    err = _reject(TC_OBJ, "--attach", "tracepoint:syscalls:sys_enter_nosuchcall")
+    assert err.startswith("bpfwatch: attach spec 'tracepoint:syscalls:sys_enter_nosuchcall': this kernel has no "
+                          "tracepoint syscalls:sys_enter_nosuchcall")
+    err = _reject(TC_OBJ, "--attach", "raw_tracepoint:no_such_tp")
+    assert err == "bpfwatch: attach spec 'raw_tracepoint:no_such_tp': this kernel has no tracepoint 'no_such_tp'"

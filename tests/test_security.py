@@ -218,7 +218,7 @@ def test_bpf_load_by_another_process(findings):
     _root, events = findings
     loads = [e for e in _by(events, "bpf_load") if e["evidence"]["prog_name"] == "foreign_tc"]
     assert len(loads) == 1 and loads[0]["comm"] == "bpftool"
-    assert loads[0]["evidence"]["prog_type"] == "sched_cls"
+    assert loads[0]["evidence"]["prog_type"] == "sched_cls" and loads[0]["evidence"]["insn_cnt"] == 2
     assert not [e for e in _by(events, "bpf_load") if e["pid"] == os.getpid()]
 
 

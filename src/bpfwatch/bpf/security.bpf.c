@@ -177,13 +177,15 @@ int BPF_PROG(bw_sec_exit, struct pt_regs *regs, long ret)
 	e->kind = p->kind;
 	e->nr = p->nr;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->aux = 0;
+	e->aux = e->aux2 = 0;
+	e->pad = 0;
 	e->str1_len = e->str2_len = 0;
 	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
 
 	if (e->kind == BW_SEC_BPF) {
 		__u64 attr = e->arg1;
-		bpf_probe_read_user(&e->aux, 4, (void *)attr);
+		bpf_probe_read_user(&e->aux, 4, (void *)attr);       /* prog_type */
+		bpf_probe_read_user(&e->aux2, 4, (void *)(attr + 4)); /* insn_cnt */
 		/* union bpf_attr, BPF_PROG_LOAD: prog_name[16] at offset 48 */
 		long n = bpf_probe_read_user_str(data, 16, (void *)(attr + 48));
 		e->str1_len = n > 0 ? n : 0;

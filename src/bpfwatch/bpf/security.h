@@ -59,8 +59,10 @@ struct bw_sec_event {
 	__u32 nr;
 	__u32 ppid;
 	__u32 aux;                /* bpf: the program type being loaded */
+	__u32 aux2;               /* bpf: its instruction count */
 	__u16 str1_len;
 	__u16 str2_len;
+	__u32 pad;
 	char comm[BW_COMM_LEN];
 };
 

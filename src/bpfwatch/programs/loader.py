@@ -486,8 +486,11 @@ def _attach(spec: S.AttachSpec, prog: L.Program) -> Attachment:
             a.tc = L.tc_clsact_attach(idx, egress, prog.fd)
         a.description = f"{impl} {t} {'egress' if egress else 'ingress'}"
     elif k == "tracepoint":
-        S.ensure_tracefs()
+        root = S.ensure_tracefs()
         cat, name = t.split(":", 1)
+        if not os.path.isdir(os.path.join(root, "events", cat, name)):
+            raise UsageError(f"attach spec '{spec}': this kernel has no tracepoint {cat}:{name} "
+                             f"(see {root}/events/{cat})")
         a.link = prog.attach_tracepoint(cat, name)
     elif k == "raw_tracepoint":
         a.link = prog.attach_raw_tracepoint(t)
@@ -521,7 +524,14 @@ def _attach(spec: S.AttachSpec, prog: L.Program) -> Attachment:
             raise BpfError(f"attach spec '{spec}': {e.strerror}", e.errno or 0) from None
         a.sock = sock
         a.description = f"socket filter on a packet socket on {t}"
-    else:  # section
+    else:  # section: the same checks as the spec the section stands for
+        sec = prog.section
+        if sec.startswith(("kprobe/", "kretprobe/")):
+            S.check(S.AttachSpec("kprobe", sec.split("/", 1)[1], text=spec.text))
+        elif sec.startswith(("fentry/", "fexit/", "lsm/")):
+            S.check(S.AttachSpec(sec.split("/", 1)[0], sec.split("/", 1)[1], text=spec.text))
+        elif sec.startswith(("tp/", "tracepoint/")):
+            S.ensure_tracefs()
         a.link = prog.attach()
         a.description = f"section {prog.section}"
     return a

@@ -191,8 +191,9 @@ class SecuritySensor(Sensor):
                                  {"target": target, "bytes": ret if ret > 0 else 0}, syscall=sc, ret=ret)
         if kind == "BW_SEC_BPF":
             ptype = PROG_TYPE_NAMES.get(r["aux"], f"type {r['aux']}")
-            return self._finding("bpf_load", r, uid, f"loaded a BPF {ptype} program '{s1 or ''}'",
-                                 {"prog_type": ptype, "prog_name": s1}, syscall=sc, ret=ret)
+            return self._finding("bpf_load", r, uid,
+                                 f"loaded a BPF {ptype} program '{s1 or ''}' ({r['aux2']} instructions)",
+                                 {"prog_type": ptype, "prog_name": s1, "insn_cnt": r["aux2"]}, syscall=sc, ret=ret)
         if kind == "BW_SEC_MOUNT":
             return self._finding("mount", r, uid, f"mount {s2 or ''} on {s1}".replace("  ", " "),
                                  {"target": s1, "fstype": s2, "flags": hex(args[3])}, syscall=sc, ret=ret)
