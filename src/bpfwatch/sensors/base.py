@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from bpfwatch import libbpf as L
 from bpfwatch.bpf import object_path
-from bpfwatch.btf_dtype import field_names, record_struct, struct_dtype
+from bpfwatch.btf_dtype import field_names, record_dict, record_struct, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.ringbuf import RingBuffer, Run
 
@@ -223,6 +223,17 @@ class Sensor:
             recs = recs[idx]
         cols = {n: recs[n].tolist() for n in dtype.names}
         return [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
+
+    @staticmethod
+    def variable_records(run: Run, idx: list[int] | None, dtype: np.dtype
+                         ) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """(fixed part as a dict, the bytes after it) of each variable-size
+        record; records shorter than the fixed part are skipped."""
+        size = dtype.itemsize
+        for i in range(run.count) if idx is None else idx:
+            rec = run.record(i)
+            if len(rec) >= size:
+                yield record_dict(dtype, rec), bytes(rec[size:])
 
     def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
         """Periodic work between drains (e.g. ending idle flows); `force` at the end."""

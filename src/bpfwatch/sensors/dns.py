@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bpfwatch import libbpf as L
-from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
+from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.model import common_fields
 from bpfwatch.protocols import dns
@@ -59,13 +59,8 @@ class DnsSensor(Sensor):
         self.decoders = {enum_values(btf, "bw_event_type")["BW_EV_DNS"]: self._decode}
 
     def _decode(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        size = self.dtype.itemsize
-        for i in range(run.count) if idx is None else idx:
-            rec = run.record(i)
-            if len(rec) < size:
-                continue
-            r = record_dict(self.dtype, rec)
-            ev = self._event(r, bytes(rec[size: size + r["captured"]]))
+        for r, tail in self.variable_records(run, idx, self.dtype):
+            ev = self._event(r, tail[:r["captured"]])
             if ev is not None:
                 out.append(ev)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from bpfwatch import libbpf as L
 from bpfwatch import syscalls
-from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
+from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.model import common_fields
 from bpfwatch.ringbuf import Run
@@ -197,17 +197,8 @@ class FileSensor(Sensor):
 
     # -- decoding ---------------------------------------------------------------
 
-    @staticmethod
-    def _variable(run: Run, idx: list[int] | None, dt: np.dtype):
-        """(fixed part as a dict, the bytes after it) of each record."""
-        size = dt.itemsize
-        for i in range(run.count) if idx is None else idx:
-            rec = run.record(i)
-            if len(rec) >= size:
-                yield record_dict(dt, rec), bytes(rec[size:])
-
     def _decode_path(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r, data in self._variable(run, idx, self.path_dtype):
+        for r, data in self.variable_records(run, idx, self.path_dtype):
             self._remember(r["tgid"], r["file"], _text(data[: r["path_len"]].rstrip(b"\0")))
 
     def _decode_io(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
@@ -225,7 +216,7 @@ class FileSensor(Sensor):
             })
 
     def _decode_op(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r, data in self._variable(run, idx, self.op_dtype):
+        for r, data in self.variable_records(run, idx, self.op_dtype):
             ev = self._op_event(r, data)
             if ev is not None:
                 out.append(ev)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bpfwatch import libbpf as L
-from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
+from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.ids import exec_id, tick_floor
 from bpfwatch.events.model import common_fields
@@ -111,13 +111,8 @@ class ProcessSensor(Sensor):
     # -- decoding ---------------------------------------------------------------
 
     def _decode_exec(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        dt = self.exec_dtype
-        size = dt.itemsize
-        for i in range(run.count) if idx is None else idx:
-            rec = run.record(i)
-            if len(rec) < size:
-                continue
-            out.append(self._exec_event(record_dict(dt, rec), bytes(rec[size:])))
+        for r, tail in self.variable_records(run, idx, self.exec_dtype):
+            out.append(self._exec_event(r, tail))
 
     def _exec_event(self, r: dict[str, Any], data: bytes) -> dict[str, Any]:
         exe_len, cwd_len, pexe_len, args_len = r["exe_len"], r["cwd_len"], r["pexe_len"], r["args_len"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bpfwatch import libbpf as L
-from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
+from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
 from bpfwatch.events.model import common_fields
 from bpfwatch.ringbuf import Run
 from bpfwatch.security.rules import RULES, RuleSet, default_rules
@@ -154,13 +154,7 @@ class SecuritySensor(Sensor):
         return ev
 
     def _decode_syscall(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        size = self.sys_dtype.itemsize
-        for i in range(run.count) if idx is None else idx:
-            rec = run.record(i)
-            if len(rec) < size:
-                continue
-            r = record_dict(self.sys_dtype, rec)
-            data = bytes(rec[size:size + r["str1_len"] + r["str2_len"]])
+        for r, data in self.variable_records(run, idx, self.sys_dtype):
             s1 = cstr(data[:r["str1_len"]]) if r["str1_len"] else None
             s2 = cstr(data[r["str1_len"]:]) if r["str2_len"] else None
             ev = self._syscall_finding(r, s1, s2)
@@ -245,13 +239,8 @@ class SecuritySensor(Sensor):
         return None
 
     def _decode_exec(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        size = self.exec_dtype.itemsize
-        for i in range(run.count) if idx is None else idx:
-            rec = run.record(i)
-            if len(rec) < size:
-                continue
-            r = record_dict(self.exec_dtype, rec)
-            name = cstr(bytes(rec[size:size + r["name_len"]]))
+        for r, tail in self.variable_records(run, idx, self.exec_dtype):
+            name = cstr(tail[:r["name_len"]])
             out.extend(self._exec_findings(r, name))
 
     def _exec_findings(self, r: dict[str, Any], name: str) -> list[dict[str, Any]]:
