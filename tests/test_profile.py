@@ -171,7 +171,8 @@ def test_signals_are_forwarded_to_cmd(tmp_path, no_leaks):
 
 def test_json_and_timeline_outputs(tmp_path, no_leaks):
     js, tl, txt = tmp_path / "p.json", tmp_path / "t.jsonl", tmp_path / "r.txt"
-    # 10 ms samples: each 128 MiB buffer lives only ~50 ms
+    # 10 ms samples: each 128 MiB buffer is filled in ~50 ms and freed at once,
+    # so a sample sees it 0-100% filled; the peak of 3 fills is well above 96 MiB
     p = run_cli("run", "--json", str(js), "--timeline", str(tl), "-o", str(txt), "--interval", "0.01", "--",
                 sys.executable, WORKLOADS, "memory", "3", "128")
     assert p.returncode == 0, p.stderr
@@ -184,7 +185,7 @@ def test_json_and_timeline_outputs(tmp_path, no_leaks):
     assert {"sample", "exec", "exit", "summary"} <= kinds
     assert lines[-1]["kind"] == "summary" and lines[-1]["syscalls"]["total"] == doc["syscalls"]["total"]
     tree = [x for x in lines if x["kind"] == "sample" and x["scope"] == "tree"]
-    assert len(tree) >= 5 and max(x["rss_bytes"] for x in tree) >= 128 << 20
+    assert len(tree) >= 5 and max(x["rss_bytes"] for x in tree) >= 96 << 20
     assert all(b["t"] >= a["t"] for a, b in itertools.pairwise(tree))
     assert any(x["kind"] == "sample" and x["scope"] == "process" for x in lines)
     report = txt.read_text()
