@@ -168,6 +168,16 @@ def test_tc_and_tracepoint_load_attach_pin_unpin_unload(no_leaks, pin_dir):
     assert extra in _json(bw("prog", "show", str(tc_id), "--json"))["pins"]
     assert bw("prog", "unpin", extra).returncode == 0
     assert not os.path.exists(extra)
+    # run counts in the listing while the kernel's statistics are on
+    from bpfwatch import libbpf as L
+
+    stats_fd = L.enable_stats()
+    try:
+        _getppid_calls(10)
+        tp = _owned()["bw_test_tp"]
+        assert tp["run_cnt"] >= 10 and tp["run_time_ns"] > 0
+    finally:
+        os.close(stats_fd)
     # run statistics while watching
     st = bw("prog", "stats", str(doc["programs"]["bw_test_tp"]), "--watch", "--interval", "0.3", "--count", "2",
             "--json")
@@ -253,6 +263,10 @@ def test_map_set_get_dump_through_btf(no_leaks, pin_dir):
     assert bad.stderr.strip() == "bpfwatch: value: no field 'nope' (fields: pid, comm, hits)"
     missing = bw("map", "get", m, "99")
     assert missing.returncode == 2 and "has no key 99" in missing.stderr
+    shown = _json(bw("map", "show", m, "--json"))
+    assert (shown["name"], shown["type"], shown["key_size"], shown["value_size"], shown["max_entries"]) == \
+        ("bw_test_struct", "hash", 4, 32, 64)
+    assert shown["pins"] == [m] and shown["btf_id"] > 0 and shown["owned"]
     listed = _json(bw("map", "list", "--json", "--owned"))
     names = {x["name"] for x in listed["maps"]}
     assert {"bw_test_struct", "bw_test_counts", "bw_test_percpu"} <= names

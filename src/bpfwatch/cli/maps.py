@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from bpfwatch.cli.options import table_console
 from bpfwatch.programs.values import hexstr
 
 
@@ -71,7 +72,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _out({"maps": [r.as_dict() for r in recs]}, True)
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"BPF maps ({len(recs)})")
@@ -82,7 +82,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_row(str(r.id), r.type, r.name, f"{r.key_size} B", f"{r.value_size} B", str(r.max_entries),
                       f"{r.memlock // 1024} KiB", str(r.btf_id or "-"), ",".join(map(str, r.prog_ids)) or "-",
                       " ".join(x for x in ("bpfwatch" if r.owned else "", who) if x))
-    Console().print(table)
+    table_console().print(table)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -36,3 +37,13 @@ def parse_seconds(text: str) -> float:
     if v <= 0:
         raise argparse.ArgumentTypeError(f"duration must be positive, not {text}")
     return v
+
+
+def table_console() -> Any:
+    """A rich console for wide tables: the terminal's width, or 200 columns
+    when piped (rich would otherwise fold every cell to fit 80)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)

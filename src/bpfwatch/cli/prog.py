@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from bpfwatch.cli.options import parse_seconds
+from bpfwatch.cli.options import parse_seconds, table_console
 
 
 def add_parser(sub: Any) -> None:
@@ -195,7 +195,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _out({"bpf_stats": L.stats_enabled(), "programs": [r.as_dict() for r in recs]})
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"BPF programs ({len(recs)}; run stats {'on' if L.stats_enabled() else 'off'})")
@@ -206,7 +205,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         who = ", ".join(f"{c}[{p}]" for p, c in r.pids[:2]) or ("pinned" if r.pins else "")
         table.add_row(str(r.id), r.type, r.name, r.tag, _when(r.loaded_at), f"{r.memlock // 1024} KiB",
                       _runs(r), "\n".join(r.attached) or "-", " ".join(x for x in (owner, who) if x))
-    Console().print(table)
+    table_console().print(table)
     if not L.stats_enabled():
         print("run counts need BPF statistics: sysctl -w kernel.bpf_stats_enabled=1, or "
               "'bpfwatch prog stats ID --watch' (on while it watches)")
