@@ -105,6 +105,14 @@ def test_bad_requests_get_a_json_error_naming_the_field(tmp_path: Path, request_
     assert not list(tmp_path.iterdir())  # nothing was started
 
 
+def test_commands_can_be_refused(tmp_path: Path):
+    proc = bw("diagnose", "--request", "-", "--no-commands", "--state-dir", str(tmp_path),
+              stdin='{"commands": [{"id": "x", "command": "id", "description": "who"}]}')
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["error"] == {
+        "field": "commands", "message": "running commands is disabled here (--no-commands): send traces only"}
+
+
 def test_max_duration_is_configurable(tmp_path: Path):
     proc = bw("diagnose", "--request", "-", "--max-duration", "10", "--state-dir", str(tmp_path),
               stdin='{"ebpf_capabilities": ["performance"], "ebpf_duration_seconds": 11}')

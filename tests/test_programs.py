@@ -428,3 +428,21 @@ def test_missing_tracepoint_and_kprobe_section_are_one_line(tmp_path: Path, no_l
                           "tracepoint syscalls:sys_enter_nosuchcall")
     err = _reject(TC_OBJ, "--attach", "raw_tracepoint:no_such_tp")
     assert err == "bpfwatch: attach spec 'raw_tracepoint:no_such_tp': this kernel has no tracepoint 'no_such_tp'"
+
+
+def test_missing_privileges_are_named():
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+
+    def run(*args: str) -> str:
+        p = subprocess.run([*nobody, *BPFWATCH, *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                           env={**os.environ, "HOME": "/tmp"})
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        return p.stderr.strip()
+
+    assert run("xdp-stats", "--iface", "lo") == (
+        "bpfwatch: missing CAP_BPF, CAP_NET_ADMIN to load xdpstats.bpf.o: run as root (sudo bpfwatch ...), or "
+        "grant them (setcap cap_bpf,cap_net_admin+ep on the interpreter)")
+    assert run("prog", "load", TC_OBJ).startswith("bpfwatch: missing CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN to load")
+    for args in (("prog", "list"), ("map", "list"), ("prog", "show", "1")):
+        assert run(*args) == ("bpfwatch: missing CAP_SYS_ADMIN to reach BPF objects by id (what bpftool needs "
+                              "too): run as root (sudo bpfwatch ...)")

@@ -38,3 +38,15 @@ def require_tracing() -> None:
     if lacking:
         raise PermissionProblem(f"missing capabilities {', '.join(lacking)} needed to load BPF "
                                 f"programs: {REMEDY}")
+
+
+def require(needed: list[str], what: str) -> None:
+    """Raises PermissionProblem naming the capabilities `what` lacks (CAP_SYS_ADMIN
+    stands in for CAP_BPF and CAP_PERFMON, as in the kernel)."""
+    m = effective()
+    admin = has("CAP_SYS_ADMIN", m)
+    lacking = [c for c in needed if not has(c, m) and not (admin and c in ("CAP_BPF", "CAP_PERFMON"))]
+    if lacking:
+        caps = ",".join(c.lower() for c in needed)
+        raise PermissionProblem(f"missing {', '.join(lacking)} to {what}: run as root (sudo bpfwatch ...), "
+                                f"or grant them (setcap {caps}+ep on the interpreter)")

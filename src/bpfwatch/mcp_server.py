@@ -24,14 +24,14 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(state_dir: str = "", max_duration: int = 300) -> Any:
+def build_server(state_dir: str = "", max_duration: int = 300, allow_commands: bool = True) -> Any:
     from mcp.server.mcpserver import MCPServer
 
     from bpfwatch import __version__
     from bpfwatch.diagnose import RequestError, Settings, run
     from bpfwatch.diagnose.capabilities import probe, prompt_text
 
-    settings = Settings(state_dir, max_duration=max_duration)
+    settings = Settings(state_dir, max_duration=max_duration, allow_commands=allow_commands)
     server = MCPServer("bpfwatch", instructions=INSTRUCTIONS, version=__version__)
 
     @server.tool()
@@ -77,6 +77,8 @@ def build_server(state_dir: str = "", max_duration: int = 300) -> Any:
     def profile_command(command: list[str], timeout_seconds: float = 120) -> dict[str, Any]:
         """Run one command (argv list) under the profiler (`bpfwatch run`): exact syscall counts and times,
         CPU, memory, I/O, network, child processes, and a verdict on what bounds it."""
+        if not allow_commands:
+            return {"error": {"field": "command", "message": "running commands is disabled here (--no-commands)"}}
         if not command or not all(isinstance(a, str) and a for a in command):
             return {"error": {"field": "command", "message": "expected a non-empty list of arguments"}}
         if not 0 < timeout_seconds <= 3600:
@@ -101,5 +103,5 @@ def build_server(state_dir: str = "", max_duration: int = 300) -> Any:
     return server
 
 
-def serve(state_dir: str = "", max_duration: int = 300) -> None:
-    build_server(state_dir, max_duration).run("stdio")
+def serve(state_dir: str = "", max_duration: int = 300, allow_commands: bool = True) -> None:
+    build_server(state_dir, max_duration, allow_commands).run("stdio")

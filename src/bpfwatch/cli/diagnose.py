@@ -23,6 +23,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-duration", type=int, default=300, metavar="SECONDS",
                    help="longest trace a request may ask for (default 300)")
     p.add_argument("--indent", action="store_true", help="indented JSON")
+    p.add_argument("--no-commands", action="store_true", help="refuse requests that run shell commands")
     p.set_defaults(func=run_request)
     ds = p.add_subparsers(dest="diagnose_command", metavar="ACTION", parser_class=type(p))
     ls = ds.add_parser("list", help="stored sessions")
@@ -56,7 +57,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> Any:
     from bpfwatch.diagnose import Settings
 
-    return Settings(args.state_dir or "", args.retention, getattr(args, "max_duration", 300))
+    return Settings(args.state_dir or "", args.retention, getattr(args, "max_duration", 300),
+                    not getattr(args, "no_commands", False))
 
 
 def _print(doc: Any, indent: bool = False) -> None:

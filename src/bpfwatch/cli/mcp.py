@@ -13,11 +13,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--state-dir", metavar="DIR", help="where diagnostic sessions are kept")
     p.add_argument("--max-duration", type=int, default=300, metavar="SECONDS",
                    help="longest trace a tool call may ask for (default 300)")
+    p.add_argument("--no-commands", action="store_true",
+                   help="the diagnose tool refuses requests with shell commands (they run as this user)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from bpfwatch.mcp_server import serve
 
-    serve(args.state_dir or "", args.max_duration)
+    serve(args.state_dir or "", args.max_duration, allow_commands=not args.no_commands)
     return 0

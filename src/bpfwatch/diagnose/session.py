@@ -51,6 +51,7 @@ class Settings:
     state_dir: str = ""
     retention: float = DEFAULT_RETENTION
     max_duration: int = MAX_DURATION
+    allow_commands: bool = True  # False: requests may trace, not run shell commands
 
     def __post_init__(self) -> None:
         self.state_dir = self.state_dir or default_state_dir()
@@ -148,6 +149,8 @@ def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict
     """Runs one diagnostic request; raises RequestError for a bad request."""
     settings = settings or Settings()
     req = doc if isinstance(doc, Request) else parse(doc, settings.max_duration)
+    if req.commands and not settings.allow_commands:
+        raise RequestError("commands", "running commands is disabled here (--no-commands): send traces only")
     clean(settings)
     sid, folder = _new_dir(settings)
     _write_json(folder / "request.json", req.as_dict())

@@ -3,6 +3,7 @@ to, who holds them (processes, pins) and whether bpfwatch owns them."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -13,7 +14,7 @@ from functools import cache
 from typing import Any
 
 from bpfwatch import libbpf as L
-from bpfwatch.errors import BpfError, UsageError
+from bpfwatch.errors import BpfError, PermissionProblem, UsageError
 from bpfwatch.mounts import cgroup2_root
 from bpfwatch.programs import bpffs
 from bpfwatch.programs.kinds import ATTACH_TYPES, LINK_TYPES, MAP_TYPES, PROG_TYPES, name_of
@@ -142,13 +143,36 @@ def describe_link(info: L.LinkInfo, name: str) -> str:
     return name_of(LINK_TYPES, t)
 
 
+def _denied(e: BpfError) -> PermissionProblem:
+    return PermissionProblem("missing CAP_SYS_ADMIN to reach BPF objects by id (what bpftool needs too): "
+                             "run as root (sudo bpfwatch ...)") if e.errno == errno.EPERM else e
+
+
+def ids(kind: str) -> list[int]:
+    """Ids of every loaded program, map or link."""
+    try:
+        return list(L.next_ids(kind))
+    except BpfError as e:
+        raise _denied(e) from None
+
+
+def fd_of(kind: str, obj_id: int) -> int:
+    """A new fd for an object by id (caller closes); UsageError if there is none."""
+    try:
+        return L.fd_by_id(kind, obj_id)
+    except BpfError as e:
+        if e.errno == errno.EPERM:
+            raise _denied(e) from None
+        raise UsageError(f"no BPF {kind} with id {obj_id}") from None
+
+
 def each(kind: str) -> Iterator[tuple[int, int]]:
     """(id, fd) of every loaded program, map or link; each fd is closed when
     the loop moves on. Objects that vanish meanwhile are skipped."""
-    for obj_id in L.next_ids(kind):
+    for obj_id in ids(kind):
         try:
-            fd = L.fd_by_id(kind, obj_id)
-        except BpfError:
+            fd = fd_of(kind, obj_id)
+        except UsageError:
             continue
         try:
             yield obj_id, fd
@@ -241,10 +265,7 @@ def _owned(name: str, pids: list[tuple[int, str]], pins: list[str]) -> bool:
 
 def prog_record(prog_id: int, holders: Holders | None = None, link_list: list[LinkRecord] | None = None,
                 xdp: dict[int, list[str]] | None = None) -> ProgRecord:
-    try:
-        fd = L.fd_by_id("prog", prog_id)
-    except BpfError as e:
-        raise UsageError(f"no BPF program with id {prog_id}") from e
+    fd = fd_of("prog", prog_id)
     try:
         info, map_ids = L.prog_info_full(fd)
         memlock = int(L.fdinfo(fd).get("memlock", 0))
@@ -278,7 +299,7 @@ def programs() -> list[ProgRecord]:
     lk = links(holders)
     xdp = netlink_xdp()
     out = []
-    for prog_id in L.next_ids("prog"):
+    for prog_id in ids("prog"):
         try:
             out.append(prog_record(prog_id, holders, lk, xdp))
         except UsageError:
@@ -370,7 +391,4 @@ def resolve(kind: str, ref: str) -> int:
     obj_id = ref.removeprefix("id:").removeprefix("id ")
     if not obj_id.isdigit():
         raise UsageError(f"'{ref}' is not a {kind} id, id:N, name:NAME or a pin path")
-    try:
-        return L.fd_by_id(kind, int(obj_id))
-    except BpfError:
-        raise UsageError(f"no BPF {kind} with id {obj_id}") from None
+    return fd_of(kind, int(obj_id))

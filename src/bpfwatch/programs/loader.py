@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bpfwatch import caps
 from bpfwatch import libbpf as L
 from bpfwatch.errors import BpfError, BpfwatchError, UsageError
 from bpfwatch.programs import bpffs
@@ -537,6 +538,22 @@ def _attach(spec: S.AttachSpec, prog: L.Program) -> Attachment:
     return a
 
 
+# program types the kernel lets load with CAP_BPF + CAP_PERFMON, and with CAP_BPF + CAP_NET_ADMIN
+_TRACING = {"kprobe", "tracepoint", "perf_event", "raw_tracepoint", "raw_tracepoint_writable", "tracing", "lsm"}
+_NETWORK = {"sched_cls", "sched_act", "xdp", "lwt_in", "lwt_out", "lwt_xmit", "lwt_seg6local", "sk_skb",
+            "sk_msg", "flow_dissector", "sk_lookup", "netfilter"}
+
+
+def _caps_needed(report: Report, specs: list[S.AttachSpec]) -> list[str]:
+    types = {p.type for p in report.programs}
+    needed = ["CAP_BPF"]
+    if types & _TRACING:
+        needed.append("CAP_PERFMON")
+    if types & _NETWORK or any(sp.kind in ("xdp", "tc", "socket") for sp in specs):
+        needed.append("CAP_NET_ADMIN")
+    return needed
+
+
 def _failed_prog(log: str) -> str:
     found = re.search(r"prog '([^']+)'", log or "")
     return found.group(1) if found else "?"
@@ -550,6 +567,7 @@ def load(path: str, attach: list[str] | tuple[str, ...] = (), *, pin: str | None
     report = validate(path)  # opened in a child first: a damaged object cannot crash us
     if not report.ok:
         raise ValidationError(path, report.problems)
+    caps.require(_caps_needed(report, specs), f"load {os.path.basename(path)}")
     for sp in specs:
         S.check(sp)
     obj = L.BpfObject(path)

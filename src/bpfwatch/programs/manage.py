@@ -22,7 +22,7 @@ def _gone(prog_ids: list[int], timeout: float = 2.0) -> list[int]:
     deadline = time.monotonic() + timeout
     left = list(prog_ids)
     while left and time.monotonic() < deadline:
-        live = set(L.next_ids("prog"))
+        live = set(inventory.ids("prog"))
         left = [p for p in left if p in live]
         if left:
             time.sleep(0.05)
@@ -90,8 +90,8 @@ def unload(ref: str, force: bool = False) -> list[str]:
     done = []
     for link_id in rec.link_ids:
         try:
-            lfd = L.fd_by_id("link", link_id)
-        except BpfError:
+            lfd = inventory.fd_of("link", link_id)
+        except UsageError:
             continue
         try:
             L.link_detach(lfd)
@@ -155,7 +155,7 @@ def unpin(path: str) -> list[str]:
 
 
 def run_stats(prog_id: int) -> tuple[int, int]:
-    fd = L.fd_by_id("prog", prog_id)
+    fd = inventory.fd_of("prog", prog_id)
     try:
         info = L.prog_info_full(fd, False)[0]
     finally:
