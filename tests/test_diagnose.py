@@ -58,7 +58,7 @@ def test_request_with_two_commands_and_three_capabilities(tmp_path: Path, no_lea
     by_name = {e["data"]["syscall"]: e["data"] for e in counts}
     assert by_name["read"]["count"] >= 1 and by_name["openat"]["count"] >= 1
     summary = res["summary"]
-    assert summary["lost_events"]["total"] == 0
+    assert summary["lost_events"]["total"] == 0 and res["errors"] == []
     assert {"top_processes", "top_syscalls", "files", "counts", "top_executables"} <= set(summary)
     ops = [sum(v for k, v in f.items() if k not in ("path", "read_bytes", "write_bytes")) for f in summary["files"]]
     assert ops and ops == sorted(ops, reverse=True)

@@ -327,6 +327,10 @@ class Monitor:
         """Per (process, syscall) counts so far (with syscall_counts=True)."""
         return next((s.counts() for s in self.sensors if isinstance(s, SyscountSensor)), [])
 
+    def syscall_counts_dropped(self) -> int:
+        """Syscalls not counted because the counter's table was full."""
+        return next((s.dropped() for s in self.sensors if isinstance(s, SyscountSensor)), 0)
+
     # -- accounting ---------------------------------------------------------------
 
     def _refresh_lost(self, force: bool = False) -> None:

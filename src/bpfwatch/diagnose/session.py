@@ -192,6 +192,12 @@ def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict
                 _take(monitor.poll(0), collector, log)
                 syscalls = monitor.syscall_counts()
                 lost = monitor.lost()
+                if sum(lost.values()):
+                    errors.append(f"{sum(lost.values())} events were lost (the ring buffer was full): narrow the "
+                                  "filters or the capabilities")
+                dropped = monitor.syscall_counts_dropped()
+                if dropped:
+                    errors.append(f"{dropped} syscalls were not counted: more than 65536 process/syscall pairs")
                 end_ns = time.time_ns()
                 _take([{"ts": end_ns, "type": "syscall.count", "pid": r["pid"], "comm": r["comm"],
                         "uid": _uid(r["pid"]), "data": {k: r[k] for k in ("syscall", "category", "count", "errors",
