@@ -101,7 +101,7 @@ def throughput(pair: netns.VethPair, rounds: int, packets: int, valid: bool) -> 
     lost: dict[str, int] = {"xdp_pass": 0, "counter": 0}
 
     def one_round(cfg: str) -> tuple[float, int]:
-        fd = L.link_create_flags(progs[cfg], idx, 37, 4)  # BPF_XDP, native
+        fd = L.link_create(progs[cfg], idx, 37, 4)  # BPF_XDP, native
         try:
             before = rx_packets(pair.if_b)
             gen.stdin.write("go\n")

@@ -840,9 +840,17 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, 
     return _check_rc(fd, f"create map type {map_type}")
 
 
-def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
-    """bpf(BPF_LINK_CREATE) for attach types libbpf 1.1 has no helper for."""
-    return _check_rc(lib().bpf_link_create(prog_fd, target_fd, attach_type, None),
+class _LinkCreateOpts(ctypes.Structure):
+    _fields_ = [("sz", _c_size_t), ("flags", ctypes.c_uint32), ("iter_info", _c_void_p),
+                ("iter_info_len", ctypes.c_uint32), ("target_btf_id", ctypes.c_uint32),
+                ("u", ctypes.c_uint64 * 5)]
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int, flags: int = 0) -> int:
+    """bpf(BPF_LINK_CREATE) for attach types libbpf 1.1 has no helper for;
+    flags go to the kernel as they are (e.g. the mode of an XDP link)."""
+    opts = _LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts), flags=flags)
+    return _check_rc(lib().bpf_link_create(prog_fd, target_fd, attach_type, ctypes.byref(opts)),
                      f"link type {attach_type}")
 
 
@@ -1029,19 +1037,6 @@ def xdp_query(ifindex: int) -> dict[str, int | str]:
     _check_rc(lib().bpf_xdp_query(ifindex, 0, ctypes.byref(opts)), f"XDP query of ifindex {ifindex}")
     return {"prog_id": opts.prog_id, "native": opts.drv_prog_id, "generic": opts.skb_prog_id,
             "offload": opts.hw_prog_id, "mode": XDP_ATTACHED_MODES.get(opts.attach_mode, "?")}
-
-
-class _LinkCreateOpts(ctypes.Structure):
-    _fields_ = [("sz", _c_size_t), ("flags", ctypes.c_uint32), ("iter_info", _c_void_p),
-                ("iter_info_len", ctypes.c_uint32), ("target_btf_id", ctypes.c_uint32),
-                ("u", ctypes.c_uint64 * 5)]
-
-
-def link_create_flags(prog_fd: int, target_fd: int, attach_type: int, flags: int) -> int:
-    """bpf(BPF_LINK_CREATE) with flags (XDP mode for an xdp link)."""
-    opts = _LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts), flags=flags)
-    return _check_rc(lib().bpf_link_create(prog_fd, target_fd, attach_type, ctypes.byref(opts)),
-                     f"link type {attach_type}")
 
 
 class TcHook(ctypes.Structure):

@@ -126,7 +126,7 @@ class Monitor:
         if sec_types:
             rs = rules or default_rules()
             self.security_options = SecurityOptions(rs, sec_types)
-            if rs.file_rules() and sec_types & {r.event_type for r in rs.file_rules()}:
+            if sec_types & {r.event_type for r in rs.file_rules()}:
                 self.file_options = self._file_options_for_security(rs, self.file_options)
         self.network_options = NetworkOptions(types=net_types, udp_idle=udp_idle, allow_ports=a.ports,
                                               deny_ports=d.ports) if net_types else None

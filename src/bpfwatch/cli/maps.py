@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 
 from bpfwatch.cli.options import table_console
-from bpfwatch.programs.values import hexstr
 
 
 def add_parser(sub: Any) -> None:
@@ -113,9 +112,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, (bytes, bytearray)):
-        return hexstr(v)
-    return orjson.dumps(v).decode() if not isinstance(v, str) else v
+    """Decoded keys and values: strings (hex without BTF) as they are, the rest as JSON."""
+    return v if isinstance(v, str) else orjson.dumps(v).decode()
 
 
 def cmd_get(args: argparse.Namespace) -> int:

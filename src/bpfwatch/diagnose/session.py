@@ -9,6 +9,7 @@ document. The Python API behind `bpfwatch diagnose` and the MCP server:
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import shutil
@@ -199,8 +200,9 @@ def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict
                 if dropped:
                     errors.append(f"{dropped} syscalls were not counted: more than 65536 process/syscall pairs")
                 end_ns = time.time_ns()
+                uid_of = _uid_lookup()
                 _take([{"ts": end_ns, "type": "syscall.count", "pid": r["pid"], "comm": r["comm"],
-                        "uid": _uid(r["pid"]), "data": {k: r[k] for k in ("syscall", "category", "count", "errors",
+                        "uid": uid_of(r["pid"]), "data": {k: r[k] for k in ("syscall", "category", "count", "errors",
                                                                          "total_ns", "max_ns")}}
                        for r in syscalls], collector, log)
             if perf is not None:
@@ -223,16 +225,16 @@ def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict
     return result
 
 
-_uid_cache: dict[int, int] = {}
-
-
-def _uid(pid: int) -> int:
-    if pid not in _uid_cache:
+def _uid_lookup() -> Any:
+    """uid of a pid from /proc (-1 once it is gone), each pid read once; one
+    per session, since pids are reused."""
+    @functools.cache
+    def uid_of(pid: int) -> int:
         try:
-            _uid_cache[pid] = os.stat(f"/proc/{pid}").st_uid
+            return os.stat(f"/proc/{pid}").st_uid
         except OSError:
-            _uid_cache[pid] = -1
-    return _uid_cache[pid]
+            return -1
+    return uid_of
 
 
 def _take(events: list[dict[str, Any]], collector: Collector, log: Any) -> None:

@@ -194,13 +194,25 @@ def resolve_id(kind: str, ref: str) -> int:
 
 
 @dataclass
-class LinkRecord:
+class Held:
+    """Who holds a kernel object, and whether bpfwatch owns it."""
+
+    pids: list[tuple[int, str]] = field(default_factory=list, kw_only=True)
+    pins: list[str] = field(default_factory=list, kw_only=True)
+    owned: bool = field(default=False, kw_only=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["pids"] = [{"pid": p, "comm": c} for p, c in self.pids]
+        return d
+
+
+@dataclass
+class LinkRecord(Held):
     id: int
     type: str
     prog_id: int
     target: str
-    pids: list[tuple[int, str]] = field(default_factory=list)
-    pins: list[str] = field(default_factory=list)
 
 
 def links(holders: Holders | None = None) -> list[LinkRecord]:
@@ -230,7 +242,7 @@ def netlink_xdp() -> dict[int, list[str]]:
 
 
 @dataclass
-class ProgRecord:
+class ProgRecord(Held):
     id: int
     type: str
     name: str
@@ -248,14 +260,6 @@ class ProgRecord:
     map_ids: list[int]
     attached: list[str] = field(default_factory=list)
     link_ids: list[int] = field(default_factory=list)
-    pids: list[tuple[int, str]] = field(default_factory=list)
-    pins: list[str] = field(default_factory=list)
-    owned: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["pids"] = [{"pid": p, "comm": c} for p, c in self.pids]
-        return d
 
 
 def _owned(name: str, pids: list[tuple[int, str]], pins: list[str]) -> bool:
@@ -308,7 +312,7 @@ def programs() -> list[ProgRecord]:
 
 
 @dataclass
-class MapRecord:
+class MapRecord(Held):
     id: int
     type: str
     name: str
@@ -321,14 +325,6 @@ class MapRecord:
     btf_key_type_id: int
     btf_value_type_id: int
     prog_ids: list[int] = field(default_factory=list)
-    pids: list[tuple[int, str]] = field(default_factory=list)
-    pins: list[str] = field(default_factory=list)
-    owned: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["pids"] = [{"pid": p, "comm": c} for p, c in self.pids]
-        return d
 
 
 def map_record(fd: int, holders: Holders | None = None) -> MapRecord:

@@ -286,7 +286,7 @@ class Attachment:
             self.link.pin(path)
         elif self.link_fd >= 0:
             L.obj_pin(self.link_fd, path)
-        self.pinned = path or "tc"
+        self.pinned = path
 
     def close(self) -> None:
         if self.link is not None:
@@ -371,7 +371,7 @@ class LoadedObject:
             rec: dict[str, Any] = {"program": a.program, "spec": str(a.spec), "description": a.description}
             if a.tc is not None:
                 hook, opts = a.tc
-                a.pin("")
+                a.pinned = "clsact"  # no link to pin: the filter stays in its qdisc, recorded below
                 rec["tc"] = {"ifindex": hook.ifindex, "attach_point": hook.attach_point,
                              "handle": opts.handle, "priority": opts.priority}
             else:
@@ -465,7 +465,7 @@ def _attach(spec: S.AttachSpec, prog: L.Program) -> Attachment:
         idx = S.ifindex(t, spec.text)
         mode = spec.options.get("mode", "auto")
         try:
-            a.link_fd = L.link_create_flags(prog.fd, idx, BPF_XDP, S.XDP_MODES[mode])
+            a.link_fd = L.link_create(prog.fd, idx, BPF_XDP, S.XDP_MODES[mode])
         except BpfError as e:
             if mode == "native" and e.errno in (95, 22):
                 raise BpfError(f"attach spec '{spec}': {t}'s driver has no native XDP: "

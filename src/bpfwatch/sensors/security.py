@@ -115,6 +115,10 @@ class SecuritySensor(Sensor):
         super().__init__(options, scope)
         self.sopts = sopts or SecurityOptions()
         self.rules = self.sopts.rules
+        # the rules do not change while the sensor runs: match against them as prepared once
+        self._file_rules = [(r, r.path_matcher()) for r in self.rules.file_rules()
+                            if r.event_type in self.sopts.types]
+        self._has_exceptions = any(r.exceptions for r in self.rules.rules.values())
 
     def configure(self, obj: L.BpfObject) -> None:
         obj.set_rodata(self_tgid=os.getpid())
@@ -166,10 +170,9 @@ class SecuritySensor(Sensor):
         sc = name_of(r["nr"])
         ret = r["ret"]
         args = [r[f"arg{i}"] for i in range(6)]
-        old, new = _creds(r, "old_"), _creds(r, "new_")
         uid = r["new_uid"]
         if kind == "BW_SEC_CRED":
-            return self._cred_finding(r, sc, ret, args, old, new)
+            return self._cred_finding(r, sc, ret, args)
         if kind == "BW_SEC_PTRACE":
             target = _proc(int(args[1]))
             sev = None
@@ -213,9 +216,9 @@ class SecuritySensor(Sensor):
             return self._finding("module_load", r, uid, desc, ev, syscall=sc, ret=ret)
         return None
 
-    def _cred_finding(self, r: dict[str, Any], sc: str, ret: int, args: list[int], old: dict[str, Any],
-                      new: dict[str, Any]) -> dict[str, Any] | None:
+    def _cred_finding(self, r: dict[str, Any], sc: str, ret: int, args: list[int]) -> dict[str, Any] | None:
         uid = r["new_uid"]
+        old, new = _creds(r, "old_"), _creds(r, "new_")
         evidence = {"old": old, "new": new, "args": args[:3]}
         was_root = r["old_euid"] == 0 or r["old_uid"] == 0
         gained = r["new_cap_effective"] & ~r["old_cap_effective"]
@@ -285,7 +288,7 @@ class SecuritySensor(Sensor):
 
     def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
         """Judges the file sensor's events of this batch against the file rules."""
-        rules = self.rules.file_rules()
+        rules = self._file_rules
         if not rules:
             return
         found = []
@@ -295,9 +298,9 @@ class SecuritySensor(Sensor):
             if ev["type"] == "file.open" and not WRITE_FLAGS & set(ev.get("flags") or ()):
                 continue
             paths = [p for p in (ev.get("path"), ev.get("new_path")) if p]
-            for rule in rules:
-                hit = next((p for p in paths if rule.path_matches(p)), None)
-                if hit is None or rule.event_type not in self.sopts.types:
+            for rule, matcher in rules:
+                hit = next((p for p in paths if matcher.match(p)), None)
+                if hit is None:
                     continue
                 op = ev["type"].split(".", 1)[1]
                 what = "write-open" if op == "open" else op
@@ -314,6 +317,8 @@ class SecuritySensor(Sensor):
     def after_enrich(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Drops findings an exception covers (exceptions match exe and user,
         known only after enrichment)."""
+        if not self._has_exceptions:
+            return events
         rules = self.rules.rules
         return [e for e in events if not (e["type"].startswith("security.") and rules[e["rule"]].excepted(
             {**e, "path": (e.get("evidence") or {}).get("path") or e.get("exe")}))]
