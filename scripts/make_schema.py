@@ -53,10 +53,18 @@ TYPES: dict[str, dict[str, object]] = {
         "gid": U32, "euid": U32, "egid": U32, "loginuid": NINT,
         "argv": {"type": "array", "items": {"type": "string"}},
         "argc": U32, "argv_truncated": BOOL, "argv_omitted_args": U32, "argv_omitted_bytes": U32,
+        "filename": {**NSTR, "description": "the path execve was given, as given (relative, or a PATH entry)"},
+        "interpreter": {**NSTR, "description": "the interpreter a script's #! line named; null for a binary"},
+        "exe_memfd": {**BOOL, "description": "exe is an anonymous memory file (memfd_create), not a path"},
         "cwd": NSTR, "tty": NSTR, "ns_pid": NINT, "pidns": NINT, "start_boot_ns": U64,
         "parent": {"type": "object", "required": ["pid", "comm", "exe", "exec_id"],
                    "additionalProperties": False,
                    "properties": {"pid": U32, "comm": NSTR, "exe": NSTR, "exec_id": NSTR}},
+    },
+    "process.exec_failed": {
+        "filename": NSTR, "argv": {"type": "array", "items": {"type": "string"}}, "argv_truncated": BOOL,
+        "cwd": NSTR, "ret": {"type": "integer", "maximum": -1}, "error": {"type": "string"},
+        "syscall": {"enum": ["execve", "execveat"]}, "dirfd": NINT, "empty_path": BOOL,
     },
     "process.fork": {
         "child_pid": U32, "child_tid": U32, "thread": BOOL,

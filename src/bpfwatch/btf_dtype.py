@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from bpfwatch import libbpf as L
+from bpfwatch.events.text import text
 
 
 class LayoutError(Exception):
@@ -93,7 +94,7 @@ def enum_values(btf: L.Btf, name: str) -> dict[str, int]:
 def cstr(raw: bytes) -> str:
     """A C char array as text: up to the first NUL (the bytes after it are
     whatever the buffer held before), invalid UTF-8 as \\xNN escapes."""
-    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+    return text(raw.split(b"\0", 1)[0])
 
 
 _CODES = {"u1": "B", "u2": "H", "u4": "I", "u8": "Q", "i1": "b", "i2": "h", "i4": "i", "i8": "q"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as errno_mod
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -257,6 +258,30 @@ BPF_TRACE_RAW_TP = 23  # enum bpf_attach_type
 def kernel_has_tracepoint(name: str) -> bool:
     """Whether the running kernel has a BTF tracepoint (for tp_btf programs)."""
     return lib().libbpf_find_vmlinux_btf_id(name.encode(), BPF_TRACE_RAW_TP) >= 0
+
+
+@functools.lru_cache(maxsize=1)
+def vmlinux_btf() -> Btf | None:
+    """The running kernel's BTF (parsed once, about 8 ms), or None without it."""
+    try:
+        return Btf.parse("/sys/kernel/btf/vmlinux")
+    except (BpfError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def tracepoint_args(name: str) -> int | None:
+    """How many arguments a BTF tracepoint passes (its btf_trace_NAME
+    typedef, without the context pointer); None when the kernel has none.
+    Arguments change between kernels (sched_process_exit gained group_dead)."""
+    btf = vmlinux_btf()
+    if btf is None:
+        return None
+    try:
+        proto = btf.resolve(btf.resolve(btf.find(f"btf_trace_{name}", BTF_KIND_TYPEDEF).id).size_or_type)
+    except KeyError:
+        return None
+    return max(proto.vlen - 1, 0)
 
 
 def strerror(err: int) -> str:

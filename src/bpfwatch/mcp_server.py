@@ -14,7 +14,7 @@ import sys
 import tempfile
 from typing import Any
 
-import orjson
+from bpfwatch.events.text import loads
 
 INSTRUCTIONS = (
     "bpfwatch sees what processes on this Linux host really do, from the kernel (eBPF). Call "
@@ -93,7 +93,7 @@ def build_server(state_dir: str = "", max_duration: int = 300, allow_commands: b
                 data = f.read()
             if not data:
                 return {"error": {"field": "command", "message": proc.stderr.strip() or "the profiler failed"}}
-            return orjson.loads(data)
+            return loads(data)
         except subprocess.TimeoutExpired:
             return {"error": {"field": "timeout_seconds", "message": f"the command ran longer than "
                                                                      f"{timeout_seconds:g} s"}}

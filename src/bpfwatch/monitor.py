@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import operator
 import os
 import time
 from collections.abc import Iterator
@@ -23,13 +25,16 @@ from bpfwatch.sensors.base import DEFAULT_RING_SIZE, Scope, Sensor, SensorOption
 from bpfwatch.sensors.dns import DnsOptions, DnsSensor
 from bpfwatch.sensors.file import PREFIXES, FileOptions, FileSensor, check_prefixes
 from bpfwatch.sensors.network import NetworkOptions, NetworkSensor
-from bpfwatch.sensors.process import ARGS_MAX, TYPE_NAMES, ProcessOptions, ProcessSensor
+from bpfwatch.sensors.process import ALWAYS_TYPES, ARGS_MAX, TYPE_NAMES, ProcessOptions, ProcessSensor
 from bpfwatch.sensors.security import FILE_OPS as SECURITY_FILE_TYPES
 from bpfwatch.sensors.security import SecurityOptions, SecuritySensor
 from bpfwatch.sensors.syscount import SyscountSensor
 from bpfwatch.wakeup import Wakeup
 
 Event = dict[str, Any]
+
+
+_ts = operator.itemgetter("ts")
 
 
 def _listify(value: Any) -> list[Any]:
@@ -118,7 +123,8 @@ class Monitor:
         # current for every other sensor's events
         others = bool(file_types or net_types or dns_types or sec_types)
         self.process_options = ProcessOptions(
-            types=set(TYPE_NAMES.values()) if others else self.types, threads=threads, args_max=args_max)
+            types=ALWAYS_TYPES | (self.types & set(TYPE_NAMES.values())) if others else self.types,
+            threads=threads, args_max=args_max)
         self.process_options.validate()
         self.file_options = FileOptions(types=file_types, failed_only=a.failed_only,
                                         prefixes=check_prefixes(a.paths)) if file_types else None
@@ -153,6 +159,13 @@ class Monitor:
         self._stopped = False
         self._deadline: float | None = None
         self._pending: list[Event] = []
+        # reorder window: records from different CPUs reach the ring slightly
+        # out of time order; events wait up to max_delay and leave sorted
+        self._held: list[Event] = []
+        self._window_ns = int(max_delay * 1e9)
+        self._released_ts = 0
+        self.late_events = 0  # arrived after a later event had left the window
+        self.ready = False
         self.events_seen = 0
         self._lost_cache: dict[str, int] = {}
         self._lost_read_at = 0.0
@@ -174,19 +187,24 @@ class Monitor:
         caps.require_tracing()
         try:
             proc = ProcessSensor(self.process_options, self.options, self.scope)
-            proc.open()
+            proc.open(attach=False)
             self.sensors.append(proc)
             shared = replace(self.scope, shared=proc.shared_maps())
             for cls, opts in ((FileSensor, self.file_options), (NetworkSensor, self.network_options),
                               (DnsSensor, self.dns_options), (SecuritySensor, self.security_options)):
                 if opts is not None:
                     sensor = cls(opts, self.options, shared)
-                    sensor.open()
+                    sensor.open(attach=False)
                     self.sensors.append(sensor)
             if self.count_syscalls:
                 counter = SyscountSensor(self.options, shared)
-                counter.open()
+                counter.open(attach=False)
                 self.sensors.append(counter)
+            # every object is loaded (the slow part, the verifier): attach them
+            # all at once, the process sensor last, so a process whose exec is
+            # reported has all its other events reported too
+            for s in self.sensors[1:] + self.sensors[:1]:
+                s.attach()
             self._seed(proc)
             # one ring for all sensors (read through the process sensor): one time
             # line, one mapping's worth of memory; decoders by event type
@@ -201,6 +219,7 @@ class Monitor:
             raise
         if self.duration is not None:
             self._deadline = time.monotonic() + self.duration
+        self.ready = True
         return self
 
     def _seed(self, sensor: Sensor) -> None:
@@ -295,6 +314,9 @@ class Monitor:
         wait = self.max_delay if timeout is None else timeout
         if self._deadline is not None:
             wait = max(0.0, min(wait, self._deadline - time.monotonic()))
+        if self._held:  # wake when the oldest held event is due
+            due = (self._held[0]["ts"] + self._window_ns - time.clock_gettime_ns(time.CLOCK_BOOTTIME)) / 1e9
+            wait = max(0.0, min(wait, due))
         ready = self._poller.wait(wait)
         raw: list[Event] = []
         ring = self._ring
@@ -307,6 +329,7 @@ class Monitor:
         if self._wakeup is not None:
             self._wakeup.clear()
         self._refresh_lost()
+        raw = self._in_order(raw, flush=self.finished)
         if not raw:
             return raw
         self.enrich(raw)
@@ -314,6 +337,26 @@ class Monitor:
             raw = s.after_enrich(raw)
         out = self._select(raw)
         self.events_seen += len(out)
+        return out
+
+    def _in_order(self, raw: list[Event], flush: bool) -> list[Event]:
+        """The held events whose window has passed (all of them with flush),
+        in timestamp order; raw joins the held ones."""
+        held = self._held
+        if raw:
+            last = self._released_ts
+            self.late_events += sum(1 for e in raw if e["ts"] < last)
+            held.extend(raw)
+        if not held:
+            return []
+        held.sort(key=_ts)  # timsort: a few sorted runs cost little more than a pass
+        if flush:
+            out, self._held = held, []
+        else:
+            cut = bisect.bisect_right(held, time.clock_gettime_ns(time.CLOCK_BOOTTIME) - self._window_ns, key=_ts)
+            out, self._held = held[:cut], held[cut:]
+        if out:
+            self._released_ts = max(self._released_ts, out[-1]["ts"])
         return out
 
     def __iter__(self) -> Iterator[Event]:
@@ -359,6 +402,7 @@ class Monitor:
         return {
             "events": self.events_seen,
             "lost": self.lost(),
+            "late": self.late_events,
             "kernel_records": {s.name: s.events for s in self.sensors},
             "process_cache": len(self.cache),
             "process_cache_evicted": self.cache.evicted,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from bpfwatch.events.text import text
 from bpfwatch.mounts import cgroup2_root
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -58,7 +59,7 @@ def comm_argv(pid: int) -> tuple[str, list[str]]:
         with open(f"/proc/{pid}/comm") as f:
             comm = f.read().strip()
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = [a.decode("utf-8", "backslashreplace") for a in f.read().split(b"\0") if a]
+            argv = [text(a) for a in f.read().split(b"\0") if a]
     except OSError:
         return "?", []
     return comm, argv

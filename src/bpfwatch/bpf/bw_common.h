@@ -11,6 +11,7 @@ enum bw_event_type {
 	BW_EV_EXEC = 1,
 	BW_EV_FORK = 2,
 	BW_EV_EXIT = 3,
+	BW_EV_EXEC_FAIL = 4,    /* an execve/execveat returned an error (opt-in) */
 	BW_EV_FILE_OP = 10,     /* open, unlink, rename, ... (kind in the record) */
 	BW_EV_FILE_IO = 11,     /* read/write totals of one (process, file) */
 	BW_EV_FILE_IOPATH = 12, /* internal: the path behind a file key, sent once */

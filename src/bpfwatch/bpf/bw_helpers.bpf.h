@@ -164,6 +164,7 @@ struct bw_walk_ctx {
 	__u32 pos;       /* start of the path built so far */
 	__u32 truncated;
 	__u32 done;      /* reached the root (else the walk ran out of steps) */
+	__u32 pseudo;    /* the path is an anonymous file's name, not a place in the tree */
 };
 
 static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
@@ -188,7 +189,12 @@ static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
 		name = BPF_CORE_READ(d, d_name);
 	}
 
-	if (d == mnt_root || d == parent) {
+	/* a dentry that is its own parent without being the mount's root has no
+	 * place in the tree (memfd, other anonymous files): its name is the
+	 * whole path, as in the kernel's d_path ("/memfd:NAME") */
+	int pseudo = d == parent && d != mnt_root;
+
+	if (!pseudo && (d == mnt_root || d == parent)) {
 		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
 
 		if (d != mnt_root || mnt == mnt_parent) {
@@ -218,12 +224,21 @@ static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
 	bpf_probe_read_kernel(c->buf + ((start + 1) & (BW_PATH_MAX - 1)), len, name.name);
 	c->pos = start;
 	c->dentry = parent;
+	if (pseudo) {
+		c->pseudo = 1;
+		c->done = 1;
+		return 1;
+	}
 	return 0;
 }
 
+#define BW_PATH_TRUNCATED 1
+#define BW_PATH_PSEUDO 2
+
 /* Writes the absolute path of `path` into the per-CPU scratch and returns a
- * pointer to its first byte; *len gets its length with the NUL (0 on error). */
-static __always_inline char *bw_resolve_path(const struct path *path, __u32 *len, __u32 *truncated)
+ * pointer to its first byte; *len gets its length with the NUL (0 on error),
+ * *how BW_PATH_TRUNCATED and BW_PATH_PSEUDO bits. */
+static __always_inline char *bw_resolve_path(const struct path *path, __u32 *len, __u32 *how)
 {
 	__u32 zero = 0;
 	struct bw_path_buf *pb = bpf_map_lookup_elem(&bw_path_scratch, &zero);
@@ -250,7 +265,7 @@ static __always_inline char *bw_resolve_path(const struct path *path, __u32 *len
 		c.pos = BW_PATH_MAX - 2;
 		pb->data[BW_PATH_MAX - 2] = '/';
 	}
-	*truncated = c.truncated;
+	*how = (c.truncated ? BW_PATH_TRUNCATED : 0) | (c.pseudo ? BW_PATH_PSEUDO : 0);
 	*len = BW_PATH_MAX - c.pos;
 	return pb->data + (c.pos & (BW_PATH_MAX - 1));
 }
@@ -258,17 +273,20 @@ static __always_inline char *bw_resolve_path(const struct path *path, __u32 *len
 /* Copies the absolute path of `path` into data at *off (masked: a record's
  * data area must have room for 4 * BW_PATH_MAX bytes past it) and moves *off
  * past it. Returns its length with the NUL (0 on failure); sets trunc_flag in
- * *flags when the path was too long or deep to walk whole. */
+ * *flags when the path was too long or deep to walk whole, pseudo_flag when it
+ * names an anonymous file (memfd). */
 static __always_inline __u16 bw_put_path(__u8 *data, __u32 *off, const struct path *path,
-					 __u16 *flags, __u16 trunc_flag)
+					 __u16 *flags, __u16 trunc_flag, __u16 pseudo_flag)
 {
-	__u32 len = 0, truncated = 0;
-	char *src = bw_resolve_path(path, &len, &truncated);
+	__u32 len = 0, how = 0;
+	char *src = bw_resolve_path(path, &len, &how);
 
 	if (!src || !len)
 		return 0;
-	if (truncated)
+	if (how & BW_PATH_TRUNCATED)
 		*flags |= trunc_flag;
+	if (how & BW_PATH_PSEUDO)
+		*flags |= pseudo_flag;
 	len &= (2 * BW_PATH_MAX - 1);
 	if (len > BW_PATH_MAX)
 		len = BW_PATH_MAX;

@@ -157,7 +157,7 @@ static __always_inline __u16 put_kpath(__u8 *data, __u32 *off, const struct path
 				       __u16 *rflags, __u16 trunc_flag)
 {
 	__u32 start = *off & (BW_FILE_DATA - 1);  /* where bw_put_path puts it */
-	__u16 len = bw_put_path(data, off, path, rflags, trunc_flag);
+	__u16 len = bw_put_path(data, off, path, rflags, trunc_flag, 0);
 
 	if (allowed && len)
 		*allowed = path_allowed((const char *)data + start, len);

@@ -14,6 +14,7 @@ import orjson
 from bpfwatch.capture import codec
 from bpfwatch.capture.manifest import NAME, OPEN_SUFFIX, Manifest, Segment, seq_of, stem_of
 from bpfwatch.errors import UsageError
+from bpfwatch.events.text import loads
 from bpfwatch.filters import Filter
 
 _CHUNK = 1 << 20
@@ -89,7 +90,7 @@ def read(directory: str, since: int | None = None, until: int | None = None, typ
         try:
             for raw in lines(path):
                 try:
-                    ev = orjson.loads(raw)
+                    ev = loads(raw)
                 except orjson.JSONDecodeError:
                     if problems is not None:
                         problems.append(Problem(seg.name, "a line that is not JSON"))

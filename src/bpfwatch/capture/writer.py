@@ -32,6 +32,7 @@ import orjson
 from bpfwatch.capture import codec
 from bpfwatch.capture.manifest import OPEN_SUFFIX, Manifest, Segment, fsync_dir, segment_name, seq_of, stem_of
 from bpfwatch.errors import BpfwatchError
+from bpfwatch.events.text import dumps
 
 if TYPE_CHECKING:
     from bpfwatch.agent.config import CaptureConfig
@@ -111,7 +112,7 @@ class CaptureWriter:
         # one buffer and line ends, not a list of lines: each bytes object orjson
         # returns carries ~4 KiB of allocation, and holding thousands of them
         # fragments the heap until RSS creeps up for good
-        buf, ends, dumps = bytearray(), [], orjson.dumps
+        buf, ends = bytearray(), []
         for e in events:
             buf += dumps(e, option=_DUMP_OPTS)
             ends.append(len(buf))

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from bpfwatch.cli.options import parse_seconds
+from bpfwatch.events.text import dumps
 
 
 def add_parser(sub: Any) -> None:
@@ -63,7 +64,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def _print(doc: Any, indent: bool = False) -> None:
     opt = orjson.OPT_APPEND_NEWLINE | (orjson.OPT_INDENT_2 if indent else 0)
-    sys.stdout.buffer.write(orjson.dumps(doc, option=opt, default=str))
+    sys.stdout.buffer.write(dumps(doc, option=opt, default=str))
     sys.stdout.flush()
 
 

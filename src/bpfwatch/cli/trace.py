@@ -59,7 +59,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--wakeup-bytes", type=parse_size, default=0, metavar="SIZE",
                    help="batch wake-ups in the kernel until this much is queued (lower CPU)")
     p.add_argument("--max-delay", type=float, default=0.1, metavar="SECONDS",
-                   help="longest an event waits in the ring with --wakeup-bytes (default 0.1)")
+                   help="events wait this long to leave in timestamp order; also the longest an event "
+                   "waits in the ring with --wakeup-bytes (default 0.1)")
     p.set_defaults(func=run)
 
 
@@ -102,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_with_parent:
         exit_with_parent(monitor)
     monitor.start()
+    sys.stderr.write(f"bpfwatch: ready, tracing {', '.join(sorted(s.name for s in monitor.sensors))}\n")
+    sys.stderr.flush()
     try:
         while not monitor.finished:
             sink.write(monitor.poll())
@@ -111,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         sink.close()
         if args.output not in (None, "-"):
             sink.stream.close()
-        lost = monitor.lost_total
+        lost, late = monitor.lost_total, monitor.late_events
         sys.stderr.write(f"bpfwatch: {monitor.events_seen} events, {lost} lost"
-                         + (" (raise --ring-size or narrow the filters)" if lost else "") + "\n")
+                         + (" (raise --ring-size or narrow the filters)" if lost else "")
+                         + (f", {late} out of order (later than --max-delay)" if late else "") + "\n")
     return 0

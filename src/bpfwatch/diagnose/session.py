@@ -28,6 +28,7 @@ from bpfwatch.diagnose.perf import PerfSampler
 from bpfwatch.diagnose.request import MAX_DURATION, Request, RequestError, parse
 from bpfwatch.diagnose.summary import Collector
 from bpfwatch.errors import BpfwatchError, UsageError
+from bpfwatch.events.text import dumps
 
 DEFAULT_RETENTION = 3600.0
 OUTPUT_CAP = 16 * 1024  # bytes of each command's stdout/stderr in the result (all of it is kept on disk)
@@ -240,7 +241,7 @@ def _uid_lookup() -> Any:
 def _take(events: list[dict[str, Any]], collector: Collector, log: Any) -> None:
     for ev in events:
         if collector.add(ev):
-            log.write(orjson.dumps(ev, option=orjson.OPT_APPEND_NEWLINE))
+            log.write(dumps(ev, option=orjson.OPT_APPEND_NEWLINE))
 
 
 # -- stored sessions --------------------------------------------------------------

@@ -26,7 +26,9 @@ def exec_from_proc(p: ProcSnapshot, eid: str, ts: int, source: str, parent_comm:
         "gid": p.gid, "euid": p.euid, "egid": p.egid,
         "loginuid": None if p.loginuid == 0xFFFFFFFF else p.loginuid,
         "argv": p.argv, "argc": len(p.argv), "argv_truncated": False, "argv_omitted_args": 0,
-        "argv_omitted_bytes": 0, "cwd": p.cwd, "tty": p.tty.removeprefix("/dev/") if p.tty else None,
+        "argv_omitted_bytes": 0, "filename": None, "interpreter": None,
+        "exe_memfd": bool(p.exe and p.exe.startswith("/memfd:")), "cwd": p.cwd,
+        "tty": p.tty.removeprefix("/dev/") if p.tty else None,
         "ns_pid": None, "pidns": None, "start_boot_ns": p.start_boot_ns,
         "parent": {"pid": p.ppid, "comm": parent_comm, "exe": parent_exe, "exec_id": parent_exec_id},
     }

@@ -8,6 +8,7 @@ from bpfwatch.errors import UsageError
 
 EVENT_TYPES: dict[str, str] = {
     "process.exec": "a program was executed (execve/execveat)",
+    "process.exec_failed": "an execve/execveat failed: path, argv, errno (opt-in: name it to get it)",
     "process.fork": "a process (or, with threads on, a thread) was created",
     "process.exit": "a process (or thread) exited",
     "file.open": "a file was opened or created (open, openat, openat2, creat)",
@@ -41,9 +42,9 @@ EVENT_TYPES: dict[str, str] = {
     "security.module": "a kernel module load or unload was attempted",
     "security.sysctl_write": "a kernel parameter under /proc/sys/kernel was written",
 }
-# only when asked for by name or glob: verbose (network.state), or findings
-# with a cost on every syscall (security.*, `trace security`)
-OPT_IN = {"network.state"} | {t for t in EVENT_TYPES if t.startswith("security.")}
+# only when asked for by name or glob: verbose (network.state), or with a cost
+# on every syscall (process.exec_failed, security.*: `trace security`)
+OPT_IN = {"network.state", "process.exec_failed"} | {t for t in EVENT_TYPES if t.startswith("security.")}
 
 
 def expand_types(patterns: list[str] | None) -> set[str]:

@@ -10,6 +10,8 @@ from typing import Any, BinaryIO, TextIO
 
 import orjson
 
+from bpfwatch.events.text import display, dumps
+
 _JSON_OPTS = orjson.OPT_APPEND_NEWLINE
 
 
@@ -25,7 +27,7 @@ class JsonLinesSink:
             return
         # each line goes straight into the buffered stream and is freed at once:
         # holding a batch of fresh bytes objects costs 10x more in allocation
-        dumps, write = orjson.dumps, self.stream.write
+        write = self.stream.write
         for e in events:
             write(dumps(e, option=_JSON_OPTS))
         self.stream.flush()
@@ -41,7 +43,8 @@ _DIM = "\x1b[2m"
 _BOLD = "\x1b[1m"
 _RESET = "\x1b[0m"
 _FAMILY_COLORS = {"process": _GREEN, "file": _BLUE, "network": _CYAN, "dns": _MAGENTA, "security": _RED}
-_LABEL = {"process.exec": "EXEC", "process.fork": "FORK", "process.exit": "EXIT", "file.io": "IO",
+_LABEL = {"process.exec": "EXEC", "process.exec_failed": "EXECFAIL", "process.fork": "FORK", "process.exit": "EXIT",
+          "file.io": "IO",
           "network.connect": "CONNECT", "network.accept": "ACCEPT", "network.close": "CLOSE",
           "network.state": "TCP", "network.udp": "UDP", "dns.query": "QUERY", "dns.response": "ANSWER",
           "dns.malformed": "DNS?", "security.privilege_escalation": "PRIVESC", "security.credential_change": "CREDS",
@@ -76,6 +79,8 @@ def failed(ev: dict[str, Any]) -> bool:
     t = ev["type"]
     if t == "process.exit":
         return bool(ev["signal"] or ev["exit_code"])
+    if t == "process.exec_failed":
+        return True
     if t == "network.connect":
         return ev["result"] != "established"
     if t == "dns.response":
@@ -90,6 +95,9 @@ def details(ev: dict[str, Any]) -> str:
         if ev["argv_truncated"]:
             argv += f" …(+{ev['argv_omitted_args']} args, {ev['argv_omitted_bytes']} bytes)"
         return f"{ev['exe'] or '?'}  {argv}"
+    if t == "process.exec_failed":
+        argv = " ".join(shlex.quote(a) for a in ev["argv"])
+        return f"{ev['filename']}  {ev['error']}  {argv}"
     if t == "process.fork":
         kind = "thread" if ev["thread"] else "child"
         return f"{kind} {ev['child_pid'] if not ev['thread'] else ev['child_tid']}"
@@ -163,7 +171,7 @@ class TableSink:
                 color = _RED if failed(ev) else _FAMILY_COLORS.get(ev["type"].split(".", 1)[0], "")
                 line = f"{_DIM}{clock}{_RESET} {color}{line[16:]}{_RESET}"
             out.append(line)
-        self.stream.write("\n".join(out) + "\n")
+        self.stream.write(display("\n".join(out)) + "\n")
         self.stream.flush()
         self.count += len(events)
 

@@ -114,7 +114,9 @@ class Sensor:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self, attach: bool = True) -> None:
+        """Loads the object; attaches it too unless `attach` is False (then
+        call attach() once every sensor is loaded, so all start together)."""
         obj = L.BpfObject(str(object_path(self.object_name)))
         try:
             obj.map("bw_events").max_entries = self.options.ring_size
@@ -130,13 +132,18 @@ class Sensor:
                 self._fill_scope(obj)
             self.populate(obj)
             self.layouts(obj.btf())
-            obj.attach_all()
+            if attach:
+                obj.attach_all()
             if "bw_events" not in self.scope.shared:  # the ring's owner reads it
                 self.ring = RingBuffer(obj.map("bw_events").fd, self.options.ring_size, self.name)
         except BaseException:
             self.obj = None
             obj.close()
             raise
+
+    def attach(self) -> None:
+        assert self.obj is not None, "attach() needs a loaded sensor"
+        self.obj.attach_all()
 
     def close(self) -> None:
         if self.ring is not None:

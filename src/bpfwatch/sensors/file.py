@@ -23,6 +23,7 @@ from bpfwatch import syscalls
 from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.model import common_fields
+from bpfwatch.events.text import text
 from bpfwatch.ringbuf import Run
 from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
 
@@ -199,7 +200,7 @@ class FileSensor(Sensor):
 
     def _decode_path(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         for r, data in self.variable_records(run, idx, self.path_dtype):
-            self._remember(r["tgid"], r["file"], _text(data[: r["path_len"]].rstrip(b"\0")))
+            self._remember(r["tgid"], r["file"], text(data[: r["path_len"]].rstrip(b"\0")))
 
     def _decode_io(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         for r in self.records(run, self.io_dtype, idx):
@@ -225,7 +226,7 @@ class FileSensor(Sensor):
         parts = []
         o = 0
         for n in (r["path1_len"], r["dir1_len"], r["path2_len"], r["dir2_len"]):
-            parts.append(_text(data[o: o + n].rstrip(b"\0")) if n else None)
+            parts.append(text(data[o: o + n].rstrip(b"\0")) if n else None)
             o += n
         p1, d1, p2, d2 = parts
         kind = self._kind_names.get(r["kind"])
@@ -256,7 +257,9 @@ class FileSensor(Sensor):
         if kind == "file.open":
             flags = r["flags"]
             ev["flags"] = open_flag_names(flags)
-            ev["mode"] = r["mode"] & 0o7777 if flags & os.O_CREAT or (_O_TMPFILE and flags & _O_TMPFILE) else None
+            # O_TMPFILE includes O_DIRECTORY's bit: all of its bits, not any, mean a mode was given
+            creates = flags & os.O_CREAT or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE)
+            ev["mode"] = r["mode"] & 0o7777 if creates else None
             ev["fd"] = ret if ret >= 0 else None
         elif kind in ("file.mkdir", "file.chmod"):
             ev["mode"] = r["mode"] & 0o7777
@@ -296,7 +299,3 @@ class FileSensor(Sensor):
         if not prefixes:
             return True
         return path is not None and any(path.startswith(p) for p in prefixes)
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")

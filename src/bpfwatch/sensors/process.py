@@ -7,15 +7,18 @@ fork, in the kernel), uid, exact comm and event type run in the kernel.
 
 from __future__ import annotations
 
+import errno
 import signal
 from dataclasses import dataclass, field
 from typing import Any
 
 from bpfwatch import libbpf as L
+from bpfwatch import syscalls
 from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.ids import exec_id, tick_floor
 from bpfwatch.events.model import common_fields
+from bpfwatch.events.text import text
 from bpfwatch.ringbuf import Run
 from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
 
@@ -25,7 +28,12 @@ EXEC_ARGS_TRUNCATED = 1 << 0
 EXEC_EXE_TRUNCATED = 1 << 1
 EXEC_CWD_TRUNCATED = 1 << 2
 EXEC_PEXE_TRUNCATED = 1 << 3
+EXEC_EXE_PSEUDO = 1 << 5
 EXEC_PATHS_TRUNCATED = EXEC_EXE_TRUNCATED | EXEC_CWD_TRUNCATED | EXEC_PEXE_TRUNCATED
+EXEC_FAIL_ARGS_TRUNCATED = 1 << 0
+EXEC_FAIL_FAULT = 1 << 1
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
 FORK_THREAD = 1 << 0
 EXIT_THREAD = 1 << 0
 
@@ -39,7 +47,10 @@ CLONE_FLAGS = {
     0x80000000: "CLONE_IO", 0x100000000: "CLONE_CLEAR_SIGHAND", 0x200000000: "CLONE_INTO_CGROUP",
 }
 
-TYPE_NAMES = {"BW_EV_EXEC": "process.exec", "BW_EV_FORK": "process.fork", "BW_EV_EXIT": "process.exit"}
+TYPE_NAMES = {"BW_EV_EXEC": "process.exec", "BW_EV_FORK": "process.fork", "BW_EV_EXIT": "process.exit",
+              "BW_EV_EXEC_FAIL": "process.exec_failed"}
+# failed execs need a sys_exit program (a cost on every syscall): only when asked for
+ALWAYS_TYPES = {"process.exec", "process.fork", "process.exit"}
 
 
 def clone_flag_names(flags: int) -> list[str]:
@@ -61,13 +72,24 @@ def decode_wait_status(status: int) -> tuple[int | None, int | None, bool]:
     return (status >> 8) & 0xFF, None, False
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
+def split_argv(args: bytes, truncated: bool) -> tuple[list[str], int, bool]:
+    """(argv, complete arguments, truncated) from NUL-separated bytes."""
+    parts = args.split(b"\0")
+    if truncated:
+        partial = parts.pop()  # an argument cut short ('' if the cut fell after a NUL)
+        complete = len(parts)
+        if partial:
+            parts.append(partial)
+    else:
+        if parts and parts[-1] == b"":
+            parts.pop()  # the NUL that ends the last argument
+        complete = len(parts)
+    return [text(p) for p in parts], complete, truncated
 
 
 @dataclass(slots=True)
 class ProcessOptions:
-    types: set[str] = field(default_factory=lambda: set(TYPE_NAMES.values()))
+    types: set[str] = field(default_factory=lambda: set(ALWAYS_TYPES))
     threads: bool = False            # report thread creation/exit too
     args_max: int = ARGS_MAX
 
@@ -96,8 +118,15 @@ class ProcessSensor(Sensor):
         for cname, tname in TYPE_NAMES.items():
             if tname in self.popts.types:
                 mask |= 1 << ids[cname]
+        nrs = syscalls.table()
         obj.set_rodata(flt_follow=int(bool(self.scope.follow)), emit_mask=mask,
-                       emit_threads=int(self.popts.threads), args_max=self.popts.args_max)
+                       emit_threads=int(self.popts.threads), args_max=self.popts.args_max,
+                       nr_execve=nrs.get("execve", -1), nr_execveat=nrs.get("execveat", -1))
+        obj.program("bw_proc_exec_fail").autoload = "process.exec_failed" in self.popts.types
+        # Linux >= 6.16 says in the tracepoint whether the whole group died
+        new_exit = (L.tracepoint_args("sched_process_exit") or 1) >= 2
+        obj.program("bw_proc_exit").autoload = new_exit
+        obj.program("bw_proc_exit_old").autoload = not new_exit
 
     def layouts(self, btf: L.Btf) -> None:
         super().layouts(btf)
@@ -105,8 +134,9 @@ class ProcessSensor(Sensor):
         self.exec_dtype = struct_dtype(btf, "bw_exec_event")
         self.fork_dtype = struct_dtype(btf, "bw_fork_event")
         self.exit_dtype = struct_dtype(btf, "bw_exit_event")
+        self.fail_dtype = struct_dtype(btf, "bw_exec_fail_event")
         self.decoders = {ids["BW_EV_EXEC"]: self._decode_exec, ids["BW_EV_FORK"]: self._decode_fork,
-                         ids["BW_EV_EXIT"]: self._decode_exit}
+                         ids["BW_EV_EXIT"]: self._decode_exit, ids["BW_EV_EXEC_FAIL"]: self._decode_exec_fail}
 
     # -- decoding ---------------------------------------------------------------
 
@@ -117,26 +147,22 @@ class ProcessSensor(Sensor):
     def _exec_event(self, r: dict[str, Any], data: bytes) -> dict[str, Any]:
         exe_len, cwd_len, pexe_len, args_len = r["exe_len"], r["cwd_len"], r["pexe_len"], r["args_len"]
         o = 0
-        exe = _text(data[o: o + exe_len].rstrip(b"\0")) if exe_len else None
+        exe = text(data[o: o + exe_len].rstrip(b"\0")) if exe_len else None
         o += exe_len
-        cwd = _text(data[o: o + cwd_len].rstrip(b"\0")) if cwd_len else None
+        cwd = text(data[o: o + cwd_len].rstrip(b"\0")) if cwd_len else None
         o += cwd_len
-        pexe = _text(data[o: o + pexe_len].rstrip(b"\0")) if pexe_len else None
+        pexe = text(data[o: o + pexe_len].rstrip(b"\0")) if pexe_len else None
         o += pexe_len
+        filename = text(data[o: o + r["filename_len"]].rstrip(b"\0")) if r["filename_len"] else None
+        o += r["filename_len"]
+        interp = text(data[o: o + r["interp_len"]].rstrip(b"\0")) if r["interp_len"] else None
+        o += r["interp_len"]
         args = data[o: o + args_len]
         flags = r["flags"]
-        truncated = bool(flags & EXEC_ARGS_TRUNCATED) or args_len < r["args_size"]
-        parts = args.split(b"\0")
-        if truncated:
-            partial = parts.pop()  # an argument cut short ('' if the cut fell after a NUL)
-            complete = len(parts)
-            if partial:
-                parts.append(partial)
-        else:
-            if parts and parts[-1] == b"":
-                parts.pop()  # the NUL that ends the last argument
-            complete = len(parts)
-        argv = [_text(p) for p in parts]
+        memfd = bool(flags & EXEC_EXE_PSEUDO)
+        if memfd and exe is not None:
+            exe += " (deleted)"  # what the kernel's d_path (/proc/PID/exe, auditd) shows
+        argv, complete, truncated = split_argv(args, bool(flags & EXEC_ARGS_TRUNCATED) or args_len < r["args_size"])
         tty = cstr(r["tty"]) or None
         extra = {"paths_truncated": True} if flags & EXEC_PATHS_TRUNCATED else {}
         if tty and tty.startswith("pts") and tty[3:].isdigit():
@@ -151,12 +177,34 @@ class ProcessSensor(Sensor):
             "argv_truncated": truncated,
             "argv_omitted_args": max(r["argc"] - complete, 0) if truncated else 0,
             "argv_omitted_bytes": r["args_size"] - args_len,
+            "filename": filename, "interpreter": interp, "exe_memfd": memfd,
             "cwd": cwd, "tty": tty, "ns_pid": r["ns_pid"], "pidns": r["pidns"],
             "start_boot_ns": r["start_boot_ns"],
             "parent": {"pid": r["ppid"], "comm": cstr(r["pcomm"]), "exe": pexe,
                        "exec_id": None},
             **extra,
         }
+
+    def _decode_exec_fail(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
+        for r, data in self.variable_records(run, idx, self.fail_dtype):
+            o, n = 0, r["cwd_len"]
+            cwd = text(data[o: o + n].rstrip(b"\0")) if n else None
+            o += n
+            n = r["filename_len"]
+            filename = text(data[o: o + n].rstrip(b"\0")) if n else None
+            o += n
+            argv, _, truncated = split_argv(data[o: o + r["args_len"]], bool(r["flags"] & EXEC_FAIL_ARGS_TRUNCATED))
+            err = -r["ret"]
+            dirfd = r["dirfd"]
+            out.append({
+                **common_fields("process.exec_failed", r["ts_boot_ns"], r["pid"], r["tid"], r["ppid"], r["uid"],
+                                cstr(r["comm"]), None, r["cgroup_id"], None),
+                "filename": filename, "argv": argv, "argv_truncated": truncated, "cwd": cwd,
+                "ret": r["ret"], "error": errno.errorcode.get(err, f"E{err}"),
+                "syscall": "execve" if dirfd == AT_FDCWD and not r["at_flags"] else "execveat",
+                "dirfd": None if dirfd == AT_FDCWD else dirfd,
+                "empty_path": bool(r["at_flags"] & AT_EMPTY_PATH),
+            })
 
     def _decode_fork(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         for r in self.records(run, self.fork_dtype, idx):

@@ -22,6 +22,7 @@ from bpfwatch import libbpf as L
 from bpfwatch import syscalls
 from bpfwatch.btf_dtype import LayoutError, cstr, enum_values, struct_dtype
 from bpfwatch.errors import BpfwatchError, UsageError
+from bpfwatch.events.text import text
 from bpfwatch.procfs import PAGE_SIZE
 from bpfwatch.ringbuf import Run
 from bpfwatch.sensors.base import Sensor, SensorOptions
@@ -206,7 +207,7 @@ class ProfileSensor(Sensor):
             out.append({"kind": "exec", "ts": r["ts_boot_ns"], "pid": r["pid"], "slot": r["slot"],
                         "ppid": r["ppid"], "comm": cstr(r["comm"]),
                         "filename": cstr(bytes(r["filename"])[: r["filename_len"]]),
-                        "argv": [p.decode("utf-8", "backslashreplace") for p in parts],
+                        "argv": [text(p) for p in parts],
                         "argv_truncated": r["args_len"] < r["args_size"]})
 
     def _decode_exit(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
