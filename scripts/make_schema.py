@@ -37,12 +37,14 @@ COMMON = {
 }
 
 U16 = {"type": "integer", "minimum": 0, "maximum": 65535}
-ROLE = {"enum": ["client", "server", None]}
+ROLE = {"enum": ["client", "server", "listener", None]}
 SOCKET = {"protocol": {"enum": ["tcp", "udp"]}, "family": {"enum": ["ipv4", "ipv6"]},
           "local_addr": {"type": "string"}, "local_port": U16, "remote_addr": {"type": "string"},
           "remote_port": U16}
-DNS_PEER = {"protocol": {"enum": ["udp"]}, "family": {"enum": ["ipv4", "ipv6"]},
-            "server_addr": {"type": "string"}, "server_port": U16, "local_port": U16}
+DNS_PEER = {"protocol": {"enum": ["udp", "tcp"]}, "family": {"enum": ["ipv4", "ipv6"]},
+            "role": {"enum": ["client", "server"], "description": "server: this host answered (a resolver here)"},
+            "server_addr": {"type": "string"}, "server_port": U16,
+            "client_addr": {"type": "string"}, "client_port": U16, "local_port": U16}
 
 FILE_RESULT = {"path": NSTR, "syscall": {"type": "string"}, "ret": {"type": "integer"},
                "error": {**NSTR, "description": "errno name when the call failed"}}

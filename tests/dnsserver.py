@@ -59,17 +59,47 @@ class DnsServer:
         self.sock.bind((self.addr, port))
         self.port = self.sock.getsockname()[1]
         self.sock.settimeout(0.2)
+        # DNS over TCP on the same address and port: 2-byte length, message
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind((self.addr, self.port))
+        self.tcp.listen()
+        self.tcp.settimeout(0.2)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._tcp_thread = threading.Thread(target=self._serve_tcp, daemon=True)
 
     def __enter__(self) -> DnsServer:
         self._thread.start()
+        self._tcp_thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._tcp_thread.join()
         self.sock.close()
+        self.tcp.close()
+
+    def _serve_tcp(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.tcp.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(3)
+                try:
+                    while True:
+                        head = conn.recv(2, socket.MSG_WAITALL)
+                        if len(head) < 2:
+                            break
+                        query = conn.recv(struct.unpack("!H", head)[0], socket.MSG_WAITALL)
+                        reply = answer(query)
+                        # length and message in two iovecs, as many servers send them
+                        conn.sendmsg([struct.pack("!H", len(reply)), reply])
+                except (OSError, IndexError, struct.error, UnicodeDecodeError):
+                    continue
 
     def _serve(self) -> None:
         while not self._stop.is_set():

@@ -89,10 +89,9 @@ def test_trace_json_to_file_validates_against_schema(tmp_path, no_leaks):
 def test_signal_ends_cleanly_with_summary(sig, no_leaks):
     trace = subprocess.Popen([*BPFWATCH, "trace", "--format", "json"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=ENV)
-    assert wait_programs("bw_proc", loaded=True), "trace never loaded its programs"
-    for _ in range(5):  # loaded is not yet attached: some of these execs come after
-        subprocess.run(["/bin/true"], check=True)
-        time.sleep(0.1)
+    first = trace.stderr.readline()
+    assert first.startswith("bpfwatch: ready"), first
+    subprocess.run(["/bin/true"], check=True)  # once ready, nothing is missed
     trace.send_signal(sig)
     out, err = trace.communicate(timeout=20)
     assert trace.returncode == 0, err
@@ -135,12 +134,15 @@ def test_exit_with_parent(tmp_path, no_leaks):
     pidfile = tmp_path / "pid"
     launcher = (
         "import subprocess, sys, time\n"
-        f"p = subprocess.Popen({BPFWATCH!r} + ['trace', '--exit-with-parent', '-o', {str(out)!r}])\n"
+        f"p = subprocess.Popen({BPFWATCH!r} + ['trace', '--exit-with-parent', '-o', {str(out)!r}],"
+        f" stderr=open({str(tmp_path / 'err')!r}, 'w'))\n"
         f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
         "time.sleep(60)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", launcher], env=ENV, stderr=subprocess.DEVNULL)
-    assert wait_programs("bw_proc", loaded=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "ready" not in _read(tmp_path / "err"):
+        time.sleep(0.05)
     child_pid = int(pidfile.read_text())
     subprocess.run(["/bin/true"], check=True)
     time.sleep(0.3)
@@ -151,6 +153,13 @@ def test_exit_with_parent(tmp_path, no_leaks):
         time.sleep(0.05)
     assert not _alive(child_pid)
     assert out.stat().st_size > 0  # what it captured before is kept
+
+
+def _read(path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:

@@ -21,15 +21,21 @@ from dnsserver import DnsServer, answer
 ME = os.getpid()
 
 
-def _dig(server, name, qtype):
+def _dig(server, name, qtype, *opts):
     if not shutil.which("dig"):
         pytest.skip("dig is not installed (bind9-dnsutils)")
-    subprocess.run(["dig", f"@{server.addr}", "-p", str(server.port), "+tries=1", "+time=3", name, qtype],
+    subprocess.run(["dig", f"@{server.addr}", "-p", str(server.port), "+tries=1", "+time=3", *opts, name, qtype],
                    check=True, stdout=subprocess.DEVNULL)
 
 
-def _responses(m, n):
-    return collect(m, lambda ev: len([e for e in ev if e["type"] == "dns.response"]) >= n)
+def _client(ev):
+    """The events of the asking side (the test's DnsServer answers in this
+    process, so its server-side events are here too)."""
+    return [e for e in ev if e["role"] == "client"]
+
+
+def _responses(m, n, role="client"):
+    return collect(m, lambda ev: len([e for e in ev if e["type"] == "dns.response" and e["role"] == role]) >= n)
 
 
 @pytest.mark.kernel
@@ -42,7 +48,7 @@ def _responses(m, n):
 def test_dig(name, qtype, rcode, addresses, chain):
     with DnsServer() as server, bpfwatch.Monitor(follow=ME, types=["dns.*"]) as m:
         _dig(server, name, qtype)
-        ev = _responses(m, 1)
+        ev = _client(_responses(m, 1))
     (q,) = [e for e in ev if e["type"] == "dns.query"]
     (r,) = [e for e in ev if e["type"] == "dns.response"]
     assert (q["name"], q["qtype"]) == (name, qtype)
@@ -68,7 +74,7 @@ def test_glibc_resolver_sends_a_and_aaaa_together(tmp_path):
                   "exec getent ahosts alias.test")
         out = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                              capture_output=True, text=True, check=True).stdout
-        ev = _responses(m, 2)
+        ev = _client(_responses(m, 2))
     assert "10.1.2.3" in out and "2001:db8::3" in out
     queries = [e for e in ev if e["type"] == "dns.query"]
     assert {q["qtype"] for q in queries} == {"A", "AAAA"}
@@ -85,9 +91,10 @@ def test_malformed_message_is_reported_not_fatal():
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.sendto(b"\x12\x34garbage", (server.addr, 53))
         s.close()
-        ev = collect(m, lambda ev: any(e["type"] == "dns.malformed" for e in ev))
-    (bad,) = [e for e in ev if e["type"] == "dns.malformed"]
-    assert bad["direction"] == "sent" and bad["length"] == 9 and bad["reason"]
+        ev = collect(m, lambda ev: {e["role"] for e in ev if e["type"] == "dns.malformed"} == {"client", "server"})
+    bad = {e["role"]: e for e in ev if e["type"] == "dns.malformed"}
+    assert bad["client"]["direction"] == "sent" and bad["client"]["length"] == 9 and bad["client"]["reason"]
+    assert bad["server"]["direction"] == "received" and bad["server"]["length"] == 9
 
 
 @pytest.mark.kernel
@@ -114,6 +121,61 @@ def test_dns_events_match_schema():
         ev = collect(m, lambda ev: {"dns.response", "dns.malformed"} <= {e["type"] for e in ev})
     for e in ev:
         validator.validate(e)
+
+
+@pytest.mark.kernel
+def test_dns_over_tcp():
+    """dig +tcp: length-prefixed messages on a stream, reassembled per socket;
+    the server answers with the length and the message in two iovecs."""
+    with DnsServer() as server, bpfwatch.Monitor(follow=ME, types=["dns.*"]) as m:
+        _dig(server, "alias.test", "A", "+tcp")
+        ev = collect(m, lambda ev: {(e["type"], e["role"]) for e in ev} >= {
+            ("dns.query", "client"), ("dns.response", "client"), ("dns.query", "server"), ("dns.response", "server")})
+    assert not [e for e in ev if e["type"] == "dns.malformed"]
+    (q,) = [e for e in _client(ev) if e["type"] == "dns.query"]
+    (r,) = [e for e in _client(ev) if e["type"] == "dns.response"]
+    assert q["protocol"] == r["protocol"] == "tcp" and q["exe"].endswith("/dig")
+    assert (q["name"], q["qtype"], r["id"]) == ("alias.test", "A", q["id"])
+    assert r["addresses"] == ["10.1.2.3"] and r["cname_chain"] == ["a.test"]
+    assert q["server_addr"] == server.addr and q["server_port"] == server.port
+    assert 0 < r["latency_ns"] < 3_000_000_000
+
+
+@pytest.mark.kernel
+def test_server_side_dns_is_reported_as_such():
+    """A resolver on this host: the query it received and the answer it sent,
+    role "server", with the asking client's address and the time it took."""
+    with DnsServer() as server, bpfwatch.Monitor(follow=ME, types=["dns.*"]) as m:
+        _dig(server, "a.test", "AAAA")
+        ev = _responses(m, 1, role="server")
+    srv = [e for e in ev if e["role"] == "server"]
+    (q,) = [e for e in srv if e["type"] == "dns.query"]
+    (r,) = [e for e in srv if e["type"] == "dns.response"]
+    assert q["pid"] == r["pid"] == ME and q["protocol"] == "udp"
+    assert q["server_addr"] == server.addr and q["server_port"] == server.port
+    (cq,) = [e for e in _client(ev) if e["type"] == "dns.query"]
+    assert q["client_port"] == cq["client_port"] == cq["local_port"] and q["client_addr"].startswith("127.")
+    assert r["addresses"] == ["2001:db8::3"] and r["id"] == q["id"] == cq["id"]
+    assert r["latency_ns"] is not None and 0 <= r["latency_ns"] < 3_000_000_000
+
+
+def test_tcp_stream_reassembly_with_pieces_and_gaps():
+    from bpfwatch.sensors.dns import TcpStream
+
+    msgs = [answer(_query(n, 1)) for n in ("a.test", "alias.test", "missing.test")]
+    wire = b"".join(struct.pack("!H", len(x)) + x for x in msgs)
+    for cut in range(1, len(wire)):  # any split into two pieces
+        st = TcpStream()
+        got = st.feed(wire[:cut], cut) + st.feed(wire[cut:], len(wire) - cut)
+        assert [g for g, _ in got] == msgs
+    # the middle message captured only in part: it comes out cut short, the next one whole
+    first = struct.pack("!H", len(msgs[0])) + msgs[0]
+    second = struct.pack("!H", len(msgs[1])) + msgs[1]
+    st = TcpStream()
+    got = st.feed(first + second[:10], len(first) + len(second))
+    got += st.feed(struct.pack("!H", len(msgs[2])) + msgs[2], len(msgs[2]) + 2)
+    assert [g for g, _ in got] == [msgs[0], msgs[1][:8], msgs[2]]
+    assert [n for _, n in got] == [len(m) for m in msgs]
 
 
 def _query(name: str, qtype: int) -> bytes:

@@ -302,9 +302,11 @@ class Monitor:
     def finished(self) -> bool:
         return self._stopped or (self._deadline is not None and time.monotonic() >= self._deadline)
 
-    def poll(self, timeout: float | None = None) -> list[Event]:
+    def poll(self, timeout: float | None = None, final: bool = False) -> list[Event]:
         """One batch of events (possibly empty) after waiting at most `timeout`
-        (default: max_delay) for the kernel to signal new records."""
+        (default: max_delay) for the kernel to signal new records. Events
+        leave in timestamp order after the reorder window (max_delay); with
+        `final` (the last poll before close) every held event leaves."""
         if self._pending:
             out, self._pending = self._pending, []
             self.events_seen += len(out)
@@ -323,13 +325,14 @@ class Monitor:
         if ring is not None and (ready or ring.pending_bytes()):
             decoders, hdr = self._decoders, self.sensors[0].hdr_dtype
             # once stopped, everything left is read: the caller's last poll
-            ring.drain(lambda run: dispatch(run, decoders, hdr, raw), None if self._stopped else self.batch_bytes)
+            ring.drain(lambda run: dispatch(run, decoders, hdr, raw),
+                       None if self._stopped or final else self.batch_bytes)
         for s in self.sensors:
-            s.tick(raw, force=self._stopped)
+            s.tick(raw, force=self._stopped or final)
         if self._wakeup is not None:
             self._wakeup.clear()
         self._refresh_lost()
-        raw = self._in_order(raw, flush=self.finished)
+        raw = self._in_order(raw, flush=final or self.finished)
         if not raw:
             return raw
         self.enrich(raw)

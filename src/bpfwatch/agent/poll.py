@@ -115,7 +115,7 @@ class PollSource:
 
     # -- scanning -------------------------------------------------------------------
 
-    def poll(self, timeout: float | None = None) -> list[Event]:
+    def poll(self, timeout: float | None = None, final: bool = False) -> list[Event]:
         if self._pending:
             out, self._pending = self._pending, []
             self.events_seen += len(out)

@@ -246,7 +246,7 @@ class Agent:
             if now - self._snap_at >= STATS_EVERY:
                 self._refresh_snapshot(now)
         if self.source is not None:
-            self._emit(self.source.poll(0))
+            self._emit(self.source.poll(0, final=True))
 
     def _emit(self, events: list[dict[str, Any]]) -> None:
         if not events:
@@ -275,7 +275,7 @@ class Agent:
         source, self.source = self.source, None
         if source is not None:
             with contextlib.suppress(Exception):
-                self._emit(source.poll(0))
+                self._emit(source.poll(0, final=True))
             lost = source.lost_cached
             source.close()
             if sum(lost.values()):
@@ -356,7 +356,7 @@ class Agent:
         started = self.start_source(new, snapshot=False)
         cut = time.time_ns()
         time.sleep(0.05)
-        self._emit([e for e in cur.poll(0) if e["ts"] < cut])
+        self._emit([e for e in cur.poll(0, final=True) if e["ts"] < cut])
         cur.close()
         self.source = started
         self._cutoff = (cut, time.monotonic() + 5.0)

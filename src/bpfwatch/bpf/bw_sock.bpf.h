@@ -35,6 +35,8 @@ static __always_inline void bw_sock_tuple(const struct sock *sk, struct bw_tuple
 	t->family = family;
 	t->proto = BPF_CORE_READ(sk, sk_protocol);
 	t->lport = bpf_htons(BPF_CORE_READ(sk, __sk_common.skc_num));
+	if (!t->lport) /* the bound port is released before TCP's CLOSE is traced; inet_sport stays */
+		t->lport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
 	t->rport = BPF_CORE_READ(sk, __sk_common.skc_dport);
 	if (family == BW_AF_INET) {
 		bpf_core_read(t->laddr, 4, &sk->__sk_common.skc_rcv_saddr);

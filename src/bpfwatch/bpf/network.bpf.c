@@ -16,6 +16,7 @@ BW_LAYOUT(enum bw_tcp_kind, tcp_kind);
 #define TCP_FIN_WAIT1 4
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
+#define TCP_LISTEN 10
 
 const volatile __u32 emit_tcp = 0xffffffff; /* bit (1 << kind) */
 const volatile __u32 emit_udp = 1;
@@ -58,6 +59,13 @@ struct {
 	__type(key, __u64);  /* struct sock * */
 	__type(value, struct bw_sock_info);
 } bw_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct bw_listen_key);
+	__type(value, struct bw_sock_info);
+} bw_listeners SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -106,7 +114,7 @@ static __always_inline void emit_tcp_event(const struct sock *sk, struct bw_sock
 	bw_sock_tuple(sk, &e->t);
 	if (e->t.lport && e->t.rport)
 		who->known = e->t;
-	else if (who->known.lport)
+	else if (who->known.lport && who->role != BW_ROLE_LISTENER)
 		e->t = who->known;
 	if (!ports_pass(&e->t)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
@@ -129,6 +137,23 @@ static __always_inline void emit_tcp_event(const struct sock *sk, struct bw_sock
 	bw_submit(e);
 }
 
+/* The ports are known while a connection is established; the local one is
+ * released before it closes, so the close event takes them from here. */
+static __always_inline void remember_tuple(const struct sock *sk, struct bw_sock_info *info)
+{
+	struct bw_tuple t;
+
+	bw_sock_tuple(sk, &t);
+	if (t.lport && t.rport)
+		info->known = t;
+}
+
+static __always_inline void listen_key(const struct sock *sk, struct bw_listen_key *k)
+{
+	k->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(bw_net_tcp_state, const struct sock *sk, const int old, const int new)
 {
@@ -136,6 +161,55 @@ int BPF_PROG(bw_net_tcp_state, const struct sock *sk, const int old, const int n
 		return 0;
 	__u64 key = (__u64)sk;
 	struct bw_sock_info *info;
+	struct bw_listen_key lk;
+
+	if (new == TCP_LISTEN) {
+		/* listen(): process context, the caller owns the listener */
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+		struct bw_sock_info fresh = {};
+
+		if (!in_scope(bpf_get_current_pid_tgid() >> 32) || !matches(task))
+			return 0;
+		set_owner(&fresh, task);
+		fresh.role = BW_ROLE_LISTENER;
+		fresh.start_ns = bpf_ktime_get_boot_ns();
+		bpf_map_update_elem(&bw_socks, &key, &fresh, BPF_ANY);
+		listen_key(sk, &lk);
+		bpf_map_update_elem(&bw_listeners, &lk, &fresh, BPF_ANY);
+		info = bpf_map_lookup_elem(&bw_socks, &key);
+		if (info)
+			emit_tcp_event(sk, info, BW_TCP_STATE, old, new);
+		return 0;
+	}
+	if (old == TCP_LISTEN && new == TCP_SYN_RECV) {
+		/* a connection the listener received (softirq): its owner, until accept() */
+		struct bw_sock_info *l;
+
+		listen_key(sk, &lk);
+		l = bpf_map_lookup_elem(&bw_listeners, &lk);
+		if (!l)
+			return 0;
+		struct bw_sock_info fresh = *l;
+
+		fresh.role = BW_ROLE_SERVER;
+		fresh.counted = count_app_bytes;
+		fresh.start_ns = bpf_ktime_get_boot_ns();
+		fresh.established_ns = 0;
+		fresh.closer = 0;
+		fresh.app_sent = fresh.app_received = 0;
+		__builtin_memset(&fresh.known, 0, sizeof(fresh.known));
+		bpf_map_update_elem(&bw_socks, &key, &fresh, BPF_ANY);
+		info = bpf_map_lookup_elem(&bw_socks, &key);
+		if (info) {
+			remember_tuple(sk, info);
+			emit_tcp_event(sk, info, BW_TCP_STATE, old, new);
+		}
+		return 0;
+	}
+	if (old == TCP_LISTEN) {
+		listen_key(sk, &lk);
+		bpf_map_delete_elem(&bw_listeners, &lk);
+	}
 
 	if (new == TCP_SYN_SENT) {
 		/* connect(): process context, the caller owns the socket */
@@ -156,9 +230,17 @@ int BPF_PROG(bw_net_tcp_state, const struct sock *sk, const int old, const int n
 	}
 	if (new == TCP_ESTABLISHED && old == TCP_SYN_RECV) {
 		/* a passive open, in softirq: the owner is known at accept() */
+		info = bpf_map_lookup_elem(&bw_socks, &key);
+		if (info) { /* seen at SYN_RECV: its listener is in scope */
+			info->established_ns = bpf_ktime_get_boot_ns();
+			remember_tuple(sk, info);
+			emit_tcp_event(sk, info, BW_TCP_STATE, old, new);
+			return 0;
+		}
 		struct bw_sock_info fresh = { .role = BW_ROLE_SERVER, .counted = count_app_bytes };
 
 		fresh.start_ns = fresh.established_ns = bpf_ktime_get_boot_ns();
+		bw_sock_tuple(sk, &fresh.known);
 		bpf_map_update_elem(&bw_socks, &key, &fresh, BPF_NOEXIST);
 		return 0;
 	}
@@ -170,6 +252,7 @@ int BPF_PROG(bw_net_tcp_state, const struct sock *sk, const int old, const int n
 	if (old == TCP_SYN_SENT) {
 		if (new == TCP_ESTABLISHED) {
 			info->established_ns = bpf_ktime_get_boot_ns();
+			remember_tuple(sk, info);
 			emit_tcp_event(sk, info, BW_TCP_CONNECT, old, new);
 			return 0;
 		}
@@ -256,6 +339,7 @@ static __always_inline void on_accept(struct task_struct *task, long fd)
 			return;
 	}
 	set_owner(info, task);
+	remember_tuple(sk, info);
 	emit_tcp_event(sk, info, BW_TCP_ACCEPT, TCP_ESTABLISHED, TCP_ESTABLISHED);
 }
 

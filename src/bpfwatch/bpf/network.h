@@ -12,7 +12,14 @@ enum bw_tcp_kind {
 	BW_TCP_STATE = 4,
 };
 
-enum bw_sock_role { BW_ROLE_UNKNOWN = 0, BW_ROLE_CLIENT = 1, BW_ROLE_SERVER = 2 };
+enum bw_sock_role { BW_ROLE_UNKNOWN = 0, BW_ROLE_CLIENT = 1, BW_ROLE_SERVER = 2, BW_ROLE_LISTENER = 3 };
+
+/* Listening sockets by local port: a connection a listener receives is
+ * attributed to the listener's owner until accept() names its own. */
+struct bw_listen_key {
+	__u16 port;   /* host order */
+	__u16 family;
+};
 enum bw_closer { BW_CLOSER_UNKNOWN = 0, BW_CLOSER_LOCAL = 1, BW_CLOSER_REMOTE = 2 };
 
 /* Who a TCP socket belongs to: recorded in process context (connect,

@@ -44,7 +44,9 @@ EVENT_TYPES: dict[str, str] = {
 }
 # only when asked for by name or glob: verbose (network.state), or with a cost
 # on every syscall (process.exec_failed, security.*: `trace security`)
-OPT_IN = {"network.state", "process.exec_failed"} | {t for t in EVENT_TYPES if t.startswith("security.")}
+# named exactly, never by a glob: 'process.*' must not add a cost to every syscall
+EXACT_ONLY = {"process.exec_failed"}
+OPT_IN = {"network.state"} | EXACT_ONLY | {t for t in EVENT_TYPES if t.startswith("security.")}
 
 
 def expand_types(patterns: list[str] | None) -> set[str]:
@@ -56,7 +58,7 @@ def expand_types(patterns: list[str] | None) -> set[str]:
         for pat in filter(None, (p.strip() for p in raw.split(","))):
             if pat in ("process", "file", "network", "dns", "security", "all"):
                 pat = f"{pat}.*" if pat != "all" else "*"
-            hits = fnmatch.filter(EVENT_TYPES, pat)
+            hits = [t for t in fnmatch.filter(EVENT_TYPES, pat) if t == pat or t not in EXACT_ONLY]
             if not hits:
                 raise UsageError(f"unknown event type '{pat}' (known: {', '.join(EVENT_TYPES)})")
             out.update(hits)

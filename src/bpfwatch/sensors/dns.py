@@ -24,6 +24,8 @@ from bpfwatch.sensors.network import SYSCALL_RODATA, syscall_rodata
 
 DNS_TYPES = ["dns.malformed", "dns.query", "dns.response"]
 SENT = 1  # BW_DNS_SENT
+SERVER = 2  # BW_DNS_SERVER: this host answered (a resolver here)
+STREAMS_MAX = 1024          # TCP streams being reassembled
 PENDING_MAX = 4096          # queries waiting for an answer
 PENDING_TTL_NS = 30 * 10**9
 
@@ -47,11 +49,19 @@ class DnsSensor(Sensor):
         super().__init__(options, scope)
         self.dopts = dopts or DnsOptions()
         self.dopts.validate()
-        # (pid, server, server port, local port, id) -> (ts, name)
+        # (pid, role, peer, peer port, local port, id, name) -> ts of the query
         self._pending: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        # (socket, direction) -> the TCP stream's bytes not yet a whole message
+        self._streams: OrderedDict[tuple[int, int], TcpStream] = OrderedDict()
 
     def configure(self, obj: L.BpfObject) -> None:
-        obj.set_rodata(dns_port=socket.htons(self.dopts.port), **syscall_rodata(SYSCALL_RODATA))
+        # DNS over TCP rides on the socket layer's tracepoints (Linux >= 6.2)
+        tcp = L.kernel_has_tracepoint("sock_send_length") and L.kernel_has_tracepoint("sock_recv_length")
+        for prog in ("bw_dns_tcp_send", "bw_dns_tcp_recv"):
+            obj.program(prog).autoload = tcp
+        obj.set_rodata(dns_port=socket.htons(self.dopts.port),
+                       **syscall_rodata({**SYSCALL_RODATA, "nr_read": "read", "nr_write": "write",
+                                         "nr_readv": "readv", "nr_writev": "writev"}))
 
     def layouts(self, btf: L.Btf) -> None:
         super().layouts(btf)
@@ -60,16 +70,38 @@ class DnsSensor(Sensor):
 
     def _decode(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         for r, tail in self.variable_records(run, idx, self.dtype):
-            ev = self._event(r, tail[:r["captured"]])
-            if ev is not None:
-                out.append(ev)
+            payload = tail[:r["captured"]]
+            if r["proto"] == socket.IPPROTO_TCP:
+                messages = self._stream(r).feed(payload, r["len"])
+            else:
+                messages = [(payload, r["len"])]
+            for msg, length in messages:
+                ev = self._event(r, msg, length)
+                if ev is not None:
+                    out.append(ev)
 
-    def _event(self, r: dict[str, Any], payload: bytes) -> dict[str, Any] | None:
+    def _stream(self, r: dict[str, Any]) -> TcpStream:
+        key = (r["sk"], r["direction"])
+        st = self._streams.get(key)
+        if st is None:
+            st = self._streams[key] = TcpStream()
+            while len(self._streams) > STREAMS_MAX:
+                self._streams.popitem(last=False)
+        else:
+            self._streams.move_to_end(key)
+        return st
+
+    def _event(self, r: dict[str, Any], payload: bytes, length: int) -> dict[str, Any] | None:
         sent = r["direction"] == SENT
+        server = r["role"] == SERVER
         addrs = tuple_fields(r)
         base = {
             "protocol": addrs["protocol"], "family": addrs["family"],
-            "server_addr": addrs["remote_addr"], "server_port": addrs["remote_port"],
+            "role": "server" if server else "client",
+            "server_addr": addrs["local_addr" if server else "remote_addr"],
+            "server_port": addrs["local_port" if server else "remote_port"],
+            "client_addr": addrs["remote_addr" if server else "local_addr"],
+            "client_port": addrs["remote_port" if server else "local_port"],
             "local_port": addrs["local_port"],
         }
         try:
@@ -78,9 +110,10 @@ class DnsSensor(Sensor):
             if "dns.malformed" not in self.dopts.types:
                 return None
             return {**self._common("dns.malformed", r), **base, "direction": "sent" if sent else "received",
-                    "length": r["len"], "captured": r["captured"], "reason": str(e)}
+                    "length": length, "captured": len(payload), "reason": str(e)}
         name, qtype = msg.questions[0] if msg.questions else (None, None)
-        key = (r["pid"], base["server_addr"], base["server_port"], base["local_port"], msg.id, name)
+        peer = "client" if server else "server"
+        key = (r["pid"], base["role"], base[f"{peer}_addr"], base[f"{peer}_port"], base["local_port"], msg.id, name)
         if not msg.response:
             self._remember(key, r["ts_boot_ns"])
             if "dns.query" not in self.dopts.types:
@@ -110,3 +143,54 @@ class DnsSensor(Sensor):
     def _common(kind: str, r: dict[str, Any]) -> dict[str, Any]:
         return common_fields(kind, r["ts_boot_ns"], r["pid"], r["tid"], 0, r["uid"], cstr(r["comm"]), None,
                              r["cgroup_id"], None)
+
+
+class TcpStream:
+    """One direction of a DNS-over-TCP connection: 2-byte lengths, then
+    messages, in pieces as the syscalls moved them. A piece captured only in
+    part (longer than the kernel copies) leaves a gap; the message with the
+    gap is handed on cut short (it parses as malformed), and the stream
+    resynchronises at the next message boundary it can still count to."""
+
+    __slots__ = ("buf", "skip")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.skip = 0  # bytes of a message cut short still to pass over
+
+    def feed(self, data: bytes, total: int) -> list[tuple[bytes, int]]:
+        """(message bytes, its full length) of every message this piece completes."""
+        out: list[tuple[bytes, int]] = []
+        gap = max(total - len(data), 0)  # the piece's uncaptured tail
+        self.buf += data
+        while True:
+            if self.skip:
+                n = min(self.skip, len(self.buf))
+                del self.buf[:n]
+                self.skip -= n
+                if self.skip and not self.buf and gap:
+                    n = min(self.skip, gap)
+                    self.skip -= n
+                    gap -= n
+                if self.skip:
+                    break
+            if len(self.buf) < 2:
+                break
+            length = int.from_bytes(self.buf[:2], "big")
+            if len(self.buf) - 2 >= length:
+                out.append((bytes(self.buf[2: 2 + length]), length))
+                del self.buf[: 2 + length]
+                continue
+            if not gap:
+                break  # the rest comes in a later piece
+            have = bytes(self.buf[2:])
+            out.append((have, length))
+            self.buf.clear()
+            self.skip = length - len(have)
+            n = min(self.skip, gap)
+            self.skip -= n
+            gap -= n
+        if gap:  # a gap outside any message we can count: start again
+            self.buf.clear()
+            self.skip = 0
+        return out

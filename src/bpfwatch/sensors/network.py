@@ -30,7 +30,7 @@ TCP_KINDS = {"BW_TCP_CONNECT": "network.connect", "BW_TCP_ACCEPT": "network.acce
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
               6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
               12: "NEW_SYN_RECV"}
-ROLES = {0: None, 1: "client", 2: "server"}
+ROLES = {0: None, 1: "client", 2: "server", 3: "listener"}
 CLOSERS = {0: None, 1: "local", 2: "remote"}
 CONNECT_RESULTS = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timeout", errno.EHOSTUNREACH: "unreachable",
                    errno.ENETUNREACH: "unreachable", errno.ECONNRESET: "reset"}
