@@ -22,7 +22,7 @@ STAMP_TEST := build/.test-deps
 STAMP_VENV := $(VENV)/.installed
 ARGS       ?=
 
-.PHONY: all deps venv bpf testbpf run test lint bench clean distclean
+.PHONY: all deps venv bpf testbpf run test test-peers lint bench clean distclean
 
 all: bpf venv
 
@@ -69,6 +69,10 @@ run: bpf venv
 test: bpf testbpf venv $(STAMP_TEST)
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VPY) -m pytest $(ARGS)
+
+# the differential suite with its larger workloads (make -j2 of 200 files, git, tar of /usr/share/doc)
+test-peers: bpf testbpf venv $(STAMP_TEST)
+	BPFWATCH_PEERS_FULL=1 $(VPY) -m pytest -q tests/peers $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench scripts

@@ -6,6 +6,7 @@ pkgs=(clang llvm libbpf-dev libbpf1 bpftool make python3 python3-venv python3-de
       strace util-linux libcap2-bin iproute2 procps bind9-dnsutils)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(prometheus)  # the agent's metrics test scrapes with a real Prometheus server
+    pkgs+=(libbpf-tools)  # the peers of tests/peers: execsnoop, exitsnoop, opensnoop, tcpstates
 fi
 missing=()
 for p in "${pkgs[@]}"; do
