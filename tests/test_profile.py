@@ -289,3 +289,17 @@ def test_report_from_summary(tmp_path):
     assert p.returncode != 0 and "Traceback" not in p.stderr
     p = run_cli("report", str(js), "-o", str(tmp_path / "x.gif"))
     assert p.returncode == 2 and ".html, .png or .svg" in p.stderr
+
+
+@pytest.mark.kernel
+def test_target_still_running_at_the_end_has_its_cpu_split():
+    """-d ends the profile of a CPU loop: its user time comes from /proc (the
+    kernel's split arrives only with an exit), so it is cpu_bound, not system time."""
+    doc = profile_command([sys.executable, "-c", "while True: pass"], duration=1.0)
+    try:
+        t = doc["time"]
+        assert doc["stopped_by"] == "duration"
+        assert t["user_s"] > 0.2 and t["user_s"] > 5 * t["system_s"], t
+        assert doc["behavior"]["classification"] == "cpu_bound", doc["behavior"]
+    finally:
+        os.kill(doc["pid"], signal.SIGKILL)  # -d leaves the command running (docs/profile.md)

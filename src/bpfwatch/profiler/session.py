@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from bpfwatch import procfs
 from bpfwatch.sensors.profile import SLOT_OVERFLOW, SLOT_ROOT, ProfileSensor
 
 # A process's slot is read this long after its exit record: a thread that
@@ -39,6 +40,10 @@ class Proc:
     peak_rss: int = 0
     last_t: float = 0.0                # the sampler's previous look
     last_cpu: int = 0
+    # still running at the end: its user/system split from /proc (the kernel's
+    # split arrives only with the exit), ns
+    live_utime_ns: int = 0
+    live_stime_ns: int = 0
 
     @property
     def alive(self) -> bool:
@@ -143,6 +148,16 @@ class Collector:
         if self.finished:
             return
         self.harvest_due(force=True)
+        for p in self.procs.values():
+            if p.alive and p.pid:
+                try:
+                    f = procfs.stat_fields(p.pid)
+                    if f[0] == b"Z":  # exited: its exit record carries the kernel's split
+                        continue
+                    p.live_utime_ns = int(f[11]) * 1_000_000_000 // procfs.CLK_TCK
+                    p.live_stime_ns = int(f[12]) * 1_000_000_000 // procfs.CLK_TCK
+                except (OSError, IndexError, ValueError):
+                    pass
         for slot, pid in list(self.live_slots.items()):
             self._harvest(slot, self.procs[pid], recycle=False)
         ov = self.sensor.read_syscalls(SLOT_OVERFLOW)

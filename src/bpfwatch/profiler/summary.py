@@ -119,7 +119,9 @@ def build(c: Collector, *, command: list[str] | None, attach_pid: int | None, t0
     off = ts[f["off_ns"]]
     blocked = ts[f["blocked_ns"]]
     on_cpu = v("oncpu_ns") / NS
-    ticks_u, ticks_s = v("utime_ns"), v("stime_ns")
+    # the kernel's split of the exited; /proc's of those still running at the end
+    ticks_u = v("utime_ns") + sum(p.live_utime_ns for p in c.procs.values())
+    ticks_s = v("stime_ns") + sum(p.live_stime_ns for p in c.procs.values())
     # the kernel's own split of exact runtime: ticks give the ratio
     user = on_cpu * ticks_u / (ticks_u + ticks_s) if ticks_u + ticks_s else 0.0
     blocked_s = {name: int(blocked[i]) / NS for i, name in enumerate(CATEGORY_NAMES) if blocked[i]}
