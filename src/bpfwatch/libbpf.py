@@ -122,7 +122,6 @@ _PROTOTYPES: list[tuple[str, Any, list[Any]]] = [
     ("btf__load_from_kernel_by_id", _c_void_p, [ctypes.c_uint32]),
     ("bpf_obj_get_info_by_fd", _c_int, [_c_int, _c_void_p, ctypes.POINTER(ctypes.c_uint32)]),
     ("bpf_enable_stats", _c_int, [_c_int]),
-    ("libbpf_find_vmlinux_btf_id", _c_int, [_c_char_p, _c_int]),
     ("btf__parse", _c_void_p, [_c_char_p, _c_void_p]),
     ("btf__free", None, [_c_void_p]),
     ("btf__type_cnt", ctypes.c_uint32, [_c_void_p]),
@@ -252,12 +251,10 @@ def num_possible_cpus() -> int:
     return n
 
 
-BPF_TRACE_RAW_TP = 23  # enum bpf_attach_type
-
-
 def kernel_has_tracepoint(name: str) -> bool:
-    """Whether the running kernel has a BTF tracepoint (for tp_btf programs)."""
-    return lib().libbpf_find_vmlinux_btf_id(name.encode(), BPF_TRACE_RAW_TP) >= 0
+    """Whether the running kernel has a BTF tracepoint (for tp_btf programs);
+    looked up in the kernel's BTF parsed once, not once per question."""
+    return tracepoint_args(name) is not None
 
 
 @functools.lru_cache(maxsize=1)

@@ -165,7 +165,6 @@ class Monitor:
         self._window_ns = int(max_delay * 1e9)
         self._released_ts = 0
         self.late_events = 0  # arrived after a later event had left the window
-        self.ready = False
         self.events_seen = 0
         self._lost_cache: dict[str, int] = {}
         self._lost_read_at = 0.0
@@ -219,7 +218,6 @@ class Monitor:
             raise
         if self.duration is not None:
             self._deadline = time.monotonic() + self.duration
-        self.ready = True
         return self
 
     def _seed(self, sensor: Sensor) -> None:
@@ -347,12 +345,13 @@ class Monitor:
         in timestamp order; raw joins the held ones."""
         held = self._held
         if raw:
-            last = self._released_ts
-            self.late_events += sum(1 for e in raw if e["ts"] < last)
             held.extend(raw)
         if not held:
             return []
         held.sort(key=_ts)  # timsort: a few sorted runs cost little more than a pass
+        if raw:
+            # what is still held is newer than what left; anything older just came, late
+            self.late_events += bisect.bisect_left(held, self._released_ts, key=_ts)
         if flush:
             out, self._held = held, []
         else:

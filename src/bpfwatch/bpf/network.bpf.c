@@ -114,7 +114,7 @@ static __always_inline void emit_tcp_event(const struct sock *sk, struct bw_sock
 	bw_sock_tuple(sk, &e->t);
 	if (e->t.lport && e->t.rport)
 		who->known = e->t;
-	else if (who->known.lport && who->role != BW_ROLE_LISTENER)
+	else if (who->known.lport)
 		e->t = who->known;
 	if (!ports_pass(&e->t)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
@@ -189,15 +189,11 @@ int BPF_PROG(bw_net_tcp_state, const struct sock *sk, const int old, const int n
 		l = bpf_map_lookup_elem(&bw_listeners, &lk);
 		if (!l)
 			return 0;
-		struct bw_sock_info fresh = *l;
+		struct bw_sock_info fresh = *l; /* the owner; a listener has no bytes, ports or closer */
 
 		fresh.role = BW_ROLE_SERVER;
 		fresh.counted = count_app_bytes;
 		fresh.start_ns = bpf_ktime_get_boot_ns();
-		fresh.established_ns = 0;
-		fresh.closer = 0;
-		fresh.app_sent = fresh.app_received = 0;
-		__builtin_memset(&fresh.known, 0, sizeof(fresh.known));
 		bpf_map_update_elem(&bw_socks, &key, &fresh, BPF_ANY);
 		info = bpf_map_lookup_elem(&bw_socks, &key);
 		if (info) {

@@ -148,24 +148,30 @@ class Collector:
         if self.finished:
             return
         self.harvest_due(force=True)
-        for p in self.procs.values():
-            if p.alive and p.pid:
-                try:
-                    f = procfs.stat_fields(p.pid)
-                    if f[0] == b"Z":  # exited: its exit record carries the kernel's split
-                        continue
-                    p.live_utime_ns = int(f[11]) * 1_000_000_000 // procfs.CLK_TCK
-                    p.live_stime_ns = int(f[12]) * 1_000_000_000 // procfs.CLK_TCK
-                except (OSError, IndexError, ValueError):
-                    pass
         for slot, pid in list(self.live_slots.items()):
-            self._harvest(slot, self.procs[pid], recycle=False)
+            p = self.procs[pid]
+            self._harvest(slot, p, recycle=False)
+            self._live_times(p)
         ov = self.sensor.read_syscalls(SLOT_OVERFLOW)
         if int(ov[:, 0].sum()) or self.overflow_procs:
             p = Proc(0, self.root.pid, SLOT_OVERFLOW, f"({self.overflow_procs} more processes)", self.root.start_ns)
             self._harvest(SLOT_OVERFLOW, p, recycle=False)
             self.overflow = p
         self.finished = True
+
+    def _live_times(self, p: Proc) -> None:
+        """A process still running at the end: the kernel has counted the CPU
+        time of its exited threads only; /proc has all of it, so the rest is
+        the difference (0 if it exited meanwhile and the kernel has it all)."""
+        if not p.alive or not p.pid or p.stats is None:
+            return
+        try:
+            f = procfs.stat_fields(p.pid)
+            tick_ns = 1_000_000_000 // procfs.CLK_TCK
+            p.live_utime_ns = max(int(f[11]) * tick_ns - self.stat(p.stats, "utime_ns"), 0)
+            p.live_stime_ns = max(int(f[12]) * tick_ns - self.stat(p.stats, "stime_ns"), 0)
+        except (OSError, IndexError, ValueError):
+            pass
 
     def live(self) -> list[Proc]:
         return [p for p in self.procs.values() if p.alive and p.pid]

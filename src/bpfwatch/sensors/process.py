@@ -31,7 +31,6 @@ EXEC_PEXE_TRUNCATED = 1 << 3
 EXEC_EXE_PSEUDO = 1 << 5
 EXEC_PATHS_TRUNCATED = EXEC_EXE_TRUNCATED | EXEC_CWD_TRUNCATED | EXEC_PEXE_TRUNCATED
 EXEC_FAIL_ARGS_TRUNCATED = 1 << 0
-EXEC_FAIL_FAULT = 1 << 1
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 FORK_THREAD = 1 << 0
@@ -72,8 +71,8 @@ def decode_wait_status(status: int) -> tuple[int | None, int | None, bool]:
     return (status >> 8) & 0xFF, None, False
 
 
-def split_argv(args: bytes, truncated: bool) -> tuple[list[str], int, bool]:
-    """(argv, complete arguments, truncated) from NUL-separated bytes."""
+def split_argv(args: bytes, truncated: bool) -> tuple[list[str], int]:
+    """(argv, how many arguments are complete) from NUL-separated bytes."""
     parts = args.split(b"\0")
     if truncated:
         partial = parts.pop()  # an argument cut short ('' if the cut fell after a NUL)
@@ -84,7 +83,7 @@ def split_argv(args: bytes, truncated: bool) -> tuple[list[str], int, bool]:
         if parts and parts[-1] == b"":
             parts.pop()  # the NUL that ends the last argument
         complete = len(parts)
-    return [text(p) for p in parts], complete, truncated
+    return [text(p) for p in parts], complete
 
 
 @dataclass(slots=True)
@@ -162,7 +161,8 @@ class ProcessSensor(Sensor):
         memfd = bool(flags & EXEC_EXE_PSEUDO)
         if memfd and exe is not None:
             exe += " (deleted)"  # what the kernel's d_path (/proc/PID/exe, auditd) shows
-        argv, complete, truncated = split_argv(args, bool(flags & EXEC_ARGS_TRUNCATED) or args_len < r["args_size"])
+        truncated = bool(flags & EXEC_ARGS_TRUNCATED) or args_len < r["args_size"]
+        argv, complete = split_argv(args, truncated)
         tty = cstr(r["tty"]) or None
         extra = {"paths_truncated": True} if flags & EXEC_PATHS_TRUNCATED else {}
         if tty and tty.startswith("pts") and tty[3:].isdigit():
@@ -193,7 +193,8 @@ class ProcessSensor(Sensor):
             n = r["filename_len"]
             filename = text(data[o: o + n].rstrip(b"\0")) if n else None
             o += n
-            argv, _, truncated = split_argv(data[o: o + r["args_len"]], bool(r["flags"] & EXEC_FAIL_ARGS_TRUNCATED))
+            truncated = bool(r["flags"] & EXEC_FAIL_ARGS_TRUNCATED)
+            argv, _ = split_argv(data[o: o + r["args_len"]], truncated)
             err = -r["ret"]
             dirfd = r["dirfd"]
             out.append({
