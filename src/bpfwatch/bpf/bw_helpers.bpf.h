@@ -164,8 +164,25 @@ struct bw_walk_ctx {
 	__u32 pos;       /* start of the path built so far */
 	__u32 truncated;
 	__u32 done;      /* reached the root (else the walk ran out of steps) */
-	__u32 pseudo;    /* the path is an anonymous file's name, not a place in the tree */
 };
+
+/* Puts "/NAME" in front of the path built so far; 1 (and truncated) if it
+ * does not fit. */
+static __always_inline int bw_prepend_name(struct bw_walk_ctx *c, const struct qstr *name)
+{
+	__u32 len = name->len & BW_NAME_MAX;
+
+	if (len + 1 > c->pos) {
+		c->truncated = 1;
+		return 1;
+	}
+	__u32 start = (c->pos - len - 1) & (BW_PATH_MAX - 1);
+
+	c->buf[start] = '/';
+	bpf_probe_read_kernel(c->buf + ((start + 1) & (BW_PATH_MAX - 1)), len, name->name);
+	c->pos = start;
+	return 0;
+}
 
 static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
 {
@@ -189,16 +206,11 @@ static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
 		name = BPF_CORE_READ(d, d_name);
 	}
 
-	/* a dentry that is its own parent without being the mount's root has no
-	 * place in the tree (memfd, other anonymous files): its name is the
-	 * whole path, as in the kernel's d_path ("/memfd:NAME") */
-	int pseudo = d == parent && d != mnt_root;
-
-	if (!pseudo && (d == mnt_root || d == parent)) {
+	if (d == mnt_root || d == parent) {
 		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
 
 		if (d != mnt_root || mnt == mnt_parent) {
-			c->done = 1; /* reached the root of the mount tree */
+			c->done = 1; /* reached the root of the mount tree, or see below */
 			return 1;
 		}
 		/* climb from this mount's root to where it is mounted */
@@ -212,23 +224,9 @@ static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
 		return 0;
 	}
 
-	__u32 len = name.len & BW_NAME_MAX;
-
-	if (len + 1 > c->pos) {
-		c->truncated = 1;
+	if (bw_prepend_name(c, &name))
 		return 1;
-	}
-	__u32 start = (c->pos - len - 1) & (BW_PATH_MAX - 1);
-
-	c->buf[start] = '/';
-	bpf_probe_read_kernel(c->buf + ((start + 1) & (BW_PATH_MAX - 1)), len, name.name);
-	c->pos = start;
 	c->dentry = parent;
-	if (pseudo) {
-		c->pseudo = 1;
-		c->done = 1;
-		return 1;
-	}
 	return 0;
 }
 
@@ -237,8 +235,10 @@ static long bw_walk_step(__u64 idx, struct bw_walk_ctx *c)
 
 /* Writes the absolute path of `path` into the per-CPU scratch and returns a
  * pointer to its first byte; *len gets its length with the NUL (0 on error),
- * *how BW_PATH_TRUNCATED and BW_PATH_PSEUDO bits. */
-static __always_inline char *bw_resolve_path(const struct path *path, __u32 *len, __u32 *how)
+ * *how BW_PATH_TRUNCATED and BW_PATH_PSEUDO bits. An anonymous file's name is
+ * written only with `pseudo` (a constant: callers that never meet one, or do
+ * not flag it, pay no verifier states for it). */
+static __always_inline char *bw_resolve_path(const struct path *path, __u32 *len, __u32 *how, int pseudo)
 {
 	__u32 zero = 0;
 	struct bw_path_buf *pb = bpf_map_lookup_elem(&bw_path_scratch, &zero);
@@ -259,13 +259,25 @@ static __always_inline char *bw_resolve_path(const struct path *path, __u32 *len
 	c.pos = BW_PATH_MAX - 1;
 	pb->data[BW_PATH_MAX - 1] = 0;
 	bpf_loop(BW_PATH_DEPTH, bw_walk_step, &c, 0);
+	/* the walk stopped at a dentry that is its own parent without being the
+	 * mount's root: it has no place in the tree (memfd, anonymous files), and
+	 * its name is the whole path, as in the kernel's d_path ("/memfd:NAME").
+	 * Decided here, not in the walk: a flag set there triples verifier time. */
+	int anon = c.done && c.dentry != c.mnt_root;
+
+	if (pseudo && anon) {
+		struct dentry *d = c.dentry;
+		struct qstr name = BPF_CORE_READ(d, d_name);
+
+		bw_prepend_name(&c, &name);
+	}
 	if (!c.done)
 		c.truncated = 1; /* deeper than BW_PATH_DEPTH, or the buffer filled */
 	if (c.pos == BW_PATH_MAX - 1) { /* the root itself */
 		c.pos = BW_PATH_MAX - 2;
 		pb->data[BW_PATH_MAX - 2] = '/';
 	}
-	*how = (c.truncated ? BW_PATH_TRUNCATED : 0) | (c.pseudo ? BW_PATH_PSEUDO : 0);
+	*how = (c.truncated ? BW_PATH_TRUNCATED : 0) | (anon ? BW_PATH_PSEUDO : 0);
 	*len = BW_PATH_MAX - c.pos;
 	return pb->data + (c.pos & (BW_PATH_MAX - 1));
 }
@@ -279,7 +291,7 @@ static __always_inline __u16 bw_put_path(__u8 *data, __u32 *off, const struct pa
 					 __u16 *flags, __u16 trunc_flag, __u16 pseudo_flag)
 {
 	__u32 len = 0, how = 0;
-	char *src = bw_resolve_path(path, &len, &how);
+	char *src = bw_resolve_path(path, &len, &how, pseudo_flag != 0);
 
 	if (!src || !len)
 		return 0;
