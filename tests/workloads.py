@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 
 def cpu(n: int = 6_000_000) -> None:
@@ -28,7 +29,11 @@ def fsync(path: str, rounds: int = 3000) -> None:
         os.unlink(path)
 
 
-def network(megabytes: int = 400) -> None:
+def network(megabytes: int = 16, pace_ms: int = 20) -> None:
+    """Sends to a slow peer: the receiver takes at most 1 MiB every pace_ms,
+    so the sender spends its time blocked on a full socket. The peer, not
+    this machine's CPU, is the limit, which holds on a loaded machine too
+    (a bulk copy over loopback is as much CPU work as waiting)."""
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
     chunk = b"\0" * 65536
@@ -42,6 +47,7 @@ def network(megabytes: int = 400) -> None:
             if not data:
                 break
             got += len(data)
+            time.sleep(pace_ms / 1000)
         conn.close()
 
     t = threading.Thread(target=sink)

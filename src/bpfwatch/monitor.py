@@ -149,7 +149,7 @@ class Monitor:
         self.batch_bytes = batch_bytes
         self.duration = duration
         self.cache = ProcessCache()
-        self.clock = BootClock()
+        self.clock = BootClock.shared()
         self.enrich = Enricher(self.cache, self.clock)
         self.sensors: list[Sensor] = []
         self._poller: Poller | None = None
@@ -308,7 +308,8 @@ class Monitor:
         if self._pending:
             out, self._pending = self._pending, []
             self.events_seen += len(out)
-            return out
+            # the last poll must still read the ring, or what it holds is lost
+            return out + self.poll(timeout, final=True) if final else out
         if self._poller is None:
             return []
         wait = self.max_delay if timeout is None else timeout

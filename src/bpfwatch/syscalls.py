@@ -82,6 +82,10 @@ CATEGORIES: dict[str, frozenset[str]] = {k: frozenset(v.split()) for k, v in {
         get_thread_area
     """,
 }.items()}
+# waiting for a child to end: time the tree spends on its own work elsewhere,
+# so reports show it apart from the tree's blocking
+CHILD_WAIT = frozenset({"wait4", "waitid", "waitpid"})
+
 _CATEGORY_OF = {name: cat for cat, names in CATEGORIES.items() for name in names}
 
 

@@ -70,7 +70,7 @@ class PollSource:
         self.snapshot = snapshot
         self.self_pid = None if include_self else os.getpid()
         self.cache = ProcessCache()
-        self.clock = BootClock()
+        self.clock = BootClock.shared()
         self.enrich = Enricher(self.cache, self.clock)
         self.events_seen = 0
         self.scans = 0

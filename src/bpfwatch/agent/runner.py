@@ -27,6 +27,7 @@ from bpfwatch.agent.poll import PollSource
 from bpfwatch.agent.redact import Redactor
 from bpfwatch.capture.writer import CaptureWriter
 from bpfwatch.errors import BpfwatchError, UsageError
+from bpfwatch.events.clock import BootClock
 from bpfwatch.events.types import expand_types
 from bpfwatch.filters import Filter
 from bpfwatch.monitor import Monitor
@@ -108,7 +109,7 @@ class Agent:
         self._stats_fd = -1
         self._stop = False
         self._reload = False
-        self._cutoff: tuple[int, float] | None = None  # (epoch ns, until monotonic) after a source swap
+        self._cutoff: tuple[int, float] | None = None  # (boot ns, until monotonic) after a source swap
         self._snap: dict[str, Any] = {}
         self._snap_at = 0.0
 
@@ -252,10 +253,12 @@ class Agent:
         if not events:
             return
         if self._cutoff is not None:
-            cut, until = self._cutoff
+            cut_boot, until = self._cutoff
             if time.monotonic() > until:
                 self._cutoff = None
             else:
+                # converted with the offset these events were just given
+                cut = BootClock.shared().to_epoch_ns(cut_boot)
                 events = [e for e in events if e["ts"] >= cut]
         self.redactor(events)
         counts = self.events
@@ -353,13 +356,18 @@ class Agent:
             return
         # the new source runs before the old one stops: events up to the
         # switch come from the old source, later ones from the new
+        # the cut is kept in boot-clock ns, the clock the kernel stamps with,
+        # and compared after conversion with the one shared offset, so an
+        # event lands on exactly one side of it
         started = self.start_source(new, snapshot=False)
-        cut = time.time_ns()
+        cut_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         time.sleep(0.05)
-        self._emit([e for e in cur.poll(0, final=True) if e["ts"] < cut])
+        old = cur.poll(0, final=True)
+        cut = BootClock.shared().to_epoch_ns(cut_boot)
+        self._emit([e for e in old if e["ts"] < cut])
         cur.close()
         self.source = started
-        self._cutoff = (cut, time.monotonic() + 5.0)
+        self._cutoff = (cut_boot, time.monotonic() + 5.0)
         self.log.info("event source restarted for the new config (%s)", started.mode)
 
     # -- metrics ----------------------------------------------------------------------------------

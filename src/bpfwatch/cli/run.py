@@ -24,7 +24,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments")
     p.add_argument("--attach", type=parse_pid, metavar="PID",
                    help="profile a running process (and the children it starts) until it exits or Ctrl-C")
-    p.add_argument("-d", "--duration", type=parse_seconds, metavar="SECONDS", help="stop after this long")
+    p.add_argument("-d", "--duration", type=parse_seconds, metavar="SECONDS",
+                   help="stop after this long; CMD then gets SIGTERM, and SIGKILL if it lingers")
+    p.add_argument("--kill-after", type=parse_seconds, metavar="SECONDS",
+                   help="after the SIGTERM that ends --duration, SIGKILL this much later (default 2)")
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave CMD running when --duration ends the profile")
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write the summary document to FILE")
     p.add_argument("--timeline", metavar="FILE",
                    help="write resource samples and process lifecycle as JSON lines to FILE")
@@ -59,10 +64,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give either a command or --attach PID, not both")
     if not args.attach and not command:
         raise UsageError("no command given: bpfwatch run [OPTIONS] -- CMD [ARGS...]")
+    if (args.keep_running or args.kill_after is not None) and (args.attach or args.duration is None):
+        raise UsageError("--keep-running and --kill-after go with a command and --duration")
     if args.top is not None and args.top <= 0:
         raise UsageError("--top must be positive")
     opts = RunOptions(latency=not args.count_only, max_procs=args.max_procs, interval=args.interval,
-                      duration=args.duration, timeline_path=args.timeline,
+                      duration=args.duration, keep_running=args.keep_running,
+                      kill_after=2.0 if args.kill_after is None else args.kill_after,
+                      timeline_path=args.timeline,
                       process_samples=not args.no_process_samples)
     json_out = _open(args.json_path, "wb")  # opened first: a bad path fails before CMD runs
     text_out = _open(args.output, "w")

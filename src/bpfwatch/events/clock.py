@@ -11,17 +11,37 @@ class BootClock:
     """Converts bpf_ktime_get_boot_ns() values to ns since the epoch.
 
     The offset is re-read at most once a second so wall-clock adjustments
-    (NTP) are followed without a syscall per event.
+    (NTP) are followed without a syscall per event. One clock serves the
+    whole process (`shared()`): two event sources converting with offsets
+    read at different moments would disagree on which side of a cut an
+    event falls.
     """
+
+    _shared: BootClock | None = None
 
     def __init__(self) -> None:
         self._offset = 0
         self._synced_at = -_RESYNC_NS
         self.resync()
 
+    @classmethod
+    def shared(cls) -> BootClock:
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
+
     def resync(self) -> None:
-        boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        self._offset = time.time_ns() - boot
+        # bracket the wall-clock read between two boot-clock reads and keep
+        # the tightest of a few tries: a preemption between the reads would
+        # otherwise shift every timestamp by however long it lasted
+        best_span, offset, boot = None, 0, 0
+        for _ in range(3):
+            b0 = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            wall = time.time_ns()
+            b1 = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            if best_span is None or b1 - b0 < best_span:
+                best_span, offset, boot = b1 - b0, wall - (b0 + b1) // 2, b1
+        self._offset = offset
         self._synced_at = boot
 
     def maybe_resync(self) -> None:

@@ -13,6 +13,7 @@ import orjson
 
 from bpfwatch.errors import BpfwatchError, UsageError
 from bpfwatch.profiler.render import human_bytes
+from bpfwatch.syscalls import CHILD_WAIT
 
 FORMATS = (".html", ".png", ".svg")
 MIB = 1 << 20
@@ -101,22 +102,29 @@ def figure(doc: dict[str, Any]) -> Any:
     ax.set_xlabel("seconds")
     ax.legend(loc="upper right")
 
-    rows = doc["syscalls"]["table"][:15]
     latency = doc.get("latency_measured", False)
+    # time in wait4/waitid is the children's, not the tree's: drawn apart
+    waited = doc["syscalls"].get("child_wait_s", 0.0) if latency else 0.0
+    apart = f"\n(not shown: {waited:.3f} s waiting for children in wait4/waitid)" if waited else ""
+    rows = [r for r in doc["syscalls"]["table"] if not (latency and r["name"] in CHILD_WAIT)][:15]
     ax = axes[2][0]
     names = [r["name"] for r in rows][::-1]
     values = [(r["time_s"] if latency else r["calls"]) for r in rows][::-1]
     ax.barh(names, values, color="tab:purple")
-    ax.set_title("top syscalls by " + ("time (s)" if latency else "calls"))
+    ax.set_title("top syscalls by " + ("time (s)" if latency else "calls") + apart)
     for i, r in enumerate(rows[::-1]):
         ax.annotate(f"{r['calls']:,}", (values[i], i), xytext=(3, 0), textcoords="offset points",
                     va="center", fontsize=8)
     ax = axes[2][1]
-    cats = {k: v for k, v in doc["syscalls"]["by_category"].items() if v["calls"]}
     key = "time_s" if latency else "calls"
+    cats = {k: dict(v) for k, v in doc["syscalls"]["by_category"].items() if v["calls"]}
+    if waited:
+        for r in doc["syscalls"]["table"]:
+            if r["name"] in CHILD_WAIT:
+                cats[r["category"]]["time_s"] -= r["time_s"]
     order = sorted(cats, key=lambda k: -cats[k][key])
-    ax.bar(order, [cats[k][key] for k in order], color="tab:green")
-    ax.set_title("syscall categories by " + ("time (s)" if latency else "calls"))
+    ax.bar(order, [max(cats[k][key], 0.0) for k in order], color="tab:green")
+    ax.set_title("syscall categories by " + ("time (s)" if latency else "calls") + apart)
     ax.tick_params(axis="x", rotation=30)
     return fig
 
@@ -150,6 +158,8 @@ def _html(doc: dict[str, Any], svg: str) -> str:
         ("network sent / received", f"{human_bytes(rs['net_tx_bytes'])} / {human_bytes(rs['net_rx_bytes'])}"),
         ("syscalls", f"{doc['syscalls']['total']:,} ({doc['syscalls']['rate_per_s']:,.0f}/s), "
                      f"{doc['syscalls']['errors']:,} errors"),
+        ("waiting for children", f"{doc['syscalls'].get('child_wait_s', 0.0):.3f} s in wait4/waitid "
+                                 "(the children's time, left out of the charts by time)"),
         ("lost records", str(doc.get("lost_events", 0))),
     ]
     fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts)

@@ -81,14 +81,18 @@ def render(doc: dict[str, Any], out: TextIO, top: int | None = None, color: bool
     who = " ".join(doc["command"]) if doc["command"] else f"process {doc['attach_pid']}"
     if doc["signal"]:
         how = f"killed by signal {doc['signal']}"
+        if doc.get("signals_sent"):
+            how += f" ({' then '.join(doc['signals_sent'])} at the end of --duration)"
     elif doc["exit_code"] is not None:
         how = f"exited {doc['exit_code']}"
+        if doc.get("signals_sent"):
+            how += f" after {' then '.join(doc['signals_sent'])} at the end of --duration"
     else:
         how = f"stopped ({doc['stopped_by'] or 'still running'})"
     con.print(f"[bold]bpfwatch run[/]: {who} (pid {doc['pid']}) {how} after {doc['duration_s']:.3f} s")
     con.print(syscall_table(doc, top))
     con.print(category_table(doc))
-    tm, rs, b = doc["time"], doc["resources"], doc["behavior"]
+    tm, rs, b, s_all = doc["time"], doc["resources"], doc["behavior"], doc["syscalls"]
     off = tm["off_cpu_s"]
     con.print(f"[bold]time[/]       wall {tm['wall_s']:.3f} s, on-CPU {tm['on_cpu_s']:.3f} s "
               f"(user {tm['user_s']:.3f}, sys {tm['system_s']:.3f})")
@@ -100,6 +104,10 @@ def render(doc: dict[str, Any], out: TextIO, top: int | None = None, color: bool
     con.print(f"[bold]I/O[/]        read {human_bytes(rs['read_chars'])} (disk {human_bytes(rs['read_bytes'])}), "
               f"written {human_bytes(rs['write_chars'])} (disk {human_bytes(rs['write_bytes'])})")
     con.print(f"[bold]network[/]    sent {human_bytes(rs['net_tx_bytes'])}, received {human_bytes(rs['net_rx_bytes'])}")
+    child_wait = s_all.get("child_wait_s", 0.0)
+    if child_wait:
+        con.print(f"[bold]children[/]   waited {child_wait:.3f} s for children in wait4/waitid "
+                  "(their time, not the tree's own blocking)")
     inten = ", ".join(f"{k.removesuffix('_intensity')} {v:.0%}" for k, v in b["intensities"].items())
     con.print(f"[bold]verdict[/]    {b['classification']}: {b['reason']} ({inten})")
     s = doc["syscalls"]

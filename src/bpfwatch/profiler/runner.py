@@ -26,6 +26,7 @@ from bpfwatch.sensors.profile import ProfileOptions, ProfileSensor
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DRAIN_GRACE = 0.02  # after CMD ends: let its descendants' last records land
+KILL_WAIT = 5.0     # after SIGKILL, how long the end of CMD is waited for
 
 
 @dataclass(slots=True)
@@ -34,6 +35,8 @@ class RunOptions:
     max_procs: int | None = None
     interval: float | None = None          # fixed sampling interval (default: adaptive)
     duration: float | None = None          # stop after this long
+    keep_running: bool = False             # at the end of `duration`, leave a launched CMD running
+    kill_after: float = 2.0                # after the SIGTERM that ends `duration`, SIGKILL this much later
     timeline_path: str | None = None       # JSON lines of samples and lifecycle records
     process_samples: bool = True           # per-process lines in the timeline
     on_start: Callable[[], None] | None = None  # called once the kernel tracks the target
@@ -50,6 +53,8 @@ class Profiler:
             raise UsageError("--interval must be between 0.01 and 60 seconds")
         if self.opts.duration is not None and self.opts.duration <= 0:
             raise UsageError("--duration must be positive")
+        if not 0 <= self.opts.kill_after <= 3600:
+            raise UsageError("--kill-after must be between 0 and 3600 seconds")
         self.sensor = ProfileSensor(ProfileOptions(latency=self.opts.latency, slots=self.opts.max_procs))
         self._timeline: BinaryIO | None = None
         self._stop_reason: str | None = None
@@ -72,9 +77,15 @@ class Profiler:
                 def forward(sig: int, _frame: Any) -> None:
                     child.signal(sig)
 
+                # like timeout(1): when the duration ends CMD gets SIGTERM, then
+                # SIGKILL, and its exit is part of the profile; --keep-running
+                # leaves it running instead
+                steps = [] if self.opts.keep_running else [(signal.SIGTERM, self.opts.kill_after),
+                                                           (signal.SIGKILL, KILL_WAIT)]
                 with _handlers(FORWARDED, forward):
                     return self._profile(c, t0, start, lambda: child.poll() is not None, child.pidfd,
-                                         command=list(argv), attach_pid=None, status=lambda: child.status)
+                                         command=list(argv), attach_pid=None, status=lambda: child.status,
+                                         end_steps=steps, send=child.signal)
         finally:
             child.close()
 
@@ -133,8 +144,14 @@ class Profiler:
             self._write([_lifecycle_line(r, t0) for r in records])
 
     def _profile(self, c: Collector, t0: int, start: float, ended: Callable[[], bool], wake_fd: int, *,
-                 command: list[str] | None, attach_pid: int | None,
-                 status: Callable[[], int | None]) -> dict[str, Any]:
+                 command: list[str] | None, attach_pid: int | None, status: Callable[[], int | None],
+                 end_steps: list[tuple[int, float]] | None = None,
+                 send: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """The sampling loop until the target ends, a stop signal, or the
+        duration. At the end of the duration each of end_steps (signal,
+        seconds to wait for the exit) is sent in turn before giving up."""
+        steps = list(end_steps or [])
+        signalled: list[str] = []
         sampler = Sampler(c, self.opts.interval)
         poller = Poller()
         assert self.sensor.ring is not None
@@ -158,8 +175,13 @@ class Profiler:
                 if self._stop_reason:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
-                    self._stop_reason = "duration"
-                    break
+                    if not steps or send is None:
+                        self._stop_reason = "duration"
+                        break
+                    sig, wait_s = steps.pop(0)
+                    send(sig)
+                    signalled.append(signal.Signals(sig).name)
+                    deadline = time.monotonic() + wait_s
         finally:
             # whatever stopped the loop, what was measured is still read and reported
             poller.close()
@@ -168,9 +190,12 @@ class Profiler:
             c.finish()
             t1 = _boot_ns()
             self._write(sampler.sample(self.opts.process_samples))
+        if signalled and not self._stop_reason:
+            self._stop_reason = "duration"
         doc = summary.build(c, command=command, attach_pid=attach_pid, t0_ns=t0, t1_ns=t1, start_epoch=start,
                             latency=self.opts.latency, samples=sampler.samples, peak_rss=sampler.peak_rss,
-                            status=status(), lost=self.sensor.lost(), stopped_by=self._stop_reason)
+                            status=status(), lost=self.sensor.lost(), stopped_by=self._stop_reason,
+                            end_signals=signalled)
         self._write([{**{k: v for k, v in doc.items() if k != "timeline"}, "kind": "summary"}])
         return doc
 

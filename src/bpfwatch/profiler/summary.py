@@ -102,7 +102,8 @@ def _proc_doc(c: Collector, p: Proc, t0_ns: int, latency: bool) -> dict[str, Any
 
 def build(c: Collector, *, command: list[str] | None, attach_pid: int | None, t0_ns: int, t1_ns: int,
           start_epoch: float, latency: bool, samples: list[dict[str, Any]], peak_rss: int,
-          status: int | None, lost: int, stopped_by: str | None = None) -> dict[str, Any]:
+          status: int | None, lost: int, stopped_by: str | None = None,
+          end_signals: list[str] | None = None) -> dict[str, Any]:
     """The summary document; `c` must be finished (every slot read)."""
     s = c.sensor
     f = s.stats_fields
@@ -143,11 +144,13 @@ def build(c: Collector, *, command: list[str] | None, attach_pid: int | None, t0
         "bpfwatch": __version__, "kind": "profile", "arch": platform.machine(),
         "command": command, "attach_pid": attach_pid, "pid": c.root.pid,
         "start": start_epoch, "duration_s": round(wall, 6), **wait_fields(status),
-        "stopped_by": stopped_by, "latency_measured": latency,
+        "stopped_by": stopped_by, "signals_sent": end_signals or [], "latency_measured": latency,
         "syscalls": {
             "total": total_calls, "errors": sum(r["errors"] for r in rows),
             "rate_per_s": round(total_calls / wall, 2),
-            **({"time_s": sum(r["time_s"] for r in rows)} if latency else {}),
+            **({"time_s": sum(r["time_s"] for r in rows),
+                "child_wait_s": sum(r["time_s"] for r in rows if r["name"] in syscalls.CHILD_WAIT)}
+               if latency else {}),
             "by_category": cats,
             "top": [{"name": r["name"], "calls": r["calls"]} for r in sorted(rows, key=lambda r: -r["calls"])[:TOP]],
             "table": rows,
