@@ -6,7 +6,9 @@ pkgs=(clang llvm libbpf-dev libbpf1 bpftool make python3 python3-venv python3-de
       strace util-linux libcap2-bin iproute2 procps bind9-dnsutils)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(prometheus)  # the agent's metrics test scrapes with a real Prometheus server
-    pkgs+=(libbpf-tools)  # the peers of tests/peers: execsnoop, exitsnoop, opensnoop, tcpstates
+    # the peers of tests/peers: execsnoop, exitsnoop, opensnoop, tcpstates, tcplife, syscount;
+    # auditd (started by hand by the tests); dnsmasq answering dig in a network namespace
+    pkgs+=(libbpf-tools auditd dnsmasq-base)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -25,6 +27,8 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
 # Debian starts the prometheus service it installs; the tests run their own
 # server, so leave the host as it was (only when we installed it just now)
-if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
-fi
+for svc in prometheus auditd; do
+    if [[ " ${missing[*]} " == *" $svc "* ]] && [ -d /run/systemd/system ]; then
+        systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+done

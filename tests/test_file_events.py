@@ -210,3 +210,26 @@ def test_paths_of_exited_processes_are_forgotten(tmp_path):
         assert len(fs._paths.get(child.pid, {})) == 50  # kept a moment: late file.io records need them
         collect(m, lambda ev: False, timeout=1.5)
         assert child.pid not in fs._paths
+
+
+def test_empty_path_names_nothing_unless_at_empty_path(tmp_path):
+    """open("") fails with ENOENT and names no file: the event's path is "",
+    not the working directory (opensnoop and strace print "" too). With
+    AT_EMPTY_PATH the empty path is the directory fd itself."""
+    d = os.path.realpath(tmp_path)
+    code = ("import ctypes, os\n"
+            f"os.chdir({d!r})\n"
+            "try:\n    os.open('', os.O_RDONLY)\nexcept FileNotFoundError:\n    pass\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            f"dfd = os.open({d!r}, os.O_RDONLY | os.O_DIRECTORY)\n"
+            "assert libc.fchownat(dfd, b'', 0, 0, 0x1000) == 0\n")
+    with bpfwatch.Monitor(follow=ME, types=["file.open", "file.chown", "process.exit"]) as m:
+        p = subprocess.Popen([sys.executable, "-c", code])
+        assert p.wait() == 0
+        ev = collect(m, lambda ev: any(e["type"] == "process.exit" and e["pid"] == p.pid for e in ev))
+    mine = [e for e in ev if e["pid"] == p.pid]
+    empty = [e for e in mine if e["type"] == "file.open" and e["error"] == "ENOENT" and e["path"] == ""]
+    assert len(empty) == 1, [e["path"] for e in mine if e["type"] == "file.open" and e["error"]]
+    assert not [e for e in mine if e["type"] == "file.open" and e["error"] and e["path"] == d]
+    (chown,) = [e for e in mine if e["type"] == "file.chown"]
+    assert chown["path"] == d and chown["error"] is None

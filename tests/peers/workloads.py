@@ -1,11 +1,15 @@
 """Workloads nobody wrote for bpfwatch: a generated C project built with
 make -j2, shell pipelines, shebang scripts, git on a real repository, tar of
-/usr/share/doc, a multi-threaded program."""
+/usr/share/doc, a multi-threaded program, a virtualenv with pip installing a
+local wheel."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 THREADED = ("import os, threading, time\n"
@@ -68,3 +72,31 @@ def git(root: Path) -> None:
 def tar_docs(root: Path) -> None:
     subprocess.run(["tar", "czf", str(root / "doc.tgz"), "-C", "/usr/share", "doc"], check=True,
                    stderr=subprocess.DEVNULL)
+
+
+def _wheel(root: Path) -> Path:
+    """A minimal pure-Python wheel, built here: pip installs it offline."""
+    files = {
+        "bwpeer_pkg/__init__.py": b"VALUE = 42\n",
+        "bwpeer_pkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: bwpeer-pkg\nVersion: 1.0\n",
+        "bwpeer_pkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: bwpeer\nRoot-Is-Purelib: true\n"
+                                          b"Tag: py3-none-any\n",
+    }
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+                     f"{len(data)}\n" for name, data in files.items())
+    files["bwpeer_pkg-1.0.dist-info/RECORD"] = (record + "bwpeer_pkg-1.0.dist-info/RECORD,,\n").encode()
+    path = root / "bwpeer_pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return path
+
+
+def venv_pip(root: Path) -> None:
+    wheel = _wheel(root)
+    env_dir = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
+    subprocess.run([str(env_dir / "bin" / "pip"), "install", "-q", "--no-index", "--no-deps",
+                    "--disable-pip-version-check", str(wheel)], check=True)
+    subprocess.run([str(env_dir / "bin" / "python"), "-c", "import bwpeer_pkg; assert bwpeer_pkg.VALUE == 42"],
+                   check=True)

@@ -33,6 +33,7 @@ PREFIX_MAX = 256
 PREFIXES = 16
 ARG_NONE, DIR_CWD, DIR_NONE, ARG_HOW = -1, -2, -3, -4
 PATH1_RESOLVED, PATH1_TRUNC, PATH2_TRUNC, PATH1_BY_KEY = 1, 2, 4, 8
+AT_EMPTY_PATH = 0x1000  # an empty path means dirfd itself
 AT_REMOVEDIR = 0x200
 
 # kind name in file.h -> event type
@@ -242,6 +243,8 @@ class FileSensor(Sensor):
             path, target = self._paths.get(r["pid"], {}).get(r["file"]), None
         else:
             path = p1 if r["rflags"] & PATH1_RESOLVED or p1 is None else join_path(d1, p1)
+            if p1 == "" and (kind == "file.open" or not r["flags"] & AT_EMPTY_PATH):
+                path = ""  # names nothing (ENOENT), not the directory it would be relative to
             target = None
         if not self.path_wanted(path):
             return None
