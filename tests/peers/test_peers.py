@@ -526,3 +526,108 @@ def test_dns_against_dig_and_dnsmasq(tmp_path):
     assert served == logged and len(logged) == len(DNS_QUESTIONS), (served, logged)
     assert {e["exe"] for e in ev if e["role"] == "server"} == {dnsmasq}
     record("dnsmasq", "queries served (name, type, client)", "6 questions", len(logged), 0)
+
+
+# ---- opens, errno and paths: strace -f -y ---------------------------------------------------------
+
+_OPEN = re.compile(r'^(open|openat|openat2)\((?:(?:AT_FDCWD|\d+)<((?:\\x[0-9a-f]{2})*)>, )?"((?:\\x[0-9a-f]{2})*)"'
+                   r'.*\) += (-?\d+)(?:<((?:\\x[0-9a-f]{2})*)>| (E[A-Z0-9]+))?')
+
+
+def _strace_opens(path: Path) -> Counter:
+    """(pid, fd or errno name, path) per open in a `strace -f -y -xx` log:
+    the kernel's path of the opened file (-y), or the path asked for made
+    absolute against the directory strace names for the dirfd."""
+    pending: dict[int, str] = {}
+    found: Counter = Counter()
+    for line in path.read_text().splitlines():
+        pid_s, _, rest = line.partition(" ")
+        if not pid_s.isdigit():
+            continue
+        pid, rest = int(pid_s), rest.strip()
+        if rest.endswith("<unfinished ...>"):
+            pending[pid] = rest[: -len("<unfinished ...>")].rstrip()
+            continue
+        if rest.startswith("<... "):
+            rest = pending.pop(pid, "") + rest.split("resumed>", 1)[1]
+        m = _OPEN.match(rest)
+        if m is None:
+            continue
+        _, dir_hex, asked_hex, ret, fd_path_hex, err = m.groups()
+        if int(ret) >= 0:
+            found[(pid, int(ret), os.fsdecode(_unhex(fd_path_hex or "")))] += 1
+        else:
+            asked = os.fsdecode(_unhex(asked_hex))
+            full = os.path.normpath(os.path.join(os.fsdecode(_unhex(dir_hex or "")), asked)) if asked else ""
+            found[(pid, err, full)] += 1
+    return found
+
+
+@pytest.mark.kernel
+def test_opens_errno_and_paths_against_strace(tmp_path):
+    strace = need("strace")
+    log = tmp_path / "strace.log"
+    script = tmp_path / "work.py"
+    tests = str(Path(__file__).resolve().parent.parent)
+    script.write_text(f"import sys\nsys.path.insert(0, {tests!r})\nfrom peers import workloads\n"
+                      f"from pathlib import Path\nworkloads.shell(Path({str(tmp_path)!r}))\n"
+                      f"workloads.build(Path({str(tmp_path)!r}), 6)\n")
+
+    def work():
+        subprocess.run([strace, "-f", "-qq", "-y", "-xx", "-e", "trace=open,openat,openat2", "-e", "signal=none",
+                        "-o", str(log), sys.executable, str(script)], check=True)
+
+    ev = _trace(["file.open", "process.fork", "process.exec"], work)
+    theirs = _strace_opens(log)
+    pids = {k[0] for k in theirs}
+    ours = Counter((e["pid"], e["fd"] if e["error"] is None else e["error"], e["path"]) for e in ev
+                   if e["type"] == "file.open" and e["pid"] in pids)
+    missing, extra = theirs - ours, ours - theirs
+    assert not missing and not extra, (list(missing.items())[:5], list(extra.items())[:5])
+    failed = sum(n for k, n in ours.items() if isinstance(k[1], str))
+    assert sum(ours.values()) >= 300 and failed >= 20, (sum(ours.values()), failed)
+    record("strace -f -y", "open (fd, path)", "shell + make", sum(ours.values()) - failed, 0)
+    record("strace -f -y", "failed open (errno, path)", "shell + make", failed, 0)
+
+
+# ---- calls per syscall: strace -c ---------------------------------------------------------------------
+
+@pytest.mark.kernel
+def test_syscall_counts_against_strace_c(tmp_path):
+    """The same deterministic program twice, with the same stdio: once under
+    strace -f -c, once under bpfwatch run. Every syscall's count agrees."""
+    from bpfwatch.profiler.runner import profile_command
+
+    strace = need("strace")
+    argv = [sys.executable, "-S", "-c", HELD_WORK.replace("os.read(0, 1)\n", "")]
+    out = tmp_path / "strace-c.txt"
+    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run([strace, "-f", "-c", "-o", str(out), *argv], check=True, **quiet)
+    theirs = {}
+    for line in out.read_text().splitlines():
+        m = re.match(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?([a-z_0-9]+)\s*$", line)
+        if m and m.group(2) != "total":
+            theirs[m.group(2)] = int(m.group(1))
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    null = os.open(os.devnull, os.O_RDWR)
+    try:  # the same stdio as under strace: Python's start-up probes it (lseek, ioctl)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        doc = profile_command(argv)
+    finally:
+        for fd in (0, 1, 2):
+            os.dup2(saved[fd], fd)
+        for fd in (*saved, null):
+            os.close(fd)
+    ours = {r["name"]: r["calls"] for r in doc["syscalls"]["table"]}
+    agree, accepted, differ = 0, 0, []
+    for name in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(name, 0), theirs.get(name, 0)
+        if a == b:
+            agree += 1
+        elif name == "exit_group" and (a, b) == (1, 0):
+            accepted += 1  # it never returns, and strace -c counts a call when it does
+        else:
+            differ.append((name, a, b))
+    assert not differ and theirs.get("getppid") == 3000, (differ, theirs)
+    record("strace -c", "calls per syscall", "python script", agree, 0, accepted=accepted)
