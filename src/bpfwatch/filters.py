@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bpfwatch import limits
 from bpfwatch.errors import UsageError
 from bpfwatch.mounts import cgroup2_root
 
@@ -72,24 +73,17 @@ class TextMatch:
         return value in self.exact or any(p.search(value) for p in self.patterns)
 
 
-def _ints(key: str, values: Iterable[Any], positive: bool = True) -> set[int]:
-    out = set()
-    for v in values:
-        try:
-            n = int(v)
-        except (TypeError, ValueError):
-            raise UsageError(f"filter {key}: '{v}' is not a number") from None
-        if positive and n <= 0:
-            raise UsageError(f"filter {key}: {n} is not a valid id")
-        out.add(n)
-    return out
+def _ints(key: str, values: Iterable[Any]) -> set[int]:
+    """Process ids: a value out of range is an error here, not an
+    OverflowError where it meets the kernel."""
+    return {limits.pid(f"filter {key}", str(v).strip() if isinstance(v, str) else v) for v in values}
 
 
 def _uids(key: str, values: Iterable[Any]) -> set[int]:
     out = set()
     for v in values:
-        if isinstance(v, int) or str(v).isdigit():
-            out.add(int(v))
+        if isinstance(v, int) or str(v).strip().isdigit():
+            out.add(limits.ident(f"filter {key}", str(v).strip()))
             continue
         try:
             out.add(pwd.getpwnam(str(v)).pw_uid)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from bpfwatch import caps, procfs
+from bpfwatch import caps, limits, procfs
 from bpfwatch.errors import UsageError
 from bpfwatch.events.clock import BootClock
 from bpfwatch.events.ids import exec_id
@@ -21,7 +21,13 @@ from bpfwatch.pipeline.enrich import Enricher
 from bpfwatch.process_cache import ProcessCache, ProcInfo
 from bpfwatch.ringbuf import Poller, RingBuffer
 from bpfwatch.security.rules import RuleSet, collapse_prefixes, default_rules
-from bpfwatch.sensors.base import DEFAULT_RING_SIZE, Scope, Sensor, SensorOptions, check_ring_size, dispatch
+from bpfwatch.sensors.base import (
+    DEFAULT_RING_SIZE,
+    Scope,
+    Sensor,
+    SensorOptions,
+    dispatch,
+)
 from bpfwatch.sensors.dns import DnsOptions, DnsSensor
 from bpfwatch.sensors.file import PREFIXES, FileOptions, FileSensor, check_prefixes
 from bpfwatch.sensors.network import NetworkOptions, NetworkSensor
@@ -101,10 +107,12 @@ class Monitor:
         self.types -= set(d.types)
         if not self.types:
             raise UsageError("the filters leave no event type to trace")
-        if duration is not None and duration <= 0:
-            raise UsageError(f"--duration must be positive, not {duration}")
-        if max_delay <= 0:
-            raise UsageError("max_delay must be positive")
+        if duration is not None:
+            duration = limits.seconds("duration", duration)
+        max_delay = limits.seconds("max_delay", max_delay, high=60.0)
+        udp_idle = limits.seconds("udp_idle", udp_idle, high=86400.0)
+        dns_port = limits.port("dns_port", dns_port)
+        batch_bytes = limits.byte_count("batch_bytes", batch_bytes, 1)
         self._follow_roots = a.follow
         self.scope = Scope(
             pids=(a.pids | a.follow) or None, follow=set(a.follow),
@@ -141,7 +149,7 @@ class Monitor:
             if opts is not None:
                 opts.validate()
         self.count_syscalls = syscall_counts
-        self.options = SensorOptions(ring_size=check_ring_size(ring_size), wakeup_bytes=wakeup_bytes)
+        self.options = SensorOptions(ring_size=ring_size, wakeup_bytes=wakeup_bytes)
         self.snapshot = snapshot
         self.max_delay = max_delay
         # records decoded per poll: a consumer that fell behind catches up in

@@ -9,9 +9,12 @@ import io
 import os
 import subprocess
 import sys
-from typing import BinaryIO
+import zlib
+from typing import Any, BinaryIO
 
 import zstandard
+
+from bpfwatch.capture.manifest import create_new, open_regular
 
 SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 _CHUNK = 1 << 20
@@ -25,24 +28,75 @@ def compression_of(name: str) -> str:
     return "none"
 
 
+# what reading a damaged, truncated or replaced segment can raise
+READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError)
+
+
+class HashingReader(io.RawIOBase):
+    """A read-only stream that hashes the file's bytes as they are read."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner, self.digest = inner, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self.inner.readinto(b)  # type: ignore[attr-defined]
+        if n:
+            self.digest.update(memoryview(b)[:n])
+        return n or 0
+
+    def hexdigest(self) -> str:
+        """The sha256 of the whole file (the rest is read if the decoder stopped early)."""
+        while chunk := self.inner.read(_CHUNK):
+            self.digest.update(chunk)
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+class _OwningGzip(gzip.GzipFile):
+    """GzipFile that closes the file it reads (GzipFile leaves it open)."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
 def open_read(path: str) -> BinaryIO:
-    """A segment's uncompressed bytes as a stream."""
-    raw = open(path, "rb")  # noqa: SIM115 - handed to the caller
+    """A segment's uncompressed bytes as a stream; only a regular file, never
+    through a link (a FIFO or a link planted in a capture directory is an
+    OSError, not a hang or a read of another file)."""
+    return open_read_hashed(path)[0]
+
+
+def open_read_hashed(path: str) -> tuple[BinaryIO, HashingReader]:
+    """open_read, and the reader that hashes the file's bytes on the way."""
+    hashed = HashingReader(os.fdopen(open_regular(path), "rb"))
+    raw: Any = io.BufferedReader(hashed, _CHUNK)
     kind = compression_of(path)
     if kind == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), hashed  # type: ignore[return-value]
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw
+        return _OwningGzip(raw), hashed  # type: ignore[return-value]
+    return raw, hashed
 
 
 def compress_file(src: str, dst: str, kind: str, level: int, mode: int) -> tuple[int, str]:
     """Writes `src` compressed to `dst` (fsynced); returns (size, sha256 of dst)."""
     digest = hashlib.sha256()
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    fd = create_new(dst, mode)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb", closefd=False) as raw, open(src, "rb") as inp:
+        with os.fdopen(fd, "wb", closefd=False) as raw, os.fdopen(open_regular(src), "rb") as inp:
             out = _Hashing(raw, digest)
             if kind == "zstd":
                 cctx = zstandard.ZstdCompressor(level=min(level, 19), write_checksum=True)
@@ -77,7 +131,7 @@ class _Hashing(io.RawIOBase):
 
 def sha256_file(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

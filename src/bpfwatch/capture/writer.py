@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import re
+import stat
 import subprocess
 import threading
 import time
@@ -30,7 +31,19 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bpfwatch.capture import codec
-from bpfwatch.capture.manifest import OPEN_SUFFIX, Manifest, Segment, fsync_dir, segment_name, seq_of, stem_of
+from bpfwatch.capture.manifest import (
+    NAME,
+    OPEN_SUFFIX,
+    DirectoryError,
+    Manifest,
+    Segment,
+    check_directory,
+    fsync_dir,
+    open_regular,
+    segment_name,
+    seq_of,
+    stem_of,
+)
 from bpfwatch.errors import BpfwatchError
 from bpfwatch.events.text import dumps
 
@@ -73,8 +86,10 @@ class CaptureWriter:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
         except OSError as e:
             raise BpfwatchError(f"capture directory {self.dir}: cannot create it: {e.strerror}") from None
-        if not os.path.isdir(self.dir):
-            raise BpfwatchError(f"capture directory {self.dir} is not a directory")
+        try:
+            check_directory(self.dir)
+        except DirectoryError as e:
+            raise BpfwatchError(str(e)) from None
         if not os.access(self.dir, os.W_OK | os.X_OK):
             raise BpfwatchError(f"capture directory {self.dir} is not writable by this user (uid {os.getuid()})")
         self._recover()
@@ -234,7 +249,7 @@ class CaptureWriter:
             seq = self.manifest.next_seq
             name = segment_name(seq, time.time_ns())
             fd = os.open(os.path.join(self.dir, name + OPEN_SUFFIX),
-                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode)
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, self.mode)
             os.fchmod(fd, self.mode)
             self.manifest.next_seq = seq + 1
             self.manifest.open = {"name": name + OPEN_SUFFIX, "seq": seq, "started": time.time_ns()}
@@ -347,12 +362,24 @@ class CaptureWriter:
 
     def _recover(self) -> None:
         """Reconciles index.json with the files after any kind of stop."""
-        m = Manifest.load(self.dir) or Manifest()
+        m, damaged = Manifest.load_checked(self.dir)
+        if damaged:
+            # set it aside for whoever wants to look, and rebuild from the segments
+            aside = f"{NAME}.damaged-{time.time_ns()}"
+            with contextlib.suppress(OSError):
+                os.rename(os.path.join(self.dir, NAME), os.path.join(self.dir, aside))
+            log.warning("capture: %s/%s is damaged (%s): set aside as %s, rebuilt from the segments",
+                        self.dir, NAME, damaged, aside)
+        m = m or Manifest()
         names = set(os.listdir(self.dir))
         for n in [n for n in names if n.endswith(".tmp")]:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self.dir, n))
             names.discard(n)
+        for n in [n for n in names if seq_of(n) is not None]:
+            if not stat.S_ISREG(os.lstat(os.path.join(self.dir, n)).st_mode):
+                log.warning("capture: %s/%s is not a regular file: left alone", self.dir, n)
+                names.discard(n)
         kept: list[Segment] = []
         for s in m.segments:
             if s.name in names:
@@ -377,11 +404,16 @@ class CaptureWriter:
             seq = seq_of(n)
             if seq is None or n in listed:
                 continue
-            if n.endswith(OPEN_SUFFIX):
-                seg = self._recover_open(n, seq)
-            elif stem_of(n) not in {stem_of(s.name) for s in kept}:
-                seg = self._adopt(n, seq)
-            else:
+            try:
+                if n.endswith(OPEN_SUFFIX):
+                    seg = self._recover_open(n, seq)
+                elif stem_of(n) not in {stem_of(s.name) for s in kept}:
+                    seg = self._adopt(n, seq)
+                else:
+                    continue
+            except codec.READ_ERRORS as e:
+                log.warning("capture: %s/%s cannot be read (%s): left out of the manifest", self.dir, n,
+                            getattr(e, "strerror", None) or e)
                 continue
             if seg is not None:
                 kept.append(seg)
@@ -394,15 +426,15 @@ class CaptureWriter:
     def _recover_open(self, name: str, seq: int) -> Segment | None:
         """A segment the writer was killed in: cut to its last whole line and close it."""
         path = os.path.join(self.dir, name)
-        with open(path, "rb") as f:
+        with os.fdopen(open_regular(path, write=True), "rb+") as f:
             data = f.read()
-        whole = data.rfind(b"\n") + 1
+            whole = data.rfind(b"\n") + 1
+            if 0 < whole < len(data):
+                f.truncate(whole)
+                data = data[:whole]
         if whole == 0:
             os.unlink(path)
             return None
-        if whole < len(data):
-            os.truncate(path, whole)
-            data = data[:whole]
         final = name.removesuffix(OPEN_SUFFIX)
         os.rename(path, os.path.join(self.dir, final))
         fsync_dir(self.dir)
@@ -417,7 +449,7 @@ class CaptureWriter:
             data = f.read()
         seg = self._describe(name, seq, data)
         seg.compression = codec.compression_of(name)
-        seg.bytes = os.path.getsize(os.path.join(self.dir, name))
+        seg.bytes = os.lstat(os.path.join(self.dir, name)).st_size
         seg.sha256 = codec.sha256_file(os.path.join(self.dir, name))
         return seg
 

@@ -19,17 +19,25 @@ from bpfwatch.pipeline.sink import JsonLinesSink, TableSink
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_MAX_EPOCH_S = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
 def parse_time(text: str) -> int:
     """'2026-11-22T10:00:00Z', '2026-11-22 10:00', epoch seconds, or '10m' (ago) -> epoch ns."""
     m = _AGO.match(text.strip())
     if m:
-        return time.time_ns() - int(float(m.group(1)) * _UNIT[m.group(2)] * 1e9)
+        ago = float(m.group(1)) * _UNIT[m.group(2)]
+        if not ago <= _MAX_EPOCH_S:
+            raise argparse.ArgumentTypeError(f"'{text}' is too long ago")
+        return time.time_ns() - int(ago * 1e9)
     try:
-        return int(float(text) * 1e9)
+        epoch = float(text)
     except ValueError:
         pass
+    else:
+        if not 0 <= epoch <= _MAX_EPOCH_S:  # also false for nan
+            raise argparse.ArgumentTypeError(f"'{text}' is not a time: epoch seconds from 0 to {_MAX_EPOCH_S:.0f}")
+        return int(epoch * 1e9)
     try:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -37,7 +45,10 @@ def parse_time(text: str) -> int:
             f"'{text}' is not a time (ISO 8601 such as 2026-11-22T10:00:00Z, epoch seconds, or 10m for ago)"
         ) from None
     if t.tzinfo is None:
-        t = t.astimezone()  # local time, as typed
+        try:
+            t = t.astimezone()  # local time, as typed
+        except (OverflowError, OSError, ValueError):
+            raise argparse.ArgumentTypeError(f"'{text}' is out of range") from None
     return int(t.timestamp() * 1e9)
 
 

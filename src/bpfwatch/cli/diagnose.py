@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from bpfwatch.cli.options import parse_seconds
+from bpfwatch.cli.options import int_in, parse_seconds
 from bpfwatch.events.text import dumps
 
 
@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
                                    "and removed after --retention. See docs/diagnose.md.")
     p.add_argument("--request", metavar="FILE", help="the request (JSON; '-' reads stdin)")
     _common(p)
-    p.add_argument("--max-duration", type=int, default=300, metavar="SECONDS",
+    p.add_argument("--max-duration", type=int_in(1, 86400), default=300, metavar="SECONDS",
                    help="longest trace a request may ask for (default 300)")
     p.add_argument("--indent", action="store_true", help="indented JSON")
     p.add_argument("--no-commands", action="store_true", help="refuse requests that run shell commands")
@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> None:
     g = c.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="machine-readable")
     g.add_argument("--prompt", action="store_true", help="a concise text block for a model's prompt")
-    c.add_argument("--max-duration", type=int, default=300, metavar="SECONDS")
+    c.add_argument("--max-duration", type=int_in(1, 86400), default=300, metavar="SECONDS")
     c.set_defaults(func=run_capabilities)
 
 

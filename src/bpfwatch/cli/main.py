@@ -58,6 +58,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as e:
+        # a file or device failed us (full disk, permissions): say which, in one line
+        where = f"{e.filename}: " if e.filename else ""
+        sys.stderr.write(f"bpfwatch: {where}{e.strerror or e}\n")
+        return 1
+    except (RecursionError, MemoryError) as e:
+        sys.stderr.write(f"bpfwatch: input too large or too deeply nested ({type(e).__name__})\n")
+        return 1
+    except Exception as e:  # the last line of defence: a bug, said in one line
+        if os.environ.get("BPFWATCH_DEBUG"):
+            raise
+        sys.stderr.write(f"bpfwatch: internal error (a bug, please report it): {type(e).__name__}: {e} "
+                         "(BPFWATCH_DEBUG=1 shows the traceback)\n")
+        return 70
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from bpfwatch.cli.options import table_console
+from bpfwatch.cli.options import int_in, table_console
 
 
 def add_parser(sub: Any) -> None:
@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
     sh.set_defaults(func=cmd_show)
     du = ms.add_parser("dump", help="every entry")
     du.add_argument("map")
-    du.add_argument("--limit", type=int, default=0, help="decode at most N entries")
+    du.add_argument("--limit", type=int_in(0, 1 << 30), default=0, help="decode at most N entries")
     du.add_argument("--json", action="store_true")
     du.set_defaults(func=cmd_dump)
     g = ms.add_parser("get", help="one entry")

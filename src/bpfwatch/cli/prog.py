@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from bpfwatch.cli.options import parse_seconds, table_console
+from bpfwatch.cli.options import int_in, parse_seconds, table_console
+from bpfwatch.pipeline.sink import open_file
 
 
 def add_parser(sub: Any) -> None:
@@ -72,7 +73,7 @@ def add_parser(sub: Any) -> None:
     st.add_argument("prog")
     st.add_argument("--watch", action="store_true", help="sample every --interval until Ctrl-C")
     st.add_argument("--interval", type=parse_seconds, default=1.0)
-    st.add_argument("--count", type=int, default=0, help="stop after this many samples")
+    st.add_argument("--count", type=int_in(0, 1 << 30), default=0, help="stop after this many samples")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_stats)
 
@@ -142,7 +143,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         for line in e.trimmed:
             sys.stderr.write(f"  | {line}\n")
         if args.verifier_log:
-            with open(args.verifier_log, "w") as f:
+            with open_file(args.verifier_log, "w") as f:
                 f.write(e.log)
             sys.stderr.write(f"  full verifier log: {args.verifier_log}\n")
         return 2

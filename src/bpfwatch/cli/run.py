@@ -8,7 +8,7 @@ from typing import IO, Any
 
 import orjson
 
-from bpfwatch.cli.options import parse_pid, parse_seconds
+from bpfwatch.cli.options import int_in, parse_pid, parse_seconds
 from bpfwatch.errors import BpfwatchError, UsageError
 from bpfwatch.profiler.render import render
 from bpfwatch.profiler.runner import Profiler, RunOptions
@@ -37,10 +37,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no text report")
     p.add_argument("--count-only", action="store_true",
                    help="count calls and errors only, without syscall times (lowest overhead)")
-    p.add_argument("--top", type=int, metavar="N", help="syscall rows in the table (default: all)")
-    p.add_argument("--interval", type=float, metavar="SECONDS",
+    p.add_argument("--top", type=int_in(1, 1_000_000), metavar="N", help="syscall rows in the table (default: all)")
+    p.add_argument("--interval", type=parse_seconds, metavar="SECONDS",
                    help="fixed sampling interval (default: adaptive, 50 ms at first, 1 s after two minutes)")
-    p.add_argument("--max-procs", type=int, metavar="N",
+    p.add_argument("--max-procs", type=int_in(1, 1 << 20), metavar="N",
                    help="processes profiled apart at one time (default: by memory; beyond, counted together)")
     p.add_argument("--no-process-samples", action="store_true",
                    help="timeline: tree samples only, no per-process lines")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import os
 import signal
 import sys
 from typing import Any
 
-from bpfwatch.cli.options import parse_pid, parse_seconds, parse_size
+from bpfwatch.cli.options import parse_pid, parse_port, parse_seconds, parse_size
 from bpfwatch.errors import BpfwatchError
 from bpfwatch.events.types import EVENT_TYPES
 from bpfwatch.filters import parse_assignments
 from bpfwatch.monitor import Monitor
-from bpfwatch.pipeline.sink import JsonLinesSink, TableSink, open_output
+from bpfwatch.pipeline.sink import JsonLinesSink, TableSink, discard_stdout, open_file, open_output
 from bpfwatch.security.rules import load_rules
 from bpfwatch.sensors.base import DEFAULT_RING_SIZE
 
@@ -38,8 +39,8 @@ def add_parser(sub: Any) -> None:
                    help="allow only events matching (repeatable; keys in docs/filters.md)")
     p.add_argument("--deny", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
                    help="drop events matching (repeatable; deny wins over allow)")
-    p.add_argument("--dns-port", type=int, default=53, metavar="PORT", help="the DNS server port (default 53)")
-    p.add_argument("--udp-idle", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--dns-port", type=parse_port, default=53, metavar="PORT", help="the DNS server port (default 53)")
+    p.add_argument("--udp-idle", type=parse_seconds, default=30.0, metavar="SECONDS",
                    help="a UDP flow ends after this long without a datagram (default 30)")
     p.add_argument("--path", action="append", metavar="PREFIX",
                    help="file events only under this absolute path prefix (repeatable, in the kernel)")
@@ -58,7 +59,7 @@ def add_parser(sub: Any) -> None:
                    help="ring buffer size, a power of two (default 16MB)")
     p.add_argument("--wakeup-bytes", type=parse_size, default=0, metavar="SIZE",
                    help="batch wake-ups in the kernel until this much is queued (lower CPU)")
-    p.add_argument("--max-delay", type=float, default=0.1, metavar="SECONDS",
+    p.add_argument("--max-delay", type=parse_seconds, default=0.1, metavar="SECONDS",
                    help="events wait this long to leave in timestamp order; also the longest an event "
                    "waits in the ring with --wakeup-bytes (default 0.1)")
     p.set_defaults(func=run)
@@ -89,14 +90,18 @@ def run(args: argparse.Namespace) -> int:
         include_self=False, rules=load_rules(args.rules) if args.rules else None,
     )
     fmt = args.format or ("table" if args.output is None and sys.stdout.isatty() else "json")
+    to_file = args.output not in (None, "-")
     if fmt == "json":
         sink: JsonLinesSink | TableSink = JsonLinesSink(open_output(args.output))
     else:
-        stream = sys.stdout if args.output in (None, "-") else open(args.output, "a")  # noqa: SIM115
-        sink = TableSink(stream)
+        sink = TableSink(open_file(args.output, "a") if to_file else sys.stdout)
+    writing = [False]
 
     def on_signal(signum: int, _frame: Any) -> None:
         monitor.stop()
+        if writing[0]:
+            # blocked writing to a reader that stopped reading: give up the write
+            raise KeyboardInterrupt
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -105,17 +110,38 @@ def run(args: argparse.Namespace) -> int:
     monitor.start()
     sys.stderr.write(f"bpfwatch: ready, tracing {', '.join(sorted(s.name for s in monitor.sensors))}\n")
     sys.stderr.flush()
+    status = 0
+
+    def emit(events: list[dict[str, Any]]) -> None:
+        writing[0] = True
+        try:
+            sink.write(events)
+        finally:
+            writing[0] = False
+
     try:
         while not monitor.finished:
-            sink.write(monitor.poll())
-        sink.write(monitor.poll(0))
+            emit(monitor.poll())
+        emit(monitor.poll(0))
+    except KeyboardInterrupt:
+        status = 130
+        if not to_file:
+            discard_stdout()
+    except OSError as e:
+        if to_file or e.errno != errno.EPIPE:
+            raise BpfwatchError(f"cannot write {args.output if to_file else 'to stdout'}: {e.strerror}; "
+                                f"stopped after {sink.count} events") from None
+        discard_stdout()  # the reader went away (`| head`)
     finally:
         monitor.close()
-        sink.close()
-        if args.output not in (None, "-"):
-            sink.stream.close()
+        try:
+            sink.close()
+            if to_file:
+                sink.stream.close()
+        except OSError:
+            pass  # said above; the events written so far are in place
         lost, late = monitor.lost_total, monitor.late_events
         sys.stderr.write(f"bpfwatch: {monitor.events_seen} events, {lost} lost"
                          + (" (raise --ring-size or narrow the filters)" if lost else "")
                          + (f", {late} out of order (later than --max-delay)" if late else "") + "\n")
-    return 0
+    return status

@@ -6,10 +6,11 @@ import os
 import shlex
 import sys
 import time
-from typing import Any, BinaryIO, TextIO
+from typing import IO, Any, BinaryIO, TextIO
 
 import orjson
 
+from bpfwatch.errors import BpfwatchError
 from bpfwatch.events.text import display, dumps
 
 _JSON_OPTS = orjson.OPT_APPEND_NEWLINE
@@ -179,7 +180,25 @@ class TableSink:
         self.stream.flush()
 
 
+def open_file(path: str, mode: str) -> IO[Any]:
+    """A file the user named for output, or a one-line error saying why not."""
+    try:
+        return open(path, mode)
+    except OSError as e:
+        raise BpfwatchError(f"cannot write {path}: {e.strerror}") from None
+
+
 def open_output(path: str | None) -> BinaryIO:
     if path is None or path == "-":
         return sys.stdout.buffer
-    return open(path, "ab")
+    return open_file(path, "ab")
+
+
+def discard_stdout() -> None:
+    """Points stdout at /dev/null: its reader is gone or stopped reading, and
+    what is still buffered for it must not block or fail the exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

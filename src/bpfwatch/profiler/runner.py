@@ -17,6 +17,7 @@ import orjson
 
 from bpfwatch import procfs
 from bpfwatch.errors import BpfwatchError, UsageError
+from bpfwatch.pipeline.sink import open_file
 from bpfwatch.profiler import summary
 from bpfwatch.profiler.launch import FORWARDED, HeldChild
 from bpfwatch.profiler.sampler import Sampler
@@ -121,7 +122,7 @@ class Profiler:
         self.sensor.open()
         try:
             if self.opts.timeline_path:
-                self._timeline = open(self.opts.timeline_path, "wb")  # noqa: SIM115 (closed below)
+                self._timeline = open_file(self.opts.timeline_path, "wb")
             yield
         finally:
             if self._timeline is not None:

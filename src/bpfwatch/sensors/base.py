@@ -26,6 +26,10 @@ class SensorOptions:
     ring_size: int = DEFAULT_RING_SIZE
     wakeup_bytes: int = 0  # BPF-side wake-up batching; 0 wakes on every record
 
+    def __post_init__(self) -> None:
+        check_ring_size(self.ring_size)
+        check_wakeup_bytes(self.wakeup_bytes, self.ring_size)
+
 
 COMM_LEN = 16
 
@@ -84,11 +88,27 @@ def dispatch(run: Run, decoders: dict[int, Decoder], hdr_dtype: np.dtype, out: l
             fn(run, np.flatnonzero(types == t).tolist(), out)
 
 
+MAX_RING_SIZE = 1 << 30  # the kernel's limit for a BPF ring buffer is lower than this in practice
+
+
 def check_ring_size(size: int) -> int:
     page = 4096
-    if size < page or size & (size - 1):
-        raise UsageError(f"ring buffer size {size} must be a power of two of at least {page} bytes")
+    if isinstance(size, bool) or not isinstance(size, int) or size < page or size > MAX_RING_SIZE \
+            or size & (size - 1):
+        raise UsageError(f"ring buffer size {size} must be a power of two from {page} bytes to 1 GiB")
     return size
+
+
+def check_wakeup_bytes(wakeup: int, ring_size: int) -> int:
+    """Wake-up batching must leave room in the ring: with a threshold at or
+    above the ring's size no wake-up ever comes, and a quarter of it or more
+    fills the ring before the consumer runs (113 of 200,001 events kept)."""
+    if isinstance(wakeup, bool) or not isinstance(wakeup, int) or wakeup < 0:
+        raise UsageError(f"wakeup_bytes {wakeup!r} must be a size in bytes (0 wakes on every record)")
+    if wakeup > ring_size // 4:
+        raise UsageError(f"wakeup_bytes {wakeup} is more than a quarter of the ring buffer ({ring_size} bytes): "
+                         "events would be lost before the consumer wakes; lower it or raise the ring size")
+    return wakeup
 
 
 class Sensor:
