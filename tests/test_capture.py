@@ -256,3 +256,34 @@ def test_capture_cli_read_verify_info(tmp_path: Path) -> None:
     r = subprocess.run([*BPFWATCH, "capture", "read", str(tmp_path), "--since", "yesterday-ish"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "is not a time" in r.stderr
+
+
+def test_disk_full_recovers_with_less_space_than_the_backlog(tmp_path: Path) -> None:
+    """Freeing less space than the backlog still writes what fits (in small
+    chunks), and a failing disk is retried every retry_interval, not on every
+    batch."""
+    with small_tmpfs(tmp_path / "small", "2m") as fs:
+        filler = fs / "filler"
+        filler.write_bytes(b"\0" * (1950 * 1024))
+        w = CaptureWriter(capture_config(fs / "cap", compression="none", retry_interval="300ms",
+                                         buffer_events=100_000, max_segment_size="64MB",
+                                         max_segment_events=1_000_000)).open()
+        for b in range(100):  # 10,000 x ~130 bytes: ~1.3 MB, far more than the ~100 KiB left
+            w.write(events(100, b * 100))
+        assert w.failing is not None
+        errors = w.write_errors
+        for b in range(100, 200):  # 100 more batches within the retry interval
+            w.write(events(10, 10_000 + b * 10))
+        assert w.write_errors - errors <= 1, "retried on every batch"
+        held = w.held
+        with open(filler, "r+b") as f:
+            f.truncate(1400 * 1024)  # ~550 KiB back: less than the backlog
+        time.sleep(0.35)
+        w.tick()
+        assert 0 < w.held < held - 1000, (held, w.held)
+        filler.unlink()
+        time.sleep(0.35)
+        w.tick()
+        assert w.held == 0 and w.failing is None
+        w.close()
+        assert sorted(read_seqs(fs / "cap")) == list(range(10_000)) + list(range(11_000, 12_000))

@@ -7,6 +7,7 @@ daemon thread and serves /metrics, /healthz (JSON) and nothing else."""
 from __future__ import annotations
 
 import socket
+import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -106,13 +107,41 @@ def _counter(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...
     return family
 
 
+CLIENT_TIMEOUT = 5.0  # seconds a client may take to send its request or read the answer
+MAX_CLIENTS = 16      # connections served at once; more are closed at once
+
+
 class _QuietHandler(WSGIRequestHandler):
+    timeout = CLIENT_TIMEOUT  # an idle or slow client times out instead of holding a thread
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-class _Server(WSGIServer):
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """Each client in its own thread, at most MAX_CLIENTS at once: one idle
+    connection can no longer stall the others, /healthz, a reload or the
+    agent's shutdown."""
+
     allow_reuse_address = True
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # too many at once: refuse, never queue behind them
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Server6(_Server):

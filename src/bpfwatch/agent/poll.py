@@ -80,12 +80,15 @@ class PollSource:
         self._next = 0.0
         self._pending: list[Event] = []
         self._stopped = False
-        self._wakeup = Wakeup()
+        # made in start(): a reload builds sources it may never start, and
+        # each must not cost two fds (EMFILE after enough SIGHUPs)
+        self._wakeup: Wakeup | None = None
         self.sensors = {"process": "poll", **({"network": "poll"} if self.connections else {})}
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> PollSource:
+        self._wakeup = Wakeup()
         out: list[Event] = []
         self._scan_procs(out, first=True)
         if self.connections:
@@ -99,10 +102,13 @@ class PollSource:
         self.wake()
 
     def wake(self) -> None:
-        self._wakeup.wake()
+        if self._wakeup is not None:
+            self._wakeup.wake()
 
     def close(self) -> None:
-        self._wakeup.close()
+        if self._wakeup is not None:
+            self._wakeup.close()
+            self._wakeup = None
 
     @property
     def finished(self) -> bool:
@@ -123,10 +129,12 @@ class PollSource:
         wait = max(0.0, self._next - time.monotonic())
         if timeout is not None:
             wait = min(wait, timeout)
+        wakeup = self._wakeup
+        assert wakeup is not None, "poll() before start()"
         if wait > 0 and not self._stopped:
             with contextlib.suppress(InterruptedError):
-                select.select([self._wakeup.fd], [], [], wait)
-        self._wakeup.clear()
+                select.select([wakeup.fd], [], [], wait)
+        wakeup.clear()
         if time.monotonic() < self._next:
             return []
         self._next = max(self._next + self.interval, time.monotonic())

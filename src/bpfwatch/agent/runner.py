@@ -86,6 +86,10 @@ def kernel_plan(m: Monitor) -> tuple[Any, ...]:
             m.options, m.max_delay)
 
 
+RELOAD_MIN_INTERVAL = 1.0   # seconds between two reloads, however many SIGHUPs come
+EBPF_RETRY_MIN, EBPF_RETRY_MAX = 5.0, 300.0
+
+
 def ebpf_unavailable_reason(e: BaseException) -> str:
     lacking = caps.missing_for_tracing()
     if lacking:
@@ -109,13 +113,20 @@ class Agent:
         self._stats_fd = -1
         self._stop = False
         self._reload = False
+        self._reload_after = 0.0   # coalesces SIGHUPs: no reload before this (monotonic)
+        self._reload_backoff = RELOAD_MIN_INTERVAL
+        self._ebpf_retry_at: float | None = None   # polling after a failure: when to try eBPF again
+        self._ebpf_backoff = EBPF_RETRY_MIN
         self._cutoff: tuple[int, float] | None = None  # (boot ns, until monotonic) after a source swap
         self._snap: dict[str, Any] = {}
         self._snap_at = 0.0
 
     # -- start -------------------------------------------------------------------------
 
-    def start_source(self, cfg: AgentConfig, snapshot: bool) -> Source:
+    def start_source(self, cfg: AgentConfig, snapshot: bool, fallback: bool = True) -> Source:
+        """The event source of `cfg`: eBPF, or polling when eBPF is off, or
+        when it fails and `fallback` allows (a failed eBPF start raises
+        otherwise)."""
         e = cfg.monitor.ebpf
         if not e.enabled:
             self.fallback_reason = "disabled in the config (monitor.ebpf.enabled = false)"
@@ -127,17 +138,23 @@ class Agent:
             monitor.start()
         except BpfwatchError as err:
             reason = ebpf_unavailable_reason(err)
+            if not fallback:
+                raise
             if not e.fallback_to_polling:
                 fatal = BpfwatchError(f"eBPF not available ({reason}) and monitor.ebpf.fallback_to_polling is "
                                       f"false: {err}")
                 fatal.exit_code = err.exit_code  # 2 for a missing privilege, as everywhere
                 raise fatal from None
             self.fallback_reason = reason
-            self.log.warning("eBPF not available (%s), falling back to polling", reason)
+            self._ebpf_retry_at = time.monotonic() + self._ebpf_backoff
+            self.log.warning("eBPF not available (%s), falling back to polling; eBPF is tried again in %gs",
+                             reason, self._ebpf_backoff)
             if caps.missing_for_tracing():
                 self.log.info("to use eBPF: %s", caps.REMEDY)
             return self._start_poller(cfg, snapshot)
         self.fallback_reason = None
+        self._ebpf_retry_at = None
+        self._ebpf_backoff = EBPF_RETRY_MIN
         self.log.info("eBPF process monitoring available")
         for sensor in monitor.sensors:
             methods: dict[str, list[str]] = {}
@@ -240,9 +257,14 @@ class Agent:
             self._emit(self.source.poll())
             if self.capture is not None:
                 self.capture.tick()
-            if self._reload:
+            now = time.monotonic()
+            if self._reload and now >= self._reload_after:
+                # SIGHUPs that arrive while one reload runs (or just after) make one more, not one each
                 self._reload = False
+                self._reload_after = time.monotonic() + RELOAD_MIN_INTERVAL
                 self.reload()
+            elif self._ebpf_retry_at is not None and now >= self._ebpf_retry_at:
+                self._retry_ebpf()
             now = time.monotonic()
             if now - self._snap_at >= STATS_EVERY:
                 self._refresh_snapshot(now)
@@ -308,9 +330,17 @@ class Agent:
         try:
             self._apply_source(swap, fresh, new)
         except BpfwatchError as err:
-            self.reloads["rejected"] += 1
-            self.log.error("config reload rejected, the running config stays in force: %s", err)
+            # the config is fine but its programs did not load (often for a
+            # moment: memory, a busy kernel): the running ones stay, and the
+            # reload is tried again later
+            self.reloads["failed"] += 1
+            self._reload_backoff = min(self._reload_backoff * 2, EBPF_RETRY_MAX)
+            self._reload = True
+            self._reload_after = time.monotonic() + self._reload_backoff
+            self.log.error("config reload failed, the running config stays in force (tried again in %gs): %s",
+                           self._reload_backoff, err)
             return
+        self._reload_backoff = RELOAD_MIN_INTERVAL
         if dataclasses.asdict(new.outputs) != dataclasses.asdict(old.outputs):
             self.close_outputs()  # flushes and closes the segment: nothing is lost
             try:
@@ -329,6 +359,23 @@ class Agent:
         self.cfg = new
         self.reloads["ok"] += 1
         self.log.info("config reloaded from %s", new.path)
+
+    def _retry_ebpf(self) -> None:
+        """Polling because eBPF failed: try it again, backing off to 5 minutes."""
+        if not isinstance(self.source, PollSource) or not self.cfg.monitor.ebpf.enabled:
+            self._ebpf_retry_at = None
+            return
+        try:
+            started = self.start_source(self.cfg, snapshot=False, fallback=False)
+        except BpfwatchError as err:
+            self._ebpf_backoff = min(self._ebpf_backoff * 2, EBPF_RETRY_MAX)
+            self._ebpf_retry_at = time.monotonic() + self._ebpf_backoff
+            self.fallback_reason = ebpf_unavailable_reason(err)
+            self.log.warning("eBPF still not available (%s); polling on, next try in %gs", self.fallback_reason,
+                             self._ebpf_backoff)
+            return
+        self._swap_to(started)
+        self.log.info("eBPF works again: polling stopped")
 
     def _plan_source(self, new: AgentConfig) -> tuple[bool, Source]:
         """(whether the new config needs a new event source, an unstarted
@@ -355,11 +402,19 @@ class Agent:
             cur.filter, cur.types = fresh.filter, fresh.types
             return
         # the new source runs before the old one stops: events up to the
-        # switch come from the old source, later ones from the new
-        # the cut is kept in boot-clock ns, the clock the kernel stamps with,
-        # and compared after conversion with the one shared offset, so an
-        # event lands on exactly one side of it
-        started = self.start_source(new, snapshot=False)
+        # switch come from the old source, later ones from the new. An eBPF
+        # source that fails to start leaves the running one in place (the
+        # reload fails) instead of falling back to polling
+        started = self.start_source(new, snapshot=False, fallback=not isinstance(cur, Monitor))
+        self._swap_to(started)
+        self.log.info("event source restarted for the new config (%s)", started.mode)
+
+    def _swap_to(self, started: Source) -> None:
+        """Makes `started` the source. The cut is kept in boot-clock ns, the
+        clock the kernel stamps with, and compared after conversion with the
+        one shared offset, so an event lands on exactly one side of it."""
+        cur = self.source
+        assert cur is not None
         cut_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         time.sleep(0.05)
         old = cur.poll(0, final=True)
@@ -368,7 +423,6 @@ class Agent:
         cur.close()
         self.source = started
         self._cutoff = (cut_boot, time.monotonic() + 5.0)
-        self.log.info("event source restarted for the new config (%s)", started.mode)
 
     # -- metrics ----------------------------------------------------------------------------------
 
@@ -421,6 +475,8 @@ class Agent:
                             f"{cap['held']} events held")
         if self.source is None:
             problems.append("no event source")
+        elif isinstance(self.source, PollSource) and self.fallback_reason and self.cfg.monitor.ebpf.enabled:
+            problems.append(f"polling /proc because eBPF failed ({self.fallback_reason}): events are missed")
         return {"status": "ok" if not problems else "degraded", "problems": problems,
                 "mode": "poll" if isinstance(self.source, PollSource) else "ebpf",
                 "fallback_reason": self.fallback_reason, "uptime_seconds": round(snap["uptime"], 3),

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from bpfwatch.agent.config import CaptureConfig
 
 _DUMP_OPTS = orjson.OPT_APPEND_NEWLINE
+WRITE_CHUNK = 256 << 10
 _TS = re.compile(rb'^\{"ts":(\d+)', re.M)
 log = logging.getLogger("bpfwatch.agent")
 
@@ -133,8 +134,11 @@ class CaptureWriter:
             ends.append(len(buf))
         stamps = [e["ts"] for e in events]
         if self._held:
+            # writes are failing: queue behind what is held, and try the disk
+            # again only every retry_interval, not on every batch
             self._hold(buf, ends, stamps, 0)
-            self._flush_held()
+            if time.monotonic() >= self._retry_at:
+                self._flush_held()
             return
         done = self._write_lines(buf, ends, stamps)
         if done < len(ends):
@@ -190,6 +194,9 @@ class CaptureWriter:
                 assert seg is not None
                 start = ends[i - 1] if i else 0
                 j = min(n, i + cfg.max_segment_events - seg.records)
+                # at most WRITE_CHUNK bytes a write: after a full disk, whatever
+                # space comes back is used, however much less than the backlog
+                j = max(i + 1, min(j, bisect_right(ends, start + WRITE_CHUNK, i, j)))
                 if seg.raw_bytes + ends[j - 1] - start > cfg.max_segment_size:
                     k = bisect_right(ends, start + cfg.max_segment_size - seg.raw_bytes, i, j)
                     if k == i and seg.records == 0:
