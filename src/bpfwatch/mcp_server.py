@@ -83,20 +83,33 @@ def build_server(state_dir: str = "", max_duration: int = 300, allow_commands: b
             return {"error": {"field": "command", "message": "expected a non-empty list of arguments"}}
         if not 0 < timeout_seconds <= 3600:
             return {"error": {"field": "timeout_seconds", "message": "out of range (0 to 3600)"}}
+        if any("\0" in a for a in command):
+            return {"error": {"field": "command", "message": "an argument contains a NUL character"}}
         fd, out = tempfile.mkstemp(prefix="bw-profile-", suffix=".json")
         os.close(fd)
         try:
-            proc = subprocess.run([sys.executable, "-m", "bpfwatch.cli.main", "run", "--quiet", "--json", out,
-                                   "--", *command], capture_output=True, text=True, timeout=timeout_seconds,
-                                  stdin=subprocess.DEVNULL)
+            # -d ends the command like timeout(1) (SIGTERM, then SIGKILL) and the
+            # profile still comes back; its output is not the answer: discarded,
+            # so a command printing gigabytes costs nothing here
+            with tempfile.TemporaryFile() as err:
+                subprocess.run([sys.executable, "-m", "bpfwatch.cli.main", "run", "--quiet", "--json", out,
+                                "-d", f"{timeout_seconds:g}", "--kill-after", "2", "--", *command],
+                               stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+                               timeout=timeout_seconds + 30)
+                err.seek(0, os.SEEK_END)
+                err.seek(max(0, err.tell() - 4096))
+                tail = err.read().decode("utf-8", "replace").strip()
             with open(out, "rb") as f:
                 data = f.read()
             if not data:
-                return {"error": {"field": "command", "message": proc.stderr.strip() or "the profiler failed"}}
-            return loads(data)
+                return {"error": {"field": "command", "message": tail or "the profiler failed"}}
+            doc = loads(data)
+            if doc.get("stopped_by") == "duration":
+                doc["note"] = f"the command ran longer than {timeout_seconds:g} s and was ended (signals_sent)"
+            return doc
         except subprocess.TimeoutExpired:
-            return {"error": {"field": "timeout_seconds", "message": f"the command ran longer than "
-                                                                     f"{timeout_seconds:g} s"}}
+            return {"error": {"field": "timeout_seconds", "message": f"the profiler did not finish within "
+                                                                     f"{timeout_seconds + 30:g} s"}}
         finally:
             os.unlink(out)
 

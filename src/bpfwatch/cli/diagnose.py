@@ -70,16 +70,17 @@ def _print(doc: Any, indent: bool = False) -> None:
 
 def run_request(args: argparse.Namespace) -> int:
     from bpfwatch.diagnose import RequestError, parse_text, run
+    from bpfwatch.diagnose.request import MAX_REQUEST_BYTES
 
     if not args.request:
         sys.stderr.write("bpfwatch: diagnose needs --request FILE (or an action: list, show, clean)\n")
         return 2
     try:
         if args.request == "-":
-            text = sys.stdin.read()
+            text = sys.stdin.buffer.read(MAX_REQUEST_BYTES + 1)
         else:
-            with open(args.request) as f:
-                text = f.read()
+            with open(args.request, "rb") as f:
+                text = f.read(MAX_REQUEST_BYTES + 1)
     except OSError as e:
         _print({"error": {"field": "--request", "message": f"cannot read {args.request}: {e.strerror}"}})
         return 2
@@ -89,6 +90,10 @@ def run_request(args: argparse.Namespace) -> int:
     except RequestError as e:
         _print(e.as_json())
         return 2
+    except OSError as e:  # the state directory cannot be made or written
+        where = e.filename or args.state_dir or "state directory"
+        _print({"error": {"field": "--state-dir", "message": f"{where}: {e.strerror or e}"}})
+        return 1
     _print(result, args.indent)
     return 0
 

@@ -4,11 +4,13 @@ a JSON error that names the field."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from bpfwatch.diagnose.capabilities import CAPABILITIES
 from bpfwatch.errors import BpfwatchError
+from bpfwatch.limits import MAX_PID
 
 DEFAULT_DURATION = 15
 MAX_DURATION = 300
@@ -58,6 +60,26 @@ class Request:
                 "ebpf_filters": self.filters, "max_events_per_capability": self.max_events}
 
 
+MAX_TEXT = 64 * 1024
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _text(value: Any, name: str, *, empty: bool = True, nul: bool = True, limit: int = MAX_TEXT) -> str:
+    """A string a session can store and answer with: UTF-8 (no lone
+    surrogates), bounded, and without NUL where a command or filter goes."""
+    if not isinstance(value, str) or (not empty and not value.strip()):
+        raise RequestError(name, "expected a non-empty string" if not empty else "expected a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(name, "not valid Unicode (a lone surrogate)") from None
+    if not nul and "\0" in value:
+        raise RequestError(name, "contains a NUL character")
+    if len(value) > limit:
+        raise RequestError(name, f"longer than {limit} characters")
+    return value
+
+
 def _num(value: Any, name: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(name, f"expected a number, got {json.dumps(value)}")
@@ -76,10 +98,7 @@ def parse(doc: Any, max_duration: int = MAX_DURATION) -> Request:
         if key not in known:
             raise RequestError(key, f"unknown field (known: {', '.join(sorted(known))})")
     req = Request()
-    reasoning = doc.get("reasoning", "")
-    if not isinstance(reasoning, str):
-        raise RequestError("reasoning", "expected a string")
-    req.reasoning = reasoning
+    req.reasoning = _text(doc.get("reasoning", ""), "reasoning")
     cmds = doc.get("commands", [])
     if not isinstance(cmds, list):
         raise RequestError("commands", "expected a list of {id, command, description}")
@@ -93,19 +112,15 @@ def parse(doc: Any, max_duration: int = MAX_DURATION) -> Request:
         for key in c:
             if key not in ("id", "command", "description", "timeout_seconds"):
                 raise RequestError(f"{where}.{key}", "unknown field (id, command, description, timeout_seconds)")
-        cid, text = c.get("id"), c.get("command")
-        if not isinstance(cid, str) or not cid:
-            raise RequestError(f"{where}.id", "expected a non-empty string")
+        cid = _text(c.get("id"), f"{where}.id", empty=False, nul=False, limit=64)
+        if not _ID.match(cid):
+            # it names the command's files in the session folder: one id, one file
+            raise RequestError(f"{where}.id", "use 1 to 64 letters, digits, '_', '.' or '-' (not first)")
         if cid in seen:
             raise RequestError(f"{where}.id", f"'{cid}' is used twice")
         seen.add(cid)
-        if not isinstance(text, str) or not text.strip():
-            raise RequestError(f"{where}.command", "expected a non-empty string")
-        if len(text) > MAX_COMMAND_LEN:
-            raise RequestError(f"{where}.command", f"longer than {MAX_COMMAND_LEN} characters")
-        desc = c.get("description", "")
-        if not isinstance(desc, str):
-            raise RequestError(f"{where}.description", "expected a string")
+        text = _text(c.get("command"), f"{where}.command", empty=False, nul=False, limit=MAX_COMMAND_LEN)
+        desc = _text(c.get("description", ""), f"{where}.description")
         timeout = _num(c.get("timeout_seconds", DEFAULT_COMMAND_TIMEOUT), f"{where}.timeout_seconds", 0.1,
                        max_duration)
         req.commands.append(Command(cid, text, desc, timeout))
@@ -132,9 +147,8 @@ def parse(doc: Any, max_duration: int = MAX_DURATION) -> Request:
             raise RequestError(where, f"unknown filter (known: {', '.join(FILTER_KEYS)})")
         if isinstance(value, int) and not isinstance(value, bool) and key == "pid":
             value = str(value)
-        if not isinstance(value, str) or not value:
-            raise RequestError(where, "expected a non-empty string")
-        if key == "pid" and (not value.isdigit() or int(value) <= 0):
+        value = _text(value, where, empty=False, nul=False, limit=4096)
+        if key == "pid" and not (value.isascii() and value.isdigit() and 0 < int(value) <= MAX_PID):
             raise RequestError(where, f"'{value}' is not a process id")
         if key == "path" and not value.startswith("/"):
             raise RequestError(where, f"'{value}' is not an absolute path")
@@ -144,9 +158,24 @@ def parse(doc: Any, max_duration: int = MAX_DURATION) -> Request:
     return req
 
 
-def parse_text(text: str, max_duration: int = MAX_DURATION) -> Request:
+MAX_REQUEST_BYTES = 1 << 20
+
+
+def parse_text(text: str | bytes, max_duration: int = MAX_DURATION) -> Request:
+    """A Request from JSON text (bytes must be UTF-8)."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_REQUEST_BYTES:
+            raise RequestError("$", f"larger than {MAX_REQUEST_BYTES >> 20} MiB")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RequestError("$", f"not UTF-8 text (byte {e.start}): send the request as UTF-8 JSON") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise RequestError("$", f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise RequestError("$", "nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise RequestError("$", f"malformed JSON: {e}") from None
     return parse(doc, max_duration)

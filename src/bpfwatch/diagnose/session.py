@@ -14,8 +14,6 @@ import os
 import secrets
 import shutil
 import socket
-import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 import orjson
 
 from bpfwatch.diagnose import capabilities as C
+from bpfwatch.diagnose.commands import CommandRunner
 from bpfwatch.diagnose.perf import PerfSampler
 from bpfwatch.diagnose.request import MAX_DURATION, Request, RequestError, parse
 from bpfwatch.diagnose.summary import Collector
@@ -31,7 +30,6 @@ from bpfwatch.errors import BpfwatchError, UsageError
 from bpfwatch.events.text import dumps
 
 DEFAULT_RETENTION = 3600.0
-OUTPUT_CAP = 16 * 1024  # bytes of each command's stdout/stderr in the result (all of it is kept on disk)
 CAP_TYPES = {"process_trace": ["process.*"], "network_trace": ["network.connect", "network.accept",
                                                                  "network.close", "network.udp", "dns.query",
                                                                  "dns.response"],
@@ -75,59 +73,6 @@ def _write_json(path: Path, doc: Any) -> None:
         f.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
 
 
-def _cut(data: bytes) -> tuple[str, bool]:
-    text = data[:OUTPUT_CAP].decode("utf-8", "replace")
-    return text, len(data) > OUTPUT_CAP
-
-
-class _CommandRunner:
-    """Each command in its own thread under /bin/sh -c, with its timeout."""
-
-    def __init__(self, request: Request, folder: Path) -> None:
-        self.request = request
-        self.folder = folder
-        self.results: dict[str, dict[str, Any]] = {}
-        self.threads = [threading.Thread(target=self._one, args=(c,), daemon=True) for c in request.commands]
-
-    def start(self) -> None:
-        for t in self.threads:
-            t.start()
-
-    def join(self) -> list[dict[str, Any]]:
-        for t in self.threads:
-            t.join()
-        return [self.results[c.id] for c in self.request.commands]
-
-    def _one(self, cmd: Any) -> None:
-        started = time.monotonic()
-        timed_out = False
-        try:
-            proc = subprocess.Popen(["/bin/sh", "-c", cmd.command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-            try:
-                out, err = proc.communicate(timeout=cmd.timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                os.killpg(proc.pid, 9)
-                out, err = proc.communicate()
-            code: int | None = proc.returncode
-        except OSError as e:
-            out, err, code = b"", str(e).encode(), None
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cmd.id)
-        for name, data in (("stdout", out), ("stderr", err)):
-            fd = os.open(self.folder / f"command-{safe}.{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        stdout, out_cut = _cut(out)
-        stderr, err_cut = _cut(err)
-        self.results[cmd.id] = {
-            "id": cmd.id, "command": cmd.command, "description": cmd.description,
-            "exit_code": None if timed_out else code, "timed_out": timed_out,
-            "duration_s": round(time.monotonic() - started, 3), "stdout": stdout, "stderr": stderr,
-            "stdout_bytes": len(out), "stderr_bytes": len(err), "stdout_truncated": out_cut,
-            "stderr_truncated": err_cut}
-
-
 def _monitor_for(req: Request) -> Any:
     from bpfwatch.monitor import Monitor
 
@@ -144,7 +89,7 @@ def _monitor_for(req: Request) -> Any:
     except UsageError as e:
         if "no process with pid" in str(e):
             raise RequestError("ebpf_filters.pid", f"no process with pid {f['pid']}") from None
-        raise
+        raise RequestError("ebpf_filters", str(e)) from None
 
 
 def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict[str, Any]:
@@ -153,9 +98,6 @@ def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict
     req = doc if isinstance(doc, Request) else parse(doc, settings.max_duration)
     if req.commands and not settings.allow_commands:
         raise RequestError("commands", "running commands is disabled here (--no-commands): send traces only")
-    clean(settings)
-    sid, folder = _new_dir(settings)
-    _write_json(folder / "request.json", req.as_dict())
     status = C.probe() if any(c != "performance" for c in req.capabilities) else {}
     ebpf_caps = [c for c in req.capabilities if c != "performance"]
     unavailable = {c: status[c]["reason"] for c in ebpf_caps if not status[c]["available"]}
@@ -163,8 +105,12 @@ def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict
     collector = Collector(req.capabilities, req.max_events)
     monitor = None
     if ebpf_caps and not unavailable:
-        monitor = _monitor_for(req)
+        monitor = _monitor_for(req)  # a filter it rejects is a bad request: no session folder for it
+    clean(settings)
+    sid, folder = _new_dir(settings)
+    _write_json(folder / "request.json", req.as_dict())
     started_wall = time.time()
+    commands: CommandRunner | None = None
     try:
         if monitor is not None:
             try:
@@ -178,7 +124,7 @@ def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict
                                pid=int(req.filters["pid"]) if "pid" in req.filters else None,
                                comm=req.filters.get("comm"), exclude={os.getpid()})
             perf.start()
-        commands = _CommandRunner(req, folder)
+        commands = CommandRunner(req, folder, sid)
         commands.start()
         deadline = time.monotonic() + req.duration if req.capabilities else time.monotonic()
         with open(os.open(folder / "events.jsonl", os.O_WRONLY | os.O_CREAT, 0o600), "wb") as log:
@@ -209,7 +155,10 @@ def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict
             if perf is not None:
                 _take(perf.stop(), collector, log)
         cmd_results = commands.join()
+        errors.extend(commands.notes)
     finally:
+        if commands is not None:
+            commands.kill_all()  # on any way out, nothing a command started outlives the session
         if monitor is not None:
             monitor.close()
     ebpf = collector.events()
