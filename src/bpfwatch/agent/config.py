@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from bpfwatch.errors import UsageError
 from bpfwatch.events.types import expand_types
 from bpfwatch.filters import KEYS as FILTER_KEYS
 from bpfwatch.filters import Filter
+from bpfwatch.sensors.base import check_ring_size, check_wakeup_bytes
 from bpfwatch.sensors.process import ARGS_MAX
+from bpfwatch.textfile import read_small
 
 DEFAULT_PATH = "/etc/bpfwatch/bpfwatch.toml"
 
@@ -48,7 +51,7 @@ class EbpfConfig:
     fallback_to_polling: bool = opt(True, "When eBPF cannot be used (no privilege, no BTF, a program the "
                                     "kernel refuses), poll /proc instead of exiting.")
     ring_buffer_size: int = opt("16MB", "Ring buffer shared by every sensor: a power of two, at least 4KB. "
-                                "Raise it if events are lost.", "size")
+                                "Raise it if events are lost.", "size", check=check_ring_size)
     network_tracing: bool = opt(True, "Network and DNS sensors (connections, flows, DNS messages).")
     file_tracing: bool = opt(True, "File sensor (opens, writes, renames, unlinks ...).")
     debug: bool = opt(False, "libbpf's own messages (loading, relocation, verifier) in the log at level debug.")
@@ -131,7 +134,8 @@ class FiltersConfig:
 class CaptureConfig:
     enabled: bool = opt(True, "Write events to rotating JSON lines segments.")
     directory: str = opt("/var/lib/bpfwatch/capture", "Capture directory (created with mode 0700).", "path")
-    max_segment_size: int = opt("64MB", "Rotate when a segment reaches this size (uncompressed).", "size")
+    max_segment_size: int = opt("64MB", "Rotate when a segment reaches this size (uncompressed).", "size",
+                                min=64 << 10)
     max_segment_age: float = opt("1h", "Rotate when a segment is this old.", "duration", min=0.1)
     max_segment_events: int = opt(1000000, "Rotate after this many events.", min=1)
     compression: str = opt("zstd", "Compress closed segments.", "enum", choices=("zstd", "gzip", "none"))
@@ -217,10 +221,14 @@ def parse_duration(value: Any) -> float:
 
 
 def parse_address(value: str) -> tuple[str, int]:
+    """(host, port) of "127.0.0.1:9469", "[::1]:9469" or "localhost:9469";
+    an empty host (":9469") means every address."""
     host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not HOST:PORT")
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        raise ValueError(f"{value!r} is not HOST:PORT (an IPv6 host goes in brackets: [::1]:9469)")
+    host = host[1:-1] if host.startswith("[") else host
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (a port from 1 to 65535)")
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -232,7 +240,16 @@ def parse_address(value: str) -> tuple[str, int]:
 def _convert(meta: dict[str, Any], value: Any, hint: Any) -> Any:
     kind = meta.get("kind", "")
     if kind == "size":
-        return parse_size(value)
+        v = parse_size(value)
+        lo, hi = meta.get("min"), meta.get("max", 1 << 40)
+        if (lo is not None and v < lo) or v > hi:
+            raise ValueError(f"{value!r} is out of range ({lo or 0} to {hi} bytes)")
+        if "check" in meta:
+            try:
+                meta["check"](v)
+            except UsageError as e:
+                raise ValueError(str(e)) from None
+        return v
     if kind == "duration":
         v = parse_duration(value)
         lo, hi = meta.get("min"), meta.get("max")
@@ -240,9 +257,12 @@ def _convert(meta: dict[str, Any], value: Any, hint: Any) -> Any:
             raise ValueError(f"{value!r} is out of range ({lo}s to {hi}s)" if hi else f"must be at least {lo}s")
         return v
     if kind == "mode":
-        if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3,4}", value):
-            return int(value, 8)
-        raise ValueError(f"{value!r} is not an octal mode such as \"0600\"")
+        if not (isinstance(value, str) and re.fullmatch(r"0?[0-7]{3,4}", value)):
+            raise ValueError(f"{value!r} is not an octal mode such as \"0600\"")
+        mode = int(value, 8)
+        if mode & 0o7022:
+            raise ValueError(f"{value!r} would make captured events writable by others or setuid: use 0600 or 0640")
+        return mode
     _check_type(value, hint)
     if kind == "enum" and value not in meta["choices"]:
         raise ValueError(f"{value!r} is not one of {', '.join(meta['choices'])}")
@@ -266,6 +286,8 @@ def _convert(meta: dict[str, Any], value: Any, hint: Any) -> Any:
         for p in [value] if isinstance(value, str) else value:
             if not p.startswith("/"):
                 raise ValueError(f"{p!r} is not an absolute path")
+            if "\0" in p or len(p) > 4095:
+                raise ValueError(f"{p[:80]!r} is not a usable path (NUL, or longer than PATH_MAX)")
     elif kind == "regexes":
         for p in value:
             try:
@@ -397,6 +419,8 @@ def parse(text: str, source: str = "<config>") -> AgentConfig:
     """Validates a TOML text; raises ConfigError listing every problem."""
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError([f"{source}: nested too deeply"]) from None
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
         where = f"{source}:{m.group(1)}" if m else source
@@ -408,25 +432,41 @@ def parse(text: str, source: str = "<config>") -> AgentConfig:
             Filter(cfg.filters.allow, cfg.filters.deny)
         except UsageError as e:
             v.problem(("filters",), str(e))
+    if not v.problems:
+        # what the agent builds from the config, built here without loading
+        # anything: `config check` and the agent refuse the same configs
+        from bpfwatch.agent.runner import build_monitor, build_poller
+
+        try:
+            check_wakeup_bytes(cfg.monitor.ebpf.wakeup_bytes, cfg.monitor.ebpf.ring_buffer_size)
+            build_monitor(cfg, snapshot=False)
+            build_poller(cfg, snapshot=False)
+        except UsageError as e:
+            v.problem(("monitor", "ebpf"), str(e))
     if v.problems:
         raise ConfigError(sorted(v.problems, key=_line_number))
     cfg.path = source
     return cfg
 
 
+def warnings(cfg: AgentConfig) -> list[str]:
+    """Settings that work but are probably not what the user wants."""
+    out = []
+    if cfg.metrics.enabled:
+        host, _ = parse_address(cfg.metrics.address)
+        if host in ("0.0.0.0", "::"):
+            out.append(f"metrics.address {cfg.metrics.address!r} listens on every address: anyone who can reach "
+                       "this host reads the metrics and /healthz (use 127.0.0.1, or a firewall)")
+    return out
+
+
 def load(path: str | None) -> AgentConfig:
     """The config at `path` (default /etc/bpfwatch/bpfwatch.toml; a missing
     default file means every default)."""
     target = path or DEFAULT_PATH
-    try:
-        with open(target, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        if path is None:
-            return parse("", "<defaults>")
-        raise UsageError(f"config file {target} does not exist") from None
-    except OSError as e:
-        raise UsageError(f"cannot read config file {target}: {e.strerror}") from None
+    if path is None and not os.path.lexists(target):
+        return parse("", "<defaults>")
+    raw = read_small(target, "config file")
     try:
         text = raw.decode()
     except UnicodeDecodeError:

@@ -211,6 +211,8 @@ class Agent:
             os.close(self._stats_fd)
             self._stats_fd = -1
         if cfg.metrics.enabled:
+            for w in config_mod.warnings(cfg):
+                self.log.warning("%s", w)
             host, port = config_mod.parse_address(cfg.metrics.address)
             self.metrics = MetricsServer(host, port, self.snapshot, self.health).start()
             self.log.info("metrics on http://%s:%d/metrics", *self.metrics.address[:2])

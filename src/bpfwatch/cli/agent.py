@@ -43,6 +43,8 @@ def run_check(args: argparse.Namespace) -> int:
     from bpfwatch.agent.runner import wanted_types
 
     types = wanted_types(cfg)
+    for w in config.warnings(cfg):
+        sys.stderr.write(f"bpfwatch: warning: {w}\n")
     sys.stdout.write(f"{args.file}: ok ({len(types)} event types; capture "
                      f"{'to ' + cfg.outputs.capture.directory if cfg.outputs.capture.enabled else 'off'}; "
                      f"metrics {'on ' + cfg.metrics.address if cfg.metrics.enabled else 'off'})\n")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bpfwatch.errors import UsageError
+from bpfwatch.textfile import read_small
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
@@ -218,13 +219,15 @@ def load_rules(path: str | None) -> RuleSet:
     """The rules file (TOML), or the defaults when path is None."""
     if not path:
         return default_rules()
+    raw = read_small(path, "rules file")
     try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"rules file {path} does not exist") from None
+        doc = tomllib.loads(raw.decode())
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply") from None
     rs = parse_rules(doc, os.path.basename(path))
     rs.source = path
     return rs
