@@ -9,6 +9,7 @@ import sys
 import time
 
 import jsonschema
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
@@ -36,7 +37,8 @@ def test_redaction() -> None:
     ev = [{"type": "process.exec", "argv": ["--password", "p"]}]
     off(ev)
     assert ev[0]["argv"] == ["--password", "p"]
-    custom = Redactor(parse('[redaction]\npatterns = ["sk-[A-Za-z0-9]+"]\nflags = []\nreplacement = "***"\n')
+    custom = Redactor(parse('[redaction]\npatterns = ["sk-[A-Za-z0-9]+"]\nflags = []\nsecret_options = false\n'
+                            'replacement = "***"\n')
                       .redaction)
     assert custom.argv(["curl", "-H", "Authorization: Bearer sk-abc123", "--password", "x"]) == \
         ["curl", "-H", "Authorization: Bearer ***", "--password", "x"]
@@ -108,3 +110,39 @@ def test_metrics_exposition() -> None:
                  "bpfwatch_capture_rotations_total 1.0", "bpfwatch_process_cache_entries 12.0",
                  'bpfwatch_config_reloads_total{result="ok"} 1.0', "bpfwatch_redacted_events_total 3.0"):
         assert line in text, line
+
+
+REDACT_CASES = [
+    (["x", "--PASSWORD", "s3"], ["x", "--PASSWORD", "[REDACTED]"]),
+    (["x", "--db-password", "s3"], ["x", "--db-password", "[REDACTED]"]),
+    (["x", "--Api-Key=s3"], ["x", "--Api-Key=[REDACTED]"]),
+    (["mysql", "-p", "s3"], ["mysql", "-p", "[REDACTED]"]),
+    (["/usr/bin/mysql", "-ps3", "db"], ["/usr/bin/mysql", "-p[REDACTED]", "db"]),
+    (["sshpass", "-p", "s3", "ssh", "h"], ["sshpass", "-p", "[REDACTED]", "ssh", "h"]),
+    (["curl", "-H", "Authorization: Bearer s3.x"], ["curl", "-H", "Authorization: Bearer [REDACTED]"]),
+    (["sh", "-c", "mysql --password s3 -e 'x'; curl -H 'Authorization: Bearer s3' https://u:s3@h/"],
+     ["sh", "-c", "mysql --password [REDACTED] -e 'x'; curl -H 'Authorization: Bearer [REDACTED]' "
+      "https://u:[REDACTED]@h/"]),
+    # what is not a secret stays as it was
+    (["ssh", "-p", "22", "h"], ["ssh", "-p", "22", "h"]),
+    (["mkdir", "-p", "/tmp/a"], ["mkdir", "-p", "/tmp/a"]),
+    (["x", "--password-file", "/run/s"], ["x", "--password-file", "/run/s"]),
+    (["git", "commit", "-m", "rotate the token"], ["git", "commit", "-m", "rotate the token"]),
+]
+
+
+@pytest.mark.parametrize("argv, expected", REDACT_CASES)
+def test_redaction_closes_the_known_gaps(argv, expected) -> None:
+    from bpfwatch.agent.redact import Redactor
+
+    assert Redactor().argv(argv) == expected
+
+
+def test_diagnose_redacts_by_default(tmp_path) -> None:
+    from bpfwatch.diagnose import Settings, run
+
+    cmd = {"id": "c", "command": "echo token=s3cr3t; echo --password hunter2"}
+    res = run({"commands": [cmd]}, Settings(state_dir=str(tmp_path)))
+    assert "s3cr3t" not in res["commands"][0]["stdout"] and "hunter2" not in res["commands"][0]["stdout"]
+    res = run({"commands": [cmd]}, Settings(state_dir=str(tmp_path), redact=False))
+    assert "s3cr3t" in res["commands"][0]["stdout"]

@@ -270,6 +270,17 @@ def test_map_set_get_dump_through_btf(no_leaks, pin_dir):
     listed = _json(bw("map", "list", "--json", "--owned"))
     names = {x["name"] for x in listed["maps"]}
     assert {"bw_test_struct", "bw_test_counts", "bw_test_percpu"} <= names
+    # show agrees with list on the programs, and prints text without --json
+    (in_list,) = [x for x in listed["maps"] if x["name"] == "bw_test_counts"]
+    counts_shown = _json(bw("map", "show", f"{pin_dir}/maps/bw_test_counts", "--json"))
+    assert counts_shown["prog_ids"] == in_list["prog_ids"] and counts_shown["prog_ids"]
+    text = bw("map", "show", m)
+    assert text.returncode == 0 and not text.stdout.lstrip().startswith("{") and "bw_test_struct" in text.stdout
+    # a negative value for an unsigned field is refused, not wrapped
+    neg = bw("map", "set", m, "1", '{"pid": 1, "hits": -1}')
+    assert neg.returncode == 2 and "is negative" in neg.stderr and "Traceback" not in neg.stderr
+    deep = bw("map", "set", m, "1", "[" * 20000 + "]" * 20000)
+    assert deep.returncode == 2 and "Traceback" not in deep.stderr
 
 
 def _reject(*args: str) -> str:

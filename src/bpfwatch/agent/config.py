@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -173,11 +174,21 @@ class MetricsConfig:
 class RedactionConfig:
     enabled: bool = opt(True, "Redact secrets from argv before any output.")
     patterns: list[str] = opt(
-        [r"(?i)(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|auth)[=:](.+)",
-         r"(?i)://[^/\s:@]+:([^/\s@]+)@"],
+        [r"(?i)(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|auth)[=:]\s*(\S+)",
+         r"(?i)://[^/\s:@]+:([^/\s@]+)@",
+         r"(?i)\bauthorization:\s*(?:bearer|basic|token|digest)?\s*([^\s\"']+)",
+         r"(?i)\bbearer\s+([^\s\"']+)"],
         "Regexes applied to each argument: the first group (or the whole match) is replaced.", "regexes")
     flags: list[str] = opt(["--password", "--passwd", "--token", "--secret", "--api-key"],
-                           "Options whose next argument is a secret.")
+                           "Options whose next argument is a secret (in any case).")
+    secret_options: bool = opt(True, "Also treat as secret any long option whose last word is password, "
+                               "passwd, secret, token or credential, or ends in api-key/access-key "
+                               "(--db-password, --auth-token); not --password-file or --passwordless.")
+    program_flags: dict[str, Any] = opt({"mysql": ["-p"], "mariadb": ["-p"], "mysqldump": ["-p"],
+                                         "mysqladmin": ["-p"], "sshpass": ["-p"]},
+                                        "Short options that carry a secret only for some programs (-p is a "
+                                        "password to mysql, a port to ssh): program name -> options, as "
+                                        "\"-p x\" or \"-px\".", "program_flags")
     replacement: str = opt("[REDACTED]", "What a secret is replaced with.")
 
 
@@ -294,6 +305,10 @@ def _convert(meta: dict[str, Any], value: Any, hint: Any) -> Any:
                 re.compile(p)
             except re.error as e:
                 raise ValueError(f"bad regex {p!r}: {e}") from None
+    elif kind == "program_flags":
+        for prog, flags in value.items():
+            if not isinstance(flags, list) or not all(isinstance(f, str) and f.startswith("-") for f in flags):
+                raise ValueError(f"{prog}: expected an array of options such as [\"-p\"]")
     elif kind == "types":
         try:
             expand_types(value)
@@ -481,6 +496,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        if "'" in value:  # a literal string cannot hold it: a basic string, escaped
+            return json.dumps(value)
         return "'" + value + "'" if "\\" in value or '"' in value else f'"{value}"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"

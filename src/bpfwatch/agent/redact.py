@@ -1,22 +1,36 @@
 """Redaction of secrets in command lines before any output sees them.
 
 Each argument runs through the patterns (the first group, or the whole match,
-is replaced); an argument that follows a listed flag (`--password hunter2`) is
-replaced whole; `--password=hunter2` keeps the flag and loses the value."""
+is replaced). An argument that follows a secret option (`--password hunter2`,
+`--DB-Password x`) is replaced whole; `--password=hunter2` keeps the option
+and loses the value. Short options that are secrets only for some programs
+(`mysql -p x`, `-px`) are redacted for those programs. A shell command line
+inside one argument (`sh -c "mysql --password x"`) gets the same treatment
+on its words."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 from bpfwatch.agent.config import RedactionConfig
 
+_SECRET_LAST = {"password", "passwd", "pass", "pwd", "secret", "token", "apikey", "credential", "credentials"}
+_KEY_KINDS = {"api", "access", "secret", "private"}
+# inside a shell string: an option naming a secret, then its value after a space or '='
+_INLINE_FLAG = re.compile(r"(?i)(?<![\w-])(--?[\w-]*(?:password|passwd|secret|token|api[_-]?key)[\w-]*)"
+                          r"(\s+|=)(\"[^\"]*\"|'[^']*'|\S+)")
+
 
 class Redactor:
-    def __init__(self, cfg: RedactionConfig) -> None:
+    def __init__(self, cfg: RedactionConfig | None = None) -> None:
+        cfg = cfg or RedactionConfig()
         self.enabled = cfg.enabled
         self.patterns = [re.compile(p) for p in cfg.patterns]
-        self.flags = set(cfg.flags)
+        self.flags = {f.lower() for f in cfg.flags}
+        self.guess = cfg.secret_options
+        self.program_flags = {prog: set(flags) for prog, flags in cfg.program_flags.items()}
         self.replacement = cfg.replacement
         self.redacted = 0  # arguments changed (a metric)
 
@@ -27,15 +41,39 @@ class Redactor:
             return whole[:start - m.start()] + self.replacement + whole[end - m.start():]
         return self.replacement
 
+    def _secret_flag(self, flag: str) -> bool:
+        """--password, --DB-Password, --auth-token, --api-key: the option's
+        last word names a secret. Not --passwordless (a switch), nor
+        --password-file /run/x (where the secret is, not the secret)."""
+        low = flag.lower()
+        if low in self.flags:
+            return True
+        if not self.guess or not low.startswith("--"):
+            return False
+        words = re.split(r"[-_]", low[2:])
+        return words[-1] in _SECRET_LAST or (words[-1] == "key" and len(words) > 1 and words[-2] in _KEY_KINDS)
+
     def argv(self, argv: list[str]) -> list[str]:
+        prog = os.path.basename(argv[0]) if argv else ""
+        short = self.program_flags.get(prog, set())
         out, changed, secret_next = [], False, False
-        for arg in argv:
+        for i, arg in enumerate(argv):
             if secret_next:
                 out.append(self.replacement)
                 changed, secret_next = True, False
                 continue
+            if i and arg.startswith("-") and not arg.startswith("--"):
+                hit = next((f for f in short if arg.startswith(f)), None)
+                if hit is not None:
+                    if arg == hit:
+                        secret_next = True
+                        out.append(arg)
+                    else:  # -pSECRET
+                        out.append(hit + self.replacement)
+                        changed = True
+                    continue
             flag, eq, _ = arg.partition("=")
-            if flag in self.flags:
+            if i and flag.startswith("-") and self._secret_flag(flag):
                 if eq:
                     out.append(f"{flag}={self.replacement}")
                     changed = True
@@ -44,6 +82,8 @@ class Redactor:
                     secret_next = True
                 continue
             new = arg
+            if any(c.isspace() for c in new):  # a shell command line in one argument
+                new = _INLINE_FLAG.sub(lambda m: m.group(1) + m.group(2) + self.replacement, new)
             for p in self.patterns:
                 new = p.sub(self._sub, new)
             changed |= new != arg
@@ -51,6 +91,13 @@ class Redactor:
         if changed:
             self.redacted += 1
         return out
+
+    def text(self, s: str) -> str:
+        """Free text (a command's output): the patterns and secret options."""
+        new = _INLINE_FLAG.sub(lambda m: m.group(1) + m.group(2) + self.replacement, s)
+        for p in self.patterns:
+            new = p.sub(self._sub, new)
+        return new
 
     def __call__(self, events: list[dict[str, Any]]) -> None:
         if not self.enabled:

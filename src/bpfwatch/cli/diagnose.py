@@ -25,6 +25,8 @@ def add_parser(sub: Any) -> None:
                    help="longest trace a request may ask for (default 300)")
     p.add_argument("--indent", action="store_true", help="indented JSON")
     p.add_argument("--no-commands", action="store_true", help="refuse requests that run shell commands")
+    p.add_argument("--no-redact", action="store_true",
+                   help="keep secrets in argv and command output (redacted by default: results go to models)")
     p.set_defaults(func=run_request)
     ds = p.add_subparsers(dest="diagnose_command", metavar="ACTION", parser_class=type(p))
     ls = ds.add_parser("list", help="stored sessions")
@@ -59,7 +61,7 @@ def _settings(args: argparse.Namespace) -> Any:
     from bpfwatch.diagnose import Settings
 
     return Settings(args.state_dir or "", args.retention, getattr(args, "max_duration", 300),
-                    not getattr(args, "no_commands", False))
+                    not getattr(args, "no_commands", False), not getattr(args, "no_redact", False))
 
 
 def _print(doc: Any, indent: bool = False) -> None:

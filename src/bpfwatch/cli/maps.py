@@ -93,7 +93,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         rec = inventory.map_record(fd, inventory.Holders.scan())
     finally:
         os.close(fd)
-    _out(rec.as_dict(), args.json)
+    rec.prog_ids = inventory.map_users().get(rec.id, [])  # as `map list` shows them
+    doc = rec.as_dict()
+    if args.json:
+        _out(doc, True)
+        return 0
+    width = max(len(k) for k in doc)
+    for key, value in doc.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        print(f"{key:<{width}}  {'-' if shown in ('', None, []) else shown}")
     return 0
 
 

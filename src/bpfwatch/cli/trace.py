@@ -10,6 +10,7 @@ import signal
 import sys
 from typing import Any
 
+from bpfwatch.agent.redact import Redactor
 from bpfwatch.cli.options import parse_pid, parse_port, parse_seconds, parse_size
 from bpfwatch.errors import BpfwatchError
 from bpfwatch.events.types import EVENT_TYPES
@@ -51,6 +52,8 @@ def add_parser(sub: Any) -> None:
                    help="table (default on a terminal) or json lines (default otherwise)")
     p.add_argument("-o", "--output", metavar="FILE", help="write events to FILE (appends)")
     p.add_argument("--threads", action="store_true", help="also report thread creation and exit")
+    p.add_argument("--redact", action="store_true",
+                   help="replace secrets in argv (passwords, tokens, credentials in URLs) as the agent does")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop (cleanly) when the process that started bpfwatch dies")
     p.add_argument("--snapshot", action="store_true",
@@ -112,7 +115,11 @@ def run(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     status = 0
 
+    redactor = Redactor() if args.redact else None
+
     def emit(events: list[dict[str, Any]]) -> None:
+        if redactor is not None:
+            redactor(events)
         writing[0] = True
         try:
             sink.write(events)

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from bpfwatch.agent.redact import Redactor
 from bpfwatch.diagnose import capabilities as C
 from bpfwatch.diagnose.commands import CommandRunner
 from bpfwatch.diagnose.perf import PerfSampler
@@ -52,6 +53,7 @@ class Settings:
     retention: float = DEFAULT_RETENTION
     max_duration: int = MAX_DURATION
     allow_commands: bool = True  # False: requests may trace, not run shell commands
+    redact: bool = True          # secrets in argv and command output are replaced (results go to models)
 
     def __post_init__(self) -> None:
         self.state_dir = self.state_dir or default_state_dir()
@@ -103,6 +105,7 @@ def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict
     unavailable = {c: status[c]["reason"] for c in ebpf_caps if not status[c]["available"]}
     errors: list[str] = []
     collector = Collector(req.capabilities, req.max_events)
+    redactor = Redactor() if settings.redact else None
     monitor = None
     if ebpf_caps and not unavailable:
         monitor = _monitor_for(req)  # a filter it rejects is a bad request: no session folder for it
@@ -130,14 +133,14 @@ def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict
         with open(os.open(folder / "events.jsonl", os.O_WRONLY | os.O_CREAT, 0o600), "wb") as log:
             while time.monotonic() < deadline:
                 if monitor is not None:
-                    _take(monitor.poll(min(0.2, max(deadline - time.monotonic(), 0))), collector, log)
+                    _take(monitor.poll(min(0.2, max(deadline - time.monotonic(), 0))), collector, log, redactor)
                 else:
                     time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
             syscalls: list[dict[str, Any]] = []
             lost: dict[str, int] = {}
             if monitor is not None:
                 monitor.stop()
-                _take(monitor.poll(0), collector, log)
+                _take(monitor.poll(0), collector, log, redactor)
                 syscalls = monitor.syscall_counts()
                 lost = monitor.lost()
                 if sum(lost.values()):
@@ -155,6 +158,9 @@ def run(doc: dict[str, Any] | Request, settings: Settings | None = None) -> dict
             if perf is not None:
                 _take(perf.stop(), collector, log)
         cmd_results = commands.join()
+        if redactor is not None:
+            for r in cmd_results:
+                r["stdout"], r["stderr"] = redactor.text(r["stdout"]), redactor.text(r["stderr"])
         errors.extend(commands.notes)
     finally:
         if commands is not None:
@@ -187,7 +193,9 @@ def _uid_lookup() -> Any:
     return uid_of
 
 
-def _take(events: list[dict[str, Any]], collector: Collector, log: Any) -> None:
+def _take(events: list[dict[str, Any]], collector: Collector, log: Any, redactor: Redactor | None = None) -> None:
+    if redactor is not None:
+        redactor(events)
     for ev in events:
         if collector.add(ev):
             log.write(dumps(ev, option=orjson.OPT_APPEND_NEWLINE))

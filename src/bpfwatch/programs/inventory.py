@@ -341,12 +341,18 @@ def map_record(fd: int, holders: Holders | None = None) -> MapRecord:
     return rec
 
 
-def maps() -> list[MapRecord]:
-    holders = Holders.scan()
+def map_users() -> dict[int, list[int]]:
+    """map id -> ids of the programs that use it."""
     users: dict[int, list[int]] = defaultdict(list)
     for prog_id, fd in each("prog"):
         for mid in L.prog_info_full(fd)[1]:
             users[mid].append(prog_id)
+    return users
+
+
+def maps() -> list[MapRecord]:
+    holders = Holders.scan()
+    users = map_users()
     out = []
     for map_id, fd in each("map"):
         rec = map_record(fd, holders)

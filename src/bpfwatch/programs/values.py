@@ -96,6 +96,10 @@ class Codec:
             data = json.loads(text)
         except json.JSONDecodeError:
             data = text  # a bare string (enum name, char array)
+        except RecursionError:
+            raise UsageError(f"{self.what}: nested too deeply") from None
+        except ValueError as e:  # an integer of more digits than Python converts
+            raise UsageError(f"{self.what}: {e}") from None
         if self.btf is None:
             if not isinstance(data, int):
                 raise UsageError(f"{self.what}: the map has no BTF: give an integer or hex bytes")
@@ -125,7 +129,12 @@ class Codec:
             signed = t.kind == L.BTF_KIND_INT and t.int_encoding()[0]
             buf[off:off + n] = _int_bytes(data, n, path, signed)
         elif t.kind == L.BTF_KIND_FLOAT and n in (4, 8):
-            buf[off:off + n] = struct.pack("<f" if n == 4 else "<d", float(data))
+            if isinstance(data, bool) or not isinstance(data, int | float):
+                raise UsageError(f"{path}: expected a number, got {json.dumps(data)}")
+            try:
+                buf[off:off + n] = struct.pack("<f" if n == 4 else "<d", float(data))
+            except (OverflowError, struct.error):
+                raise UsageError(f"{path}: {data} does not fit in a {8 * n}-bit float") from None
         elif t.kind == L.BTF_KIND_ARRAY:
             elem, count = t.array()
             esize = btf.size(elem)
@@ -164,8 +173,12 @@ def _is_int(text: str) -> bool:
 
 
 def _int_bytes(v: int, n: int, path: str, signed: bool = False) -> bytes:
+    if v < 0 and not signed:
+        # -1 into a u32 would silently become 4294967295
+        raise UsageError(f"{path}: {v} is negative, and the field is unsigned ({n} bytes): give a value from 0 "
+                         f"to {(1 << (8 * n)) - 1}, or hex bytes")
     try:
-        return v.to_bytes(n, "little", signed=signed or v < 0)
+        return v.to_bytes(n, "little", signed=signed)
     except OverflowError:
         raise UsageError(f"{path}: {v} does not fit in {n} bytes") from None
 
