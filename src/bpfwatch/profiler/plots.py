@@ -14,6 +14,7 @@ import orjson
 from bpfwatch.errors import BpfwatchError, UsageError
 from bpfwatch.profiler.render import human_bytes
 from bpfwatch.syscalls import CHILD_WAIT
+from bpfwatch.textfile import read_small
 
 FORMATS = (".html", ".png", ".svg")
 MIB = 1 << 20
@@ -23,9 +24,9 @@ def load(path: str) -> dict[str, Any]:
     """A summary document (`run --json`) or a timeline (`run --timeline`,
     whose last line is the summary) as one document with its samples."""
     try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise BpfwatchError(f"cannot read {path}: {e.strerror}") from None
+        raw = read_small(path, "profile", limit=1 << 30)
+    except UsageError as e:
+        raise BpfwatchError(str(e)) from None
     try:
         doc = orjson.loads(raw)
         if isinstance(doc, dict) and doc.get("kind") == "profile":

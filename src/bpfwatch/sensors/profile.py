@@ -39,6 +39,15 @@ CATEGORY_IDS = {name: i for i, name in enumerate(syscalls.CATEGORIES)}
 CATEGORY_NAMES = list(syscalls.CATEGORIES)
 
 
+MAX_EXPLICIT_BYTES = 512 << 20
+
+
+def _mem_available() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
 def default_slots(ncpu: int, nr: int = 512, cell: int = 24) -> int:
     """Process slots that fit the memory budget on this many CPUs."""
     return max(MIN_SLOTS, min(MAX_SLOTS, MEMORY_BUDGET // (ncpu * nr * cell)))
@@ -49,9 +58,19 @@ class ProfileOptions:
     latency: bool = True          # time each syscall (a sys_enter program too)
     slots: int | None = None      # processes profiled apart at once (default: by memory)
 
-    def validate(self) -> None:
-        if self.slots is not None and not MIN_SLOTS <= self.slots <= 65536:
+    def validate(self, ncpu: int = 1, nr: int = 512, cell: int = 24) -> None:
+        if self.slots is None:
+            return
+        if not MIN_SLOTS <= self.slots <= 65536:
             raise UsageError(f"--max-procs must be between {MIN_SLOTS} and 65536")
+        # each slot holds a counter cell per syscall per CPU, in kernel memory
+        need = self.slots * ncpu * nr * cell
+        budget = min(MAX_EXPLICIT_BYTES, _mem_available() // 4)
+        if need > budget:
+            fits = max(MIN_SLOTS, budget // (ncpu * nr * cell))
+            raise UsageError(f"--max-procs {self.slots} needs {need >> 20} MiB of kernel memory for syscall "
+                             f"counters on {ncpu} CPUs; at most {fits} fit (a quarter of the available memory, "
+                             f"{MAX_EXPLICIT_BYTES >> 20} MiB at most)")
 
 
 class ProfileSensor(Sensor):
@@ -62,8 +81,8 @@ class ProfileSensor(Sensor):
     def __init__(self, popts: ProfileOptions | None = None, options: SensorOptions | None = None) -> None:
         super().__init__(options or SensorOptions(ring_size=1 << 20))
         self.popts = popts or ProfileOptions()
-        self.popts.validate()
         self.ncpu = L.num_possible_cpus()
+        self.popts.validate(self.ncpu)
         self.slots = 0
         self.nr = 0
         self.hist_buckets = 0
