@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from bpfwatch import __version__
-from bpfwatch.errors import BpfwatchError
+from bpfwatch.errors import BpfwatchError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except BpfwatchError as e:
-        sys.stderr.write(f"bpfwatch: {e}\n")
+        sys.stderr.write(f"bpfwatch: {one_line(str(e))}\n")
         return e.exit_code
     except KeyboardInterrupt:
         return 130
