@@ -22,7 +22,7 @@ STAMP_TEST := build/.test-deps
 STAMP_VENV := $(VENV)/.installed
 ARGS       ?=
 
-.PHONY: all deps venv bpf testbpf run test test-peers lint bench clean distclean
+.PHONY: all deps venv bpf testbpf run test test-peers fuzz lint bench clean distclean
 
 all: bpf venv
 
@@ -73,6 +73,17 @@ test: bpf testbpf venv $(STAMP_TEST)
 # the differential suite with its larger workloads (make -j2 of 200 files, git, tar of /usr/share/doc)
 test-peers: bpf testbpf venv $(STAMP_TEST)
 	BPFWATCH_PEERS_FULL=1 $(VPY) -m pytest -q tests/peers $(ARGS)
+
+# the attack, long: generated hostile input at every entry point (hypothesis: CLI options and values,
+# configs, rules, diagnose requests, filters, map values, damaged capture directories) and mutated
+# BPF objects. `make test` runs the same tests with few examples.
+FUZZ_EXAMPLES ?= 500
+FUZZ_SEED     ?= $(shell date +%s)
+fuzz: bpf testbpf venv $(STAMP_TEST)
+	BPFWATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -q -p no:cacheprovider --hypothesis-show-statistics \
+		--hypothesis-seed=$(FUZZ_SEED) tests/test_hostile_cli.py tests/test_hostile_inputs.py \
+		tests/test_hostile_capture.py tests/test_diagnose_hostile.py tests/test_agent_config.py $(ARGS)
+	$(VPY) tests/fuzz_validator.py $(FUZZ_SEED) 20000
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench scripts
