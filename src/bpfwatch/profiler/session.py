@@ -44,6 +44,7 @@ class Proc:
     # split arrives only with the exit), ns
     live_utime_ns: int = 0
     live_stime_ns: int = 0
+    live_oncpu_ns: int = 0  # on-CPU time the kernel has not counted yet (a slice still running)
 
     @property
     def alive(self) -> bool:
@@ -162,7 +163,10 @@ class Collector:
     def _live_times(self, p: Proc) -> None:
         """A process still running at the end: the kernel has counted the CPU
         time of its exited threads only; /proc has all of it, so the rest is
-        the difference (0 if it exited meanwhile and the kernel has it all)."""
+        the difference (0 if it exited meanwhile and the kernel has it all).
+        Its on-CPU time is counted at each switch-out, so a loop that had a
+        CPU to itself the whole run has most of it in a slice still running:
+        /proc's total (tick-granular) stands in when it is larger."""
         if not p.alive or not p.pid or p.stats is None:
             return
         try:
@@ -170,6 +174,7 @@ class Collector:
             tick_ns = 1_000_000_000 // procfs.CLK_TCK
             p.live_utime_ns = max(int(f[11]) * tick_ns - self.stat(p.stats, "utime_ns"), 0)
             p.live_stime_ns = max(int(f[12]) * tick_ns - self.stat(p.stats, "stime_ns"), 0)
+            p.live_oncpu_ns = max((int(f[11]) + int(f[12])) * tick_ns - self.stat(p.stats, "oncpu_ns"), 0)
         except (OSError, IndexError, ValueError):
             pass
 

@@ -91,7 +91,7 @@ def _proc_doc(c: Collector, p: Proc, t0_ns: int, latency: bool) -> dict[str, Any
             doc["syscall_time_s"] = int(p.syscalls[:, 2].sum()) / NS
     if p.stats is not None:
         off = p.stats[st["off_ns"]]
-        doc["on_cpu_s"] = int(p.stats[st["oncpu_ns"]][0]) / NS
+        doc["on_cpu_s"] = (int(p.stats[st["oncpu_ns"]][0]) + p.live_oncpu_ns) / NS
         doc["off_cpu_s"] = {"runnable": int(off[0]) / NS, "io_wait": int(off[1]) / NS, "sleep": int(off[2]) / NS}
         doc["threads_created"] = int(p.stats[st["threads"]][0])
     doc.update(peak_rss_bytes=p.peak_rss, read_bytes=p.cum["read_bytes"], write_bytes=p.cum["write_bytes"],
@@ -119,7 +119,7 @@ def build(c: Collector, *, command: list[str] | None, attach_pid: int | None, t0
 
     off = ts[f["off_ns"]]
     blocked = ts[f["blocked_ns"]]
-    on_cpu = v("oncpu_ns") / NS
+    on_cpu = (v("oncpu_ns") + sum(p.live_oncpu_ns for p in c.procs.values())) / NS
     # the kernel's split of the exited; /proc's of those still running at the end
     ticks_u = v("utime_ns") + sum(p.live_utime_ns for p in c.procs.values())
     ticks_s = v("stime_ns") + sum(p.live_stime_ns for p in c.procs.values())
