@@ -1,11 +1,13 @@
 """Start-up: time from launch to the first event printed, and RSS then, for
 `bpfwatch trace` and the equivalent bpftrace one-liner, while /bin/true is
-exec'd every 2 ms."""
+exec'd every 2 ms; and the whole of `bpfwatch run -q -- /bin/true` beside
+`strace -c` of the same command and the command alone."""
 
 from __future__ import annotations
 
 import os
 import select
+import shutil
 import subprocess
 import time
 
@@ -40,6 +42,28 @@ def first_event(cmd: list[str], marker: bytes) -> dict[str, float]:
     return {"first_event_s": round(elapsed, 3), "rss_mb": round(rss, 1)}
 
 
+def whole_command(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t0
+
+
+def run_startup(runs: int) -> dict[str, object]:
+    """`bpfwatch run` of a command that does nothing: its fixed cost, the
+    number that decides whether it fits the short commands of a build."""
+    cmds = {"bare": ["/bin/true"], "bpfwatch_run": [*BPFWATCH, "run", "-q", "--", "/bin/true"],
+            "bpfwatch_run_count_only": [*BPFWATCH, "run", "-q", "--count-only", "--", "/bin/true"]}
+    if shutil.which("strace"):
+        cmds["strace_c"] = ["strace", "-f", "-c", "-o", "/dev/null", "/bin/true"]
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(runs):  # interleaved, so a busy moment hits every tool alike
+        for name, cmd in cmds.items():
+            times[name].append(whole_command(cmd))
+    out: dict[str, object] = {f"{k}_median_s": round(median(v), 3) for k, v in times.items()}
+    out["target_s"] = 0.25
+    return out
+
+
 def main() -> None:
     runs = int(os.environ.get("BENCH_RUNS", "5"))
     ours = [first_event([*BPFWATCH, "trace", "--format", "json", "-t", "process.exec", "--comm", "true"],
@@ -57,6 +81,7 @@ def main() -> None:
         result["bpftrace"] = theirs
         result["bpftrace_median_s"] = median([x["first_event_s"] for x in theirs])
         result["bpftrace_median_rss_mb"] = median([x["rss_mb"] for x in theirs])
+    result["run"] = run_startup(max(runs, 5))
     save("startup", result)
 
 

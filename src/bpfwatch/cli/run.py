@@ -10,7 +10,6 @@ import orjson
 
 from bpfwatch.cli.options import int_in, parse_pid, parse_seconds
 from bpfwatch.errors import BpfwatchError, UsageError
-from bpfwatch.profiler.render import render
 from bpfwatch.profiler.runner import Profiler, RunOptions
 
 
@@ -81,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         if json_out is not None:
             json_out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
         if not args.quiet:
+            from bpfwatch.profiler.render import render  # rich: only when there is a report to draw
+
             out = text_out or sys.stderr
             render(doc, out, top=args.top, color=None if text_out is None else False)
     finally:

@@ -10,7 +10,6 @@ import signal
 import sys
 from typing import Any
 
-from bpfwatch.agent.redact import Redactor
 from bpfwatch.cli.options import parse_pid, parse_port, parse_seconds, parse_size
 from bpfwatch.errors import BpfwatchError
 from bpfwatch.events.types import EVENT_TYPES
@@ -115,7 +114,11 @@ def run(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     status = 0
 
-    redactor = Redactor() if args.redact else None
+    redactor = None
+    if args.redact:
+        from bpfwatch.agent.redact import Redactor  # only when asked: it brings the agent's config schema
+
+        redactor = Redactor()
 
     def emit(events: list[dict[str, Any]]) -> None:
         if redactor is not None:
