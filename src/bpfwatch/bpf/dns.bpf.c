@@ -80,6 +80,27 @@ static __always_inline void dns_message(struct task_struct *task, struct sock *s
 	dns_emit(e, task, sk, role, len, n, sent);
 }
 
+struct dns_each_ctx {
+	struct task_struct *task;
+	struct sock *sk;
+	struct bw_dgram *d;
+	int n;
+	int sent;
+};
+
+/* One datagram of a send/recv call (a bpf_loop callback: verified once, not
+ * once per datagram a sendmmsg may carry). */
+static long dns_each(__u64 i, struct dns_each_ctx *c)
+{
+	struct bw_dgram *d = c->d;
+
+	if (i >= (__u64)c->n)
+		return 1;
+	d += i & (BW_MMSG_MAX - 1);
+	dns_message(c->task, c->sk, d->name, d->base, d->base_len, c->sent);
+	return 0;
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(bw_dns_sys_exit, struct pt_regs *regs, long ret)
 {
@@ -100,13 +121,11 @@ int BPF_PROG(bw_dns_sys_exit, struct pt_regs *regs, long ret)
 
 	if (!d)
 		return 0;
-	int n = bw_syscall_dgrams(regs, nr, ret, d, &sent);
+	struct dns_each_ctx c = { .task = task, .sk = sk, .d = d };
 
-	for (int i = 0; i < BW_MMSG_MAX; i++) {
-		if (i >= n)
-			break;
-		dns_message(task, sk, d[i].name, d[i].base, d[i].base_len, sent);
-	}
+	c.n = bw_syscall_dgrams(regs, nr, ret, d, &sent);
+	c.sent = sent;
+	bpf_loop(BW_MMSG_MAX, dns_each, &c, 0);
 	return 0;
 }
 

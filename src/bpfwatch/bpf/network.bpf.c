@@ -404,26 +404,47 @@ static __always_inline int udp_key(struct sock *sk, const void *addr, struct bw_
 	return 0;
 }
 
+struct udp_each_ctx {
+	struct task_struct *task;
+	struct sock *sk;
+	struct bw_dgram *d;
+	__u32 tgid;
+	int n;
+	int sent;
+};
+
+/* One datagram of a send/recv call: a bpf_loop callback, so the verifier
+ * walks its body once instead of once per possible datagram (sendmmsg). */
+static long udp_each(__u64 i, struct udp_each_ctx *c)
+{
+	/* locals: CO-RE must not relocate the fields of our own context */
+	struct bw_dgram *d = c->d;
+	struct bw_udp_key key = { .tgid = c->tgid };
+
+	if (i >= (__u64)c->n)
+		return 1;
+	d += i & (BW_MMSG_MAX - 1);
+	if (udp_key(c->sk, d->name, &key) == 0)
+		count_udp(c->task, &key, d->len, c->sent);
+	return 0;
+}
+
 static __always_inline void on_udp(struct task_struct *task, struct pt_regs *regs, long nr, long ret)
 {
 	struct sock *sk = bw_fd_sock(task, (int)bw_syscall_arg(regs, 0));
 
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != BW_IPPROTO_UDP)
 		return;
-	struct bw_udp_key key = { .tgid = bpf_get_current_pid_tgid() >> 32 };
 	struct bw_dgram *d = bw_dgram_slots();
 	int sent = 0;
 
 	if (!d)
 		return;
-	int n = bw_syscall_dgrams(regs, nr, ret, d, &sent);
+	struct udp_each_ctx c = { .task = task, .sk = sk, .d = d, .tgid = bpf_get_current_pid_tgid() >> 32 };
 
-	for (int i = 0; i < BW_MMSG_MAX; i++) {
-		if (i >= n)
-			break;
-		if (udp_key(sk, d[i].name, &key) == 0)
-			count_udp(task, &key, d[i].len, sent);
-	}
+	c.n = bw_syscall_dgrams(regs, nr, ret, d, &sent);
+	c.sent = sent;
+	bpf_loop(BW_MMSG_MAX, udp_each, &c, 0);
 }
 
 SEC("tp_btf/sys_exit")
