@@ -157,3 +157,22 @@ def test_unprivileged_user_gets_one_line_errors(root_only: Path, tmp_path: Path)
     assert p.returncode in (1, 2) and b"Traceback" not in p.stderr
     assert "error" in json.loads(p.stdout)
     assert sys.executable
+
+
+def test_trace_stopped_while_its_reader_stopped_reading_exits() -> None:
+    """SIGTERM to a trace whose reader holds the pipe but reads nothing (a
+    benchmark waiting for it to exit): the last events do not hold the exit."""
+    p = subprocess.Popen([*BPFWATCH, "trace", "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=ENV)
+    try:
+        assert p.stderr is not None
+        p.stderr.readline()
+        for _ in range(300):
+            subprocess.run(["/bin/ls", "/usr/lib"], stdout=subprocess.DEVNULL, check=False)
+        p.terminate()
+        p.wait(timeout=10)
+        assert p.returncode in (0, 130)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert wait_programs("bw_", loaded=False)

@@ -7,6 +7,7 @@ import operator
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -197,16 +198,20 @@ class Monitor:
             proc.open(attach=False)
             self.sensors.append(proc)
             shared = replace(self.scope, shared=proc.shared_maps())
-            for cls, opts in ((FileSensor, self.file_options), (NetworkSensor, self.network_options),
-                              (DnsSensor, self.dns_options), (SecuritySensor, self.security_options)):
-                if opts is not None:
-                    sensor = cls(opts, self.options, shared)
-                    sensor.open(attach=False)
-                    self.sensors.append(sensor)
+            others: list[Sensor] = [cls(opts, self.options, shared) for cls, opts in (
+                (FileSensor, self.file_options), (NetworkSensor, self.network_options),
+                (DnsSensor, self.dns_options), (SecuritySensor, self.security_options)) if opts is not None]
             if self.count_syscalls:
-                counter = SyscountSensor(self.options, shared)
-                counter.open(attach=False)
-                self.sensors.append(counter)
+                others.append(SyscountSensor(self.options, shared))
+            self.sensors.extend(others)  # closed with the rest if any of them fails
+            # the rest load in parallel: most of a load is the kernel's verifier,
+            # which runs on the loading thread's CPU, and libbpf lets go of the GIL
+            if len(others) > 1:
+                with ThreadPoolExecutor(max_workers=len(others), thread_name_prefix="bw-load") as pool:
+                    for f in [pool.submit(s.open, attach=False) for s in others]:
+                        f.result()
+            elif others:
+                others[0].open(attach=False)
             # every object is loaded (the slow part, the verifier): attach them
             # all at once, the process sensor last, so a process whose exec is
             # reported has all its other events reported too

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import os
@@ -97,10 +98,17 @@ def run(args: argparse.Namespace) -> int:
         sink: JsonLinesSink | TableSink = JsonLinesSink(open_output(args.output))
     else:
         sink = TableSink(open_file(args.output, "a") if to_file else sys.stdout)
-    writing = [False]
+    writing, signalled, nonblocking = [False], [False], [False]
+
+    def blocking_again() -> None:
+        if nonblocking[0]:
+            nonblocking[0] = False
+            with contextlib.suppress(OSError):
+                os.set_blocking(sys.stdout.fileno(), True)
 
     def on_signal(signum: int, _frame: Any) -> None:
         monitor.stop()
+        signalled[0] = True
         if writing[0]:
             # blocked writing to a reader that stopped reading: give up the write
             raise KeyboardInterrupt
@@ -132,24 +140,36 @@ def run(args: argparse.Namespace) -> int:
     try:
         while not monitor.finished:
             emit(monitor.poll())
+        if signalled[0] and not to_file:
+            # stopped by a signal: the last events go out if the reader takes
+            # them, but a reader that stopped reading must not hold the exit
+            # (the flag is put back before exit: the pipe may be shared)
+            os.set_blocking(sys.stdout.fileno(), False)
+            nonblocking[0] = True
         emit(monitor.poll(0))
     except KeyboardInterrupt:
         status = 130
         if not to_file:
+            blocking_again()
             discard_stdout()
     except OSError as e:
-        if to_file or e.errno != errno.EPIPE:
+        if to_file or e.errno not in (errno.EPIPE, errno.EAGAIN):
             raise BpfwatchError(f"cannot write {args.output if to_file else 'to stdout'}: {e.strerror}; "
                                 f"stopped after {sink.count} events") from None
-        discard_stdout()  # the reader went away (`| head`)
+        blocking_again()
+        discard_stdout()  # the reader went away (`| head`), or stopped reading after our stop
     finally:
         monitor.close()
         try:
             sink.close()
             if to_file:
                 sink.stream.close()
+        except BlockingIOError:  # the reader stopped reading: what is left is dropped
+            blocking_again()
+            discard_stdout()
         except OSError:
             pass  # said above; the events written so far are in place
+        blocking_again()
         lost, late = monitor.lost_total, monitor.late_events
         sys.stderr.write(f"bpfwatch: {monitor.events_seen} events, {lost} lost"
                          + (" (raise --ring-size or narrow the filters)" if lost else "")
