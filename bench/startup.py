@@ -65,6 +65,29 @@ def run_startup(runs: int) -> dict[str, object]:
     return out
 
 
+def load_costs(runs: int) -> dict[str, object]:
+    """Per sensor object: median time to load and attach it (verifier included)
+    and the instructions the verifier walked for each of its programs."""
+    import bpfwatch
+    from bpfwatch import libbpf as L
+
+    out: dict[str, object] = {}
+    for name, types in (("process", ["process.exec"]), ("file", ["file.*"]), ("network", ["network.*"]),
+                        ("dns", ["dns.*"]), ("security", ["security.*"])):
+        times, insns = [], {}
+        for _ in range(runs):
+            m = bpfwatch.Monitor(types=types)
+            t0 = time.perf_counter()
+            m.start()
+            times.append(time.perf_counter() - t0)
+            for s in m.sensors:
+                if s.name == name and s.obj is not None:
+                    insns = {p.name: L.prog_info(p.fd).get("verified_insns") for p in s.obj.programs() if p.fd >= 0}
+            m.close()
+        out[name] = {"start_median_s": round(median(times), 3), "verified_insns": insns}
+    return out
+
+
 def main() -> None:
     runs = int(os.environ.get("BENCH_RUNS", "5"))
     ours = [first_event([*BPFWATCH, "trace", "--format", "json", "-t", "process.exec", "--comm", "true"],
@@ -91,6 +114,7 @@ def main() -> None:
         result["bpftrace_median_s"] = median([x["first_event_s"] for x in theirs])
         result["bpftrace_median_rss_mb"] = median([x["rss_mb"] for x in theirs])
     result["run"] = run_startup(max(runs, 5))
+    result["load"] = load_costs(3)
     save("startup", result)
 
 
