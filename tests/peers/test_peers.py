@@ -243,21 +243,27 @@ def _strace_log(path: Path) -> tuple[dict[int, list[list[bytes]]], dict[int, str
     return execs, exits
 
 
-@pytest.mark.kernel
-def test_argv_and_exit_codes_against_strace(tmp_path):
+def _under_strace(tmp_path: Path, log: Path, *options: str):
+    """The shell and make workloads as one Python program run under
+    `strace -f -xx OPTIONS`, logging to `log`: a callable for _trace."""
     strace = need("strace")
-    log = tmp_path / "strace.log"
     script = tmp_path / "work.py"
     tests = str(Path(__file__).resolve().parent.parent)
     script.write_text(f"import sys\nsys.path.insert(0, {tests!r})\nfrom peers import workloads\n"
                       f"from pathlib import Path\nworkloads.shell(Path({str(tmp_path)!r}))\n"
                       f"workloads.build(Path({str(tmp_path)!r}), 6)\n")
 
-    def work():
-        subprocess.run([strace, "-f", "-q", "-xx", "-v", "-s", "65535", "-e", "trace=execve", "-e", "signal=none",
-                        "-o", str(log), sys.executable, str(script)], check=True)
+    def work() -> None:
+        subprocess.run([strace, "-f", "-xx", *options, "-e", "signal=none", "-o", str(log), sys.executable,
+                        str(script)], check=True)
+    return work
 
-    ev = _trace(["process.exec", "process.exit", "process.fork"], work)
+
+@pytest.mark.kernel
+def test_argv_and_exit_codes_against_strace(tmp_path):
+    log = tmp_path / "strace.log"
+    ev = _trace(["process.exec", "process.exit", "process.fork"],
+                _under_strace(tmp_path, log, "-q", "-v", "-s", "65535", "-e", "trace=execve"))
     execs, exits = _strace_log(log)
     ours_exec = {}
     for e in ev:
@@ -565,19 +571,9 @@ def _strace_opens(path: Path) -> Counter:
 
 @pytest.mark.kernel
 def test_opens_errno_and_paths_against_strace(tmp_path):
-    strace = need("strace")
     log = tmp_path / "strace.log"
-    script = tmp_path / "work.py"
-    tests = str(Path(__file__).resolve().parent.parent)
-    script.write_text(f"import sys\nsys.path.insert(0, {tests!r})\nfrom peers import workloads\n"
-                      f"from pathlib import Path\nworkloads.shell(Path({str(tmp_path)!r}))\n"
-                      f"workloads.build(Path({str(tmp_path)!r}), 6)\n")
-
-    def work():
-        subprocess.run([strace, "-f", "-qq", "-y", "-xx", "-e", "trace=open,openat,openat2", "-e", "signal=none",
-                        "-o", str(log), sys.executable, str(script)], check=True)
-
-    ev = _trace(["file.open", "process.fork", "process.exec"], work)
+    ev = _trace(["file.open", "process.fork", "process.exec"],
+                _under_strace(tmp_path, log, "-qq", "-y", "-e", "trace=open,openat,openat2"))
     theirs = _strace_opens(log)
     pids = {k[0] for k in theirs}
     ours = Counter((e["pid"], e["fd"] if e["error"] is None else e["error"], e["path"]) for e in ev
