@@ -21,19 +21,19 @@ from bpfwatch.filters import Filter
 from bpfwatch.pipeline.enrich import Enricher
 from bpfwatch.process_cache import ProcessCache, ProcInfo
 from bpfwatch.ringbuf import Poller, RingBuffer
-from bpfwatch.security.rules import RuleSet, collapse_prefixes, default_rules
+from bpfwatch.security.rules import RuleSet
 from bpfwatch.sensors.base import (
     DEFAULT_RING_SIZE,
+    Request,
     Scope,
     Sensor,
     SensorOptions,
     dispatch,
 )
 from bpfwatch.sensors.dns import DnsOptions, DnsSensor
-from bpfwatch.sensors.file import PREFIXES, FileOptions, FileSensor, check_prefixes
+from bpfwatch.sensors.file import FileOptions, FileSensor
 from bpfwatch.sensors.network import NetworkOptions, NetworkSensor
 from bpfwatch.sensors.process import ALWAYS_TYPES, ARGS_MAX, TYPE_NAMES, ProcessOptions, ProcessSensor
-from bpfwatch.sensors.security import FILE_OPS as SECURITY_FILE_TYPES
 from bpfwatch.sensors.security import SecurityOptions, SecuritySensor
 from bpfwatch.sensors.syscount import SyscountSensor
 from bpfwatch.wakeup import Wakeup
@@ -48,6 +48,11 @@ def _listify(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, list | tuple | set) else [value]
+
+
+# The sensors a Monitor composes beside the process sensor, in planning order:
+# a new sensor is a module with plan()/adjust()/build(), added here.
+COMPOSED: tuple[type[Sensor], ...] = (FileSensor, NetworkSensor, DnsSensor, SecuritySensor, SyscountSensor)
 
 
 class Monitor:
@@ -124,32 +129,23 @@ class Monitor:
             deny_comms=set(d.comm.exact) if d.comm else set(),
             cgroups=set(a.cgroups) if a.cgroup_given else None, deny_cgroups=set(d.cgroups))
         self.scope.validate()
-        file_types = {t for t in self.types if t.startswith("file.")}
-        net_types = {t for t in self.types if t.startswith("network.")}
-        dns_types = {t for t in self.types if t.startswith("dns.")}
-        sec_types = {t for t in self.types if t.startswith("security.")}
-        # the process sensor always runs: its events keep the process cache
-        # current for every other sensor's events
-        others = bool(file_types or net_types or dns_types or sec_types)
+        # each sensor plans itself from the request; the process sensor always
+        # runs, as its events keep the process cache current for every other
+        req = Request(types=self.types, allow=a, deny=d,
+                      settings={"udp_idle": udp_idle, "dns_port": dns_port, "rules": rules,
+                                "syscall_counts": syscall_counts})
+        self.plans: dict[type[Sensor], Any] = {}
+        for cls in COMPOSED:
+            opts = cls.plan(req)
+            if opts is not None:
+                self.plans[cls] = opts
+        for cls in list(self.plans):
+            cls.adjust(req, self.plans)
+        others = any(cls is not SyscountSensor for cls in self.plans)
         self.process_options = ProcessOptions(
             types=ALWAYS_TYPES | (self.types & set(TYPE_NAMES.values())) if others else self.types,
             threads=threads, args_max=args_max)
         self.process_options.validate()
-        self.file_options = FileOptions(types=file_types, failed_only=a.failed_only,
-                                        prefixes=check_prefixes(a.paths)) if file_types else None
-        self.security_options = None
-        if sec_types:
-            rs = rules or default_rules()
-            self.security_options = SecurityOptions(rs, sec_types)
-            if sec_types & {r.event_type for r in rs.file_rules()}:
-                self.file_options = self._file_options_for_security(rs, self.file_options)
-        self.network_options = NetworkOptions(types=net_types, udp_idle=udp_idle, allow_ports=a.ports,
-                                              deny_ports=d.ports) if net_types else None
-        self.dns_options = DnsOptions(types=dns_types, port=dns_port) if dns_types else None
-        for opts in (self.network_options, self.dns_options):
-            if opts is not None:
-                opts.validate()
-        self.count_syscalls = syscall_counts
         self.options = SensorOptions(ring_size=ring_size, wakeup_bytes=wakeup_bytes)
         self.snapshot = snapshot
         self.max_delay = max_delay
@@ -178,16 +174,27 @@ class Monitor:
         self._lost_cache: dict[str, int] = {}
         self._lost_read_at = 0.0
 
-    @staticmethod
-    def _file_options_for_security(rs: RuleSet, asked: FileOptions | None) -> FileOptions:
-        """The file sensor as the security rules need it: write operations on
-        the rules' paths, filtered in the kernel; merged with what the caller
-        asked for (whose own filters the Python side still applies)."""
-        if asked is None:
-            return FileOptions(types=set(SECURITY_FILE_TYPES), prefixes=rs.file_prefixes(), open_write_only=True)
-        prefixes = asked.prefixes and collapse_prefixes(asked.prefixes + rs.file_prefixes(), PREFIXES)
-        return FileOptions(types=asked.types | set(SECURITY_FILE_TYPES), failed_only=False,
-                           prefixes=prefixes or [])
+    # what each sensor was planned with (None: not running); the agent compares
+    # them across a reload to know whether programs must load again
+    @property
+    def file_options(self) -> FileOptions | None:
+        return self.plans.get(FileSensor)
+
+    @property
+    def network_options(self) -> NetworkOptions | None:
+        return self.plans.get(NetworkSensor)
+
+    @property
+    def dns_options(self) -> DnsOptions | None:
+        return self.plans.get(DnsSensor)
+
+    @property
+    def security_options(self) -> SecurityOptions | None:
+        return self.plans.get(SecuritySensor)
+
+    @property
+    def count_syscalls(self) -> bool:
+        return SyscountSensor in self.plans
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -198,11 +205,7 @@ class Monitor:
             proc.open(attach=False)
             self.sensors.append(proc)
             shared = replace(self.scope, shared=proc.shared_maps())
-            others: list[Sensor] = [cls(opts, self.options, shared) for cls, opts in (
-                (FileSensor, self.file_options), (NetworkSensor, self.network_options),
-                (DnsSensor, self.dns_options), (SecuritySensor, self.security_options)) if opts is not None]
-            if self.count_syscalls:
-                others.append(SyscountSensor(self.options, shared))
+            others: list[Sensor] = [cls.build(opts, self.options, shared) for cls, opts in self.plans.items()]
             self.sensors.extend(others)  # closed with the rest if any of them fails
             # the rest load in parallel: most of a load is the kernel's verifier,
             # which runs on the loading thread's CPU, and libbpf lets go of the GIL

@@ -111,16 +111,48 @@ def check_wakeup_bytes(wakeup: int, ring_size: int) -> int:
     return wakeup
 
 
+@dataclass
+class Request:
+    """What a Monitor was asked for, as each sensor plans itself from it: the
+    event types, both sides of the filter, and the settings a sensor may take
+    (udp_idle, dns_port, rules, syscall_counts, ...)."""
+
+    types: set[str]
+    allow: Any
+    deny: Any
+    settings: dict[str, Any]
+
+    def types_of(self, family: str) -> set[str]:
+        return {t for t in self.types if t.startswith(family + ".")}
+
+
 class Sensor:
     """Loads `bpf/<object_name>.bpf.o`, attaches it, and decodes its records.
 
     Subclasses set `name`/`object_name`, and may override `configure` (before
     load), `populate` (after load) and `decode` (one run of records).
+
+    A sensor a Monitor composes also says what it provides: `plan` builds its
+    options from the request (None: not needed), `adjust` changes what it
+    needs of the others once all have planned (the security sensor widens the
+    file sensor), and `build` makes it with its options.
     """
 
     name = ""
     object_name = ""
     uses_scope = True  # the object includes bw_filter.bpf.h
+
+    @classmethod
+    def plan(cls, req: Request) -> Any | None:
+        return None
+
+    @classmethod
+    def adjust(cls, req: Request, plans: dict[type[Sensor], Any]) -> None:
+        return None
+
+    @classmethod
+    def build(cls, opts: Any, options: SensorOptions, scope: Scope) -> Sensor:
+        return cls(opts, options, scope)  # type: ignore[call-arg]
 
     def __init__(self, options: SensorOptions | None = None, scope: Scope | None = None) -> None:
         self.options = options or SensorOptions()

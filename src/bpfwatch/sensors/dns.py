@@ -19,7 +19,7 @@ from bpfwatch.events.model import common_fields
 from bpfwatch.protocols import dns
 from bpfwatch.protocols.inet import tuple_fields
 from bpfwatch.ringbuf import Run
-from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
+from bpfwatch.sensors.base import Request, Scope, Sensor, SensorOptions
 from bpfwatch.sensors.network import SYSCALL_RODATA, syscall_rodata
 
 DNS_TYPES = ["dns.malformed", "dns.query", "dns.response"]
@@ -43,6 +43,15 @@ class DnsOptions:
 class DnsSensor(Sensor):
     name = "dns"
     object_name = "dns"
+
+    @classmethod
+    def plan(cls, req: Request) -> DnsOptions | None:
+        types = req.types_of("dns")
+        if not types:
+            return None
+        opts = DnsOptions(types=types, port=req.settings["dns_port"])
+        opts.validate()
+        return opts
 
     def __init__(self, dopts: DnsOptions | None = None, options: SensorOptions | None = None,
                  scope: Scope | None = None) -> None:

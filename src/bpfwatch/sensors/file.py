@@ -25,7 +25,7 @@ from bpfwatch.errors import UsageError
 from bpfwatch.events.model import common_fields
 from bpfwatch.events.text import text
 from bpfwatch.ringbuf import Run
-from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
+from bpfwatch.sensors.base import Request, Scope, Sensor, SensorOptions
 
 PATHS_PER_PROCESS = 4096  # remembered paths of open files, per process (oldest forgotten first)
 EXIT_LINGER_S = 1.0  # a process's paths outlive it this long: its file.io records may come later
@@ -133,6 +133,12 @@ class FileOptions:
 class FileSensor(Sensor):
     name = "file"
     object_name = "file"
+
+    @classmethod
+    def plan(cls, req: Request) -> FileOptions | None:
+        types = req.types_of("file")
+        return FileOptions(types=types, failed_only=req.allow.failed_only,
+                           prefixes=check_prefixes(req.allow.paths)) if types else None
 
     def __init__(self, fopts: FileOptions | None = None, options: SensorOptions | None = None,
                  scope: Scope | None = None) -> None:

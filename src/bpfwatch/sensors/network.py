@@ -21,7 +21,7 @@ from bpfwatch.errors import UsageError
 from bpfwatch.events.model import common_fields
 from bpfwatch.protocols.inet import tuple_fields
 from bpfwatch.ringbuf import Run
-from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
+from bpfwatch.sensors.base import Request, Scope, Sensor, SensorOptions
 
 NETWORK_TYPES = ["network.accept", "network.close", "network.connect", "network.state", "network.udp"]
 DEFAULT_TYPES = set(NETWORK_TYPES) - {"network.state"}  # every state change is opt-in
@@ -58,6 +58,16 @@ class NetworkOptions:
 class NetworkSensor(Sensor):
     name = "network"
     object_name = "network"
+
+    @classmethod
+    def plan(cls, req: Request) -> NetworkOptions | None:
+        types = req.types_of("network")
+        if not types:
+            return None
+        opts = NetworkOptions(types=types, udp_idle=req.settings["udp_idle"], allow_ports=req.allow.ports,
+                              deny_ports=req.deny.ports)
+        opts.validate()
+        return opts
 
     def __init__(self, nopts: NetworkOptions | None = None, options: SensorOptions | None = None,
                  scope: Scope | None = None) -> None:

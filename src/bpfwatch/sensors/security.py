@@ -19,8 +19,8 @@ from bpfwatch import libbpf as L
 from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
 from bpfwatch.events.model import common_fields
 from bpfwatch.ringbuf import Run
-from bpfwatch.security.rules import RULES, RuleSet, default_rules
-from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
+from bpfwatch.security.rules import RULES, RuleSet, collapse_prefixes, default_rules
+from bpfwatch.sensors.base import Request, Scope, Sensor, SensorOptions
 from bpfwatch.syscalls import name_of, table
 
 NR_MAX = 512  # BW_SEC_NR_MAX
@@ -109,6 +109,29 @@ def _error(ret: int) -> str | None:
 class SecuritySensor(Sensor):
     name = "security"
     object_name = "security"
+
+    @classmethod
+    def plan(cls, req: Request) -> SecurityOptions | None:
+        types = req.types_of("security")
+        return SecurityOptions(req.settings.get("rules") or default_rules(), types) if types else None
+
+    @classmethod
+    def adjust(cls, req: Request, plans: dict[type[Sensor], Any]) -> None:
+        """File rules need the file sensor: write operations on the rules'
+        paths, filtered in the kernel, merged with what the caller asked of it
+        (whose own filters the Python side still applies)."""
+        from bpfwatch.sensors.file import PREFIXES, FileOptions, FileSensor
+
+        sopts = plans[cls]
+        rs = sopts.rules
+        if not sopts.types & {r.event_type for r in rs.file_rules()}:
+            return
+        asked = plans.get(FileSensor)
+        if asked is None:
+            plans[FileSensor] = FileOptions(types=set(FILE_OPS), prefixes=rs.file_prefixes(), open_write_only=True)
+            return
+        prefixes = asked.prefixes and collapse_prefixes(asked.prefixes + rs.file_prefixes(), PREFIXES)
+        plans[FileSensor] = FileOptions(types=asked.types | set(FILE_OPS), failed_only=False, prefixes=prefixes or [])
 
     def __init__(self, sopts: SecurityOptions | None = None, options: SensorOptions | None = None,
                  scope: Scope | None = None) -> None:

@@ -8,13 +8,21 @@ from typing import Any
 
 from bpfwatch import libbpf as L
 from bpfwatch.btf_dtype import cstr, record_dict, struct_dtype
-from bpfwatch.sensors.base import Sensor
+from bpfwatch.sensors.base import Request, Scope, Sensor, SensorOptions
 from bpfwatch.syscalls import category, name_of
 
 
 class SyscountSensor(Sensor):
     name = "syscount"
     object_name = "syscount"
+
+    @classmethod
+    def plan(cls, req: Request) -> bool | None:
+        return True if req.settings.get("syscall_counts") else None
+
+    @classmethod
+    def build(cls, opts: Any, options: SensorOptions, scope: Scope) -> Sensor:
+        return cls(options, scope)
 
     def layouts(self, btf: L.Btf) -> None:
         super().layouts(btf)
