@@ -74,7 +74,11 @@ BT_EXACT = "tracepoint:raw_syscalls:sys_exit /pid == cpid/ { @n = count(); }"
 def tools(small: bool) -> dict[str, list[str]]:
     """Tool name -> argv prefix (the command follows)."""
     out = TMP / "out"
+    floor = [sys.executable, str(Path(__file__).resolve().parent / "floor.py")]
     t = {"untraced": [],
+         # empty programs where run hooks: the kernel's own cost, which no tracer goes below
+         "floor exit": [*floor, "exit", "--"],
+         "floor enter+exit": [*floor, "enter,exit", "--"],
          "bpfwatch count": [*BPFWATCH, "run", "-q", "--count-only", "--"],
          "bpfwatch latency": [*BPFWATCH, "run", "-q", "--"]}
     if bpftrace():
@@ -119,7 +123,12 @@ def slowdowns(cmd: list[str], small: bool) -> dict[str, dict[str, float]]:
         for name, prefix in ts.items():
             times[name].append(run_timed(prefix, cmd))
     base = median(times["untraced"])
-    return {k: {"median_s": round(median(v), 4), "ratio": round(median(v) / base, 3)} for k, v in times.items()}
+    out = {k: {"median_s": round(median(v), 4), "ratio": round(median(v) / base, 3)} for k, v in times.items()}
+    # each mode over the floor of the hooks it uses
+    out["bpfwatch count"]["over_floor"] = round(median(times["bpfwatch count"]) / median(times["floor exit"]), 3)
+    out["bpfwatch latency"]["over_floor"] = round(median(times["bpfwatch latency"]) /
+                                                  median(times["floor enter+exit"]), 3)
+    return out
 
 
 def accuracy(n: int) -> dict[str, dict[str, float]]:

@@ -1,0 +1,20 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The floor under any syscall tracer: empty programs on the tracepoints
+ * bpfwatch's sensors and profiler hook (bench/floor.py attaches them). */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bw_floor_enter, struct pt_regs *regs, long id)
+{
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(bw_floor_exit, struct pt_regs *regs, long ret)
+{
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
