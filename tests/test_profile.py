@@ -358,7 +358,8 @@ def test_sleeping_tree_is_idle_and_child_waits_are_apart(tmp_path):
 
 def test_verdict_holds_on_a_loaded_cpu(tmp_path):
     """Two CPU hogs share the one CPU the fsync loop may use: it waits for
-    that CPU a lot, which the reason says, but it is still io_bound."""
+    that CPU a lot (the reason says so when it is half the busy time or more),
+    but it is still io_bound."""
     hog = [sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"]
     hogs = [subprocess.Popen(hog) for _ in range(2)]
     try:
@@ -369,4 +370,8 @@ def test_verdict_holds_on_a_loaded_cpu(tmp_path):
             h.kill()
             h.wait()
     assert b["classification"] == "io_bound", b
-    assert b["evidence"]["runnable_s"] > 0 and "for a CPU" in b["reason"]
+    ev = b["evidence"]
+    assert ev["runnable_s"] > 0
+    # the wait for a CPU is named when it is at least half the busy time (how
+    # long fsync takes decides which side of that this run falls)
+    assert ("for a CPU" in b["reason"]) == (ev["runnable_s"] >= 0.5 * ev["busy_s"]), b
