@@ -12,11 +12,13 @@ from bpfwatch.errors import UsageError
 MAX_BYTES = 4 << 20
 
 
-def read_small(path: str, what: str, limit: int = MAX_BYTES) -> bytes:
+def read_small(path: str, what: str, limit: int = MAX_BYTES, follow: bool = True) -> bytes:
     """The bytes of `path`; UsageError (naming `what`) for a missing file, a
-    directory, a FIFO or device, or a file larger than `limit`."""
+    directory, a FIFO or device, or a file larger than `limit`; with
+    follow=False, also for a symbolic link."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise UsageError(f"{what} {path} does not exist") from None
     except OSError as e:

@@ -407,6 +407,21 @@ def test_connection_bytes_against_tcplife():
 
 # ---- per-syscall counts: syscount against `bpfwatch run --attach` -----------------------------------
 
+def _compare_counts(ours: dict[str, int], theirs: dict[str, int]) -> tuple[int, int, list]:
+    """(agreeing syscalls, accepted differences, the rest): exit_group never
+    returns, and the peers count a call when it does."""
+    agree, accepted, differ = 0, 0, []
+    for name in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(name, 0), theirs.get(name, 0)
+        if a == b:
+            agree += 1
+        elif name == "exit_group" and (a, b) == (1, 0):
+            accepted += 1
+        else:
+            differ.append((name, a, b))
+    return agree, accepted, differ
+
+
 HELD_WORK = ("import os, sys\n"
              "os.read(0, 1)\n"  # held here until both tools watch
              "for _ in range(3000): os.getppid()\n"
@@ -448,15 +463,7 @@ def test_syscall_counts_against_syscount():
         if len(p) == 2 and p[1].isdigit() and p[0] != "SYSCALL":
             theirs[p[0]] = int(p[1])
     assert theirs.get("getppid") == ours.get("getppid") == 3000, (theirs, ours, lines)
-    agree, accepted, differ = 0, 0, []
-    for name in sorted(set(ours) | set(theirs)):
-        a, b = ours.get(name, 0), theirs.get(name, 0)
-        if a == b:
-            agree += 1
-        elif name == "exit_group" and (a, b) == (1, 0):
-            accepted += 1  # it never returns, and syscount counts at the return
-        else:
-            differ.append((name, a, b))
+    agree, accepted, differ = _compare_counts(ours, theirs)
     assert not differ, differ
     record("syscount", "calls per syscall", "held python", agree, 0, accepted=accepted)
 
@@ -616,14 +623,6 @@ def test_syscall_counts_against_strace_c(tmp_path):
         for fd in (*saved, null):
             os.close(fd)
     ours = {r["name"]: r["calls"] for r in doc["syscalls"]["table"]}
-    agree, accepted, differ = 0, 0, []
-    for name in sorted(set(ours) | set(theirs)):
-        a, b = ours.get(name, 0), theirs.get(name, 0)
-        if a == b:
-            agree += 1
-        elif name == "exit_group" and (a, b) == (1, 0):
-            accepted += 1  # it never returns, and strace -c counts a call when it does
-        else:
-            differ.append((name, a, b))
+    agree, accepted, differ = _compare_counts(ours, theirs)
     assert not differ and theirs.get("getppid") == 3000, (differ, theirs)
     record("strace -c", "calls per syscall", "python script", agree, 0, accepted=accepted)

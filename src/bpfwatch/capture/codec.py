@@ -76,19 +76,22 @@ def open_read(path: str) -> BinaryIO:
     """A segment's uncompressed bytes as a stream; only a regular file, never
     through a link (a FIFO or a link planted in a capture directory is an
     OSError, not a hang or a read of another file)."""
-    return open_read_hashed(path)[0]
+    return _decompressed(path, os.fdopen(open_regular(path), "rb"))
 
 
 def open_read_hashed(path: str) -> tuple[BinaryIO, HashingReader]:
     """open_read, and the reader that hashes the file's bytes on the way."""
     hashed = HashingReader(os.fdopen(open_regular(path), "rb"))
-    raw: Any = io.BufferedReader(hashed, _CHUNK)
+    return _decompressed(path, io.BufferedReader(hashed, _CHUNK)), hashed
+
+
+def _decompressed(path: str, raw: Any) -> BinaryIO:
     kind = compression_of(path)
     if kind == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), hashed  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[no-any-return]
     if kind == "gzip":
-        return _OwningGzip(raw), hashed  # type: ignore[return-value]
-    return raw, hashed
+        return _OwningGzip(raw)  # type: ignore[return-value]
+    return raw  # type: ignore[no-any-return]
 
 
 def compress_file(src: str, dst: str, kind: str, level: int, mode: int) -> tuple[int, str]:

@@ -16,6 +16,9 @@ from typing import Any
 
 import orjson
 
+from bpfwatch.errors import UsageError
+from bpfwatch.textfile import read_small
+
 NAME = "index.json"
 FORMAT = "bpfwatch-capture"
 VERSION = 1
@@ -65,24 +68,13 @@ class Manifest:
         or a field of the wrong type. Segment names must be plain names of
         this directory (never `../x` or `/etc/passwd`); a name listed twice
         counts once."""
-        try:
-            fd = os.open(os.path.join(directory, NAME), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
+        path = os.path.join(directory, NAME)
+        if not os.path.lexists(path):
             return None, None
-        except OSError as e:
-            return None, f"cannot open it: {e.strerror}"
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return None, "not a regular file"
-            if st.st_size > MAX_MANIFEST_BYTES:
-                return None, f"larger than {MAX_MANIFEST_BYTES >> 20} MiB"
-            with os.fdopen(os.dup(fd), "rb") as f:
-                raw = f.read(MAX_MANIFEST_BYTES + 1)
-        except OSError as e:
-            return None, f"cannot read it: {e.strerror}"
-        finally:
-            os.close(fd)
+            raw = read_small(path, "manifest", MAX_MANIFEST_BYTES, follow=False)
+        except UsageError as e:
+            return None, str(e)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:

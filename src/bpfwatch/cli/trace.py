@@ -150,13 +150,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         status = 130
         if not to_file:
-            blocking_again()
             discard_stdout()
     except OSError as e:
         if to_file or e.errno not in (errno.EPIPE, errno.EAGAIN):
             raise BpfwatchError(f"cannot write {args.output if to_file else 'to stdout'}: {e.strerror}; "
                                 f"stopped after {sink.count} events") from None
-        blocking_again()
         discard_stdout()  # the reader went away (`| head`), or stopped reading after our stop
     finally:
         monitor.close()
@@ -165,7 +163,6 @@ def run(args: argparse.Namespace) -> int:
             if to_file:
                 sink.stream.close()
         except BlockingIOError:  # the reader stopped reading: what is left is dropped
-            blocking_again()
             discard_stdout()
         except OSError:
             pass  # said above; the events written so far are in place

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -197,8 +198,13 @@ def open_output(path: str | None) -> BinaryIO:
 def discard_stdout() -> None:
     """Points stdout at /dev/null: its reader is gone or stopped reading, and
     what is still buffered for it must not block or fail the exit."""
+    fd = sys.stdout.fileno()
+    # blocking again first: the description may be shared (a pipeline's other
+    # members keep it), and only ours may have made it non-blocking
+    with contextlib.suppress(OSError):
+        os.set_blocking(fd, True)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, fd)
     finally:
         os.close(devnull)

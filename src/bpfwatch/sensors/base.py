@@ -158,7 +158,6 @@ class Sensor:
         self.options = options or SensorOptions()
         self.scope = scope or Scope()
         self.scope.validate()
-        check_ring_size(self.options.ring_size)
         self.obj: L.BpfObject | None = None
         self.ring: RingBuffer | None = None
         self.events = 0

@@ -103,7 +103,10 @@ def error_name(ret: int) -> str | None:
 
 
 def join_path(directory: str | None, path: str) -> str:
-    """An absolute, normalised path from a dir and a path relative to it."""
+    """An absolute, normalised path from a dir and a path relative to it.
+    An empty path names nothing (the call fails with ENOENT): it stays ""."""
+    if not path:
+        return ""
     full = posixpath.join(directory, path) if directory and not path.startswith("/") else path
     full = posixpath.normpath(full)
     return "/" + full.lstrip("/") if full.startswith("//") else full
@@ -249,8 +252,8 @@ class FileSensor(Sensor):
             path, target = self._paths.get(r["pid"], {}).get(r["file"]), None
         else:
             path = p1 if r["rflags"] & PATH1_RESOLVED or p1 is None else join_path(d1, p1)
-            if p1 == "" and (kind == "file.open" or not r["flags"] & AT_EMPTY_PATH):
-                path = ""  # names nothing (ENOENT), not the directory it would be relative to
+            if p1 == "" and kind != "file.open" and r["flags"] & AT_EMPTY_PATH:
+                path = d1  # AT_EMPTY_PATH: the call acts on dirfd itself (0x1000 is O_DSYNC to open)
             target = None
         if not self.path_wanted(path):
             return None

@@ -21,6 +21,7 @@ from bpfwatch.events.model import common_fields
 from bpfwatch.ringbuf import Run
 from bpfwatch.security.rules import RULES, RuleSet, collapse_prefixes, default_rules
 from bpfwatch.sensors.base import Request, Scope, Sensor, SensorOptions
+from bpfwatch.sensors.file import PREFIXES, FileOptions, FileSensor
 from bpfwatch.syscalls import name_of, table
 
 NR_MAX = 512  # BW_SEC_NR_MAX
@@ -120,8 +121,6 @@ class SecuritySensor(Sensor):
         """File rules need the file sensor: write operations on the rules'
         paths, filtered in the kernel, merged with what the caller asked of it
         (whose own filters the Python side still applies)."""
-        from bpfwatch.sensors.file import PREFIXES, FileOptions, FileSensor
-
         sopts = plans[cls]
         rs = sopts.rules
         if not sopts.types & {r.event_type for r in rs.file_rules()}:
