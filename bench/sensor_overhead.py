@@ -1,6 +1,6 @@
 """Overhead of the file and network sensors on heavy workloads (wall time
 against untraced, alternating runs), side by side with bpftrace doing the
-equivalent; and events/s sustained with every sensor on."""
+equivalent (events/s sustained: bench/sustained.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import floor
 from common import BPFWATCH, bpftrace, ensure_tracefs, median, save
 
 # tmpfs: the untar is then bound by CPU (what tracing costs), not by the disk
@@ -94,6 +95,9 @@ def _wait_loaded(proc: subprocess.Popen, marker: str) -> None:
 
 
 def traced(kind: str, types: str, fn, *args) -> float:
+    if kind == "floor":  # empty programs where the file sensor hooks: what any syscall tracer pays here
+        with floor.attached("enter,exit"):
+            return fn(*args)
     out = tempfile.NamedTemporaryFile(dir=WORK, suffix=".out", delete=False)  # noqa: SIM115
     if kind == "bpfwatch":
         proc = subprocess.Popen([*BPFWATCH, "trace", "-t", types, "--format", "json", "-o", out.name],
@@ -113,60 +117,19 @@ def traced(kind: str, types: str, fn, *args) -> float:
 
 
 def compare(name: str, types: str, fn, *args, runs: int) -> dict[str, object]:
-    peers = ["untraced", "bpfwatch"] + (["bpftrace"] if bpftrace() and ensure_tracefs() else [])
+    peers = ["untraced", "bpfwatch"] + (["floor"] if types.startswith("file") else []) \
+        + (["bpftrace"] if bpftrace() and ensure_tracefs() else [])
     times: dict[str, list[float]] = {p: [] for p in peers}
     for _ in range(runs):
         for p in peers:  # alternating
             times[p].append(fn(*args) if p == "untraced" else traced(p, types, fn, *args))
     base = median(times["untraced"])
-    return {"workload": name, "runs": runs, "median_s": {p: round(median(v), 3) for p, v in times.items()},
-            "slowdown": {p: round(median(v) / base, 3) for p, v in times.items() if p != "untraced"}}
-
-
-PACED = """
-import os, sys, time
-path, rate, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-tick, per_tick = 0.01, max(1, rate // 100)
-end = time.monotonic() + seconds
-nxt = time.monotonic()
-while time.monotonic() < end:
-    for _ in range(per_tick):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, b"x")
-        os.close(fd)
-    nxt += tick
-    d = nxt - time.monotonic()
-    if d > 0:
-        time.sleep(d)
-"""
-
-
-def _all_sensors_at(rate: int, seconds: float) -> dict[str, object]:
-    """Every sensor on (`trace` with no type: all of them, JSON to a file);
-    a paced load of `rate` open+write+close per second: 2 events each."""
-    out = Path(tempfile.mkdtemp(dir=WORK)) / "all.jsonl"
-    target = Path(tempfile.mkdtemp(dir=WORK)) / "f"
-    proc = subprocess.Popen([*BPFWATCH, "trace", "--format", "json", "-o", str(out)], stderr=subprocess.PIPE,
-                            text=True)
-    _wait_loaded(proc, "bw_dns")
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", PACED, str(target), str(rate), str(seconds)], check=True)
-    elapsed = time.perf_counter() - t
-    time.sleep(1.0)
-    proc.terminate()
-    _, err = proc.communicate()
-    words = (err.strip().splitlines() or [""])[-1].replace(",", "").split()
-    events, lost = (int(words[1]), int(words[3])) if len(words) >= 4 else (0, -1)
-    shutil.rmtree(out.parent)
-    shutil.rmtree(target.parent)
-    return {"offered_ops_per_s": rate, "events": events, "lost": lost, "events_per_s": round(events / elapsed)}
-
-
-def sustained_all_sensors(seconds: float = 4.0) -> dict[str, object]:
-    """The highest paced rate with no event lost, and what happens above it."""
-    levels = [_all_sensors_at(rate, seconds) for rate in (10_000, 25_000, 50_000, 75_000, 100_000)]
-    clean = [x for x in levels if x["lost"] == 0]
-    return {"levels": levels, "max_events_per_s_without_loss": max((x["events_per_s"] for x in clean), default=0)}
+    out: dict[str, object] = {
+        "workload": name, "runs": runs, "median_s": {p: round(median(v), 3) for p, v in times.items()},
+        "slowdown": {p: round(median(v) / base, 3) for p, v in times.items() if p != "untraced"}}
+    if "floor" in times:
+        out["bpfwatch_over_floor"] = round(median(times["bpfwatch"]) / median(times["floor"]), 3)
+    return out
 
 
 def main() -> None:
@@ -179,7 +142,6 @@ def main() -> None:
             "file_untar": {"files": FILES, **compare("untar", "file.*", untar, tar, runs=runs)},
             "network_short_connections": {"connections": CONNS,
                                           **compare("connections", "network.*", connections, port, runs=runs)},
-            "all_sensors_sustained": sustained_all_sensors(),
             "targets": {"slowdown": 1.10},
         }
     finally:

@@ -67,24 +67,15 @@ def run_startup(runs: int) -> dict[str, object]:
 
 def load_costs(runs: int) -> dict[str, object]:
     """Per sensor object: median time to load and attach it (verifier included)
-    and the instructions the verifier walked for each of its programs."""
-    import bpfwatch
-    from bpfwatch import libbpf as L
+    and the instructions the verifier walked for each of its programs (the
+    same measure as `doctor --json`)."""
+    from bpfwatch.doctor.sensors import SENSOR_TYPES, load_sensor
 
     out: dict[str, object] = {}
-    for name, types in (("process", ["process.exec"]), ("file", ["file.*"]), ("network", ["network.*"]),
-                        ("dns", ["dns.*"]), ("security", ["security.*"])):
-        times, insns = [], {}
-        for _ in range(runs):
-            m = bpfwatch.Monitor(types=types)
-            t0 = time.perf_counter()
-            m.start()
-            times.append(time.perf_counter() - t0)
-            for s in m.sensors:
-                if s.name == name and s.obj is not None:
-                    insns = {p.name: L.prog_info(p.fd).get("verified_insns") for p in s.obj.programs() if p.fd >= 0}
-            m.close()
-        out[name] = {"start_median_s": round(median(times), 3), "verified_insns": insns}
+    for name in SENSOR_TYPES:
+        loads = [load_sensor(name) for _ in range(runs)]
+        out[name] = {"start_median_s": round(median([x.start_s for x in loads]), 3),
+                     "verified_insns": loads[-1].verified_insns}
     return out
 
 

@@ -87,8 +87,8 @@ def _uids(key: str, values: Iterable[Any]) -> set[int]:
             continue
         try:
             out.add(pwd.getpwnam(str(v)).pw_uid)
-        except KeyError:
-            raise UsageError(f"filter {key}: no user named '{v}'") from None
+        except (KeyError, ValueError):  # ValueError: a NUL in the name
+            raise UsageError(f"filter {key}: no user named {str(v)!r}") from None
     return out
 
 

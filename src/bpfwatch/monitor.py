@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
-import operator
 import os
 import time
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from bpfwatch.events.model import exec_from_proc
 from bpfwatch.events.types import expand_types
 from bpfwatch.filters import Filter
 from bpfwatch.pipeline.enrich import Enricher
+from bpfwatch.pipeline.reorder import ReorderWindow
 from bpfwatch.process_cache import ProcessCache, ProcInfo
 from bpfwatch.ringbuf import Poller, RingBuffer
 from bpfwatch.security.rules import RuleSet
@@ -41,7 +40,6 @@ from bpfwatch.wakeup import Wakeup
 Event = dict[str, Any]
 
 
-_ts = operator.itemgetter("ts")
 
 
 def _listify(value: Any) -> list[Any]:
@@ -166,10 +164,7 @@ class Monitor:
         self._pending: list[Event] = []
         # reorder window: records from different CPUs reach the ring slightly
         # out of time order; events wait up to max_delay and leave sorted
-        self._held: list[Event] = []
-        self._window_ns = int(max_delay * 1e9)
-        self._released_ts = 0
-        self.late_events = 0  # arrived after a later event had left the window
+        self._window = ReorderWindow(int(max_delay * 1e9))
         self.events_seen = 0
         self._lost_cache: dict[str, int] = {}
         self._lost_read_at = 0.0
@@ -331,12 +326,19 @@ class Monitor:
         wait = self.max_delay if timeout is None else timeout
         if self._deadline is not None:
             wait = max(0.0, min(wait, self._deadline - time.monotonic()))
-        if self._held:  # wake when the oldest held event is due
-            due = (self._held[0]["ts"] + self._window_ns - time.clock_gettime_ns(time.CLOCK_BOOTTIME)) / 1e9
-            wait = max(0.0, min(wait, due))
+        oldest = self._window.oldest_ts()
+        if oldest is not None:
+            # wake when the oldest held event is due, plus a slice of the window, so
+            # a steady stream leaves in a few batches a window, not in one poll per
+            # wake-up (fewer polls: less CPU; events wait up to 1.25x max_delay)
+            window = self._window.window_ns
+            due = (oldest + window - time.clock_gettime_ns(time.CLOCK_BOOTTIME)) / 1e9
+            wait = 0.0 if due <= 0 else min(wait, due + window / 4e9)
+        ring = self._ring
+        if ring is not None and ring.pending_bytes() >= self.batch_bytes:
+            wait = 0.0  # a backlog from the last drain: no wake-up will come for it
         ready = self._poller.wait(wait)
         raw: list[Event] = []
-        ring = self._ring
         if ring is not None and (ready or ring.pending_bytes()):
             decoders, hdr = self._decoders, self.sensors[0].hdr_dtype
             # once stopped, everything left is read: the caller's last poll
@@ -360,23 +362,13 @@ class Monitor:
     def _in_order(self, raw: list[Event], flush: bool) -> list[Event]:
         """The held events whose window has passed (all of them with flush),
         in timestamp order; raw joins the held ones."""
-        held = self._held
-        if raw:
-            held.extend(raw)
-        if not held:
-            return []
-        held.sort(key=_ts)  # timsort: a few sorted runs cost little more than a pass
-        if raw:
-            # what is still held is newer than what left; anything older just came, late
-            self.late_events += bisect.bisect_left(held, self._released_ts, key=_ts)
-        if flush:
-            out, self._held = held, []
-        else:
-            cut = bisect.bisect_right(held, time.clock_gettime_ns(time.CLOCK_BOOTTIME) - self._window_ns, key=_ts)
-            out, self._held = held[:cut], held[cut:]
-        if out:
-            self._released_ts = max(self._released_ts, out[-1]["ts"])
-        return out
+        self._window.add(raw)
+        return self._window.release(None if flush else time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+
+    @property
+    def late_events(self) -> int:
+        """Events that arrived after a later event had left the window."""
+        return self._window.late
 
     def __iter__(self) -> Iterator[Event]:
         if not self.sensors:

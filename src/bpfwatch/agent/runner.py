@@ -31,6 +31,7 @@ from bpfwatch.events.clock import BootClock
 from bpfwatch.events.types import expand_types
 from bpfwatch.filters import Filter
 from bpfwatch.monitor import Monitor
+from bpfwatch.pipeline.gc_tuning import tune_for_streaming
 from bpfwatch.pipeline.sink import JsonLinesSink, TableSink
 from bpfwatch.security.rules import load_rules
 
@@ -232,6 +233,7 @@ class Agent:
             self._install_signals()  # a SIGTERM while programs load still stops cleanly
             self.source = self.start_source(cfg, cfg.sensors.process.snapshot)
             self.start_metrics(cfg)
+            tune_for_streaming()
             self.log.info("agent running (%s mode)", self.source.mode)
             self._loop()
         finally:

@@ -78,6 +78,19 @@ static __always_inline void bw_output(void *data, __u64 size)
 		bw_count_lost();
 }
 
+/* Variable-size records are padded to a multiple of BW_SIZE_CLASS bytes when
+ * the buffer holds it: records of similar length then have equal sizes, and
+ * the consumer decodes a run of equal-size records as columns at once instead
+ * of one by one (consumers read the lengths inside a record, never its size). */
+#define BW_SIZE_CLASS 64
+
+static __always_inline void bw_output_var(void *data, __u64 size, __u64 cap)
+{
+	__u64 padded = (size + BW_SIZE_CLASS - 1) & ~(__u64)(BW_SIZE_CLASS - 1);
+
+	bw_output(data, padded <= cap ? padded : size);
+}
+
 static __always_inline void bw_fill_hdr(struct bw_hdr *h, __u32 type, struct task_struct *task)
 {
 	h->ts_boot_ns = bpf_ktime_get_boot_ns();

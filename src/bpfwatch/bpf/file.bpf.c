@@ -274,7 +274,7 @@ static __always_inline void count_io(struct task_struct *task, __u32 tgid, long 
 			pe->path_pad = 0;
 			__u64 total = sizeof(*pe) + (off & (2 * BW_FILE_DATA - 1));
 			if (total <= sizeof(*b))
-				bw_output(pe, total);
+				bw_output_var(pe, total, sizeof(*b));
 		}
 		st = bpf_map_lookup_elem(&bw_fileio, &key);
 		if (!st)
@@ -407,7 +407,7 @@ int BPF_PROG(bw_file_exit, struct pt_regs *regs, long ret)
 		__builtin_memcpy(fresh.comm, e->comm, sizeof(fresh.comm));
 		fileio_insert(&key, &fresh);
 	}
-	bw_output(e, total);
+	bw_output_var(e, total, sizeof(*b));
 	return 0;
 }
 

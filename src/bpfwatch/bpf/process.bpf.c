@@ -141,7 +141,7 @@ int BPF_PROG(bw_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	__u64 total = sizeof(*e) + off + n;
 	if (total > sizeof(*b))
 		return 0;
-	bw_output(e, total);
+	bw_output_var(e, total, sizeof(*b));
 	return 0;
 }
 
@@ -408,6 +408,6 @@ int BPF_PROG(bw_proc_exec_fail, struct pt_regs *regs, long ret)
 	__u64 total = sizeof(*e) + off + e->args_len;
 	if (total > sizeof(*b))
 		return 0;
-	bw_output(e, total);
+	bw_output_var(e, total, sizeof(*b));
 	return 0;
 }

@@ -28,8 +28,6 @@ from collections import deque
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from bpfwatch.capture import codec
 from bpfwatch.capture.manifest import (
     NAME,
@@ -45,12 +43,11 @@ from bpfwatch.capture.manifest import (
     stem_of,
 )
 from bpfwatch.errors import BpfwatchError
-from bpfwatch.events.text import dumps
+from bpfwatch.events.text import dumps_lines
 
 if TYPE_CHECKING:
     from bpfwatch.agent.config import CaptureConfig
 
-_DUMP_OPTS = orjson.OPT_APPEND_NEWLINE
 WRITE_CHUNK = 256 << 10
 _TS = re.compile(rb'^\{"ts":(\d+)', re.M)
 log = logging.getLogger("bpfwatch.agent")
@@ -125,13 +122,7 @@ class CaptureWriter:
     def write(self, events: list[dict[str, Any]]) -> None:
         if not events:
             return
-        # one buffer and line ends, not a list of lines: each bytes object orjson
-        # returns carries ~4 KiB of allocation, and holding thousands of them
-        # fragments the heap until RSS creeps up for good
-        buf, ends = bytearray(), []
-        for e in events:
-            buf += dumps(e, option=_DUMP_OPTS)
-            ends.append(len(buf))
+        buf, ends = dumps_lines(events)
         stamps = [e["ts"] for e in events]
         if self._held:
             # writes are failing: queue behind what is held, and try the disk

@@ -15,6 +15,9 @@ def add_parser(sub: Any) -> None:
                                    "Exit status 0 when bpfwatch can run, 1 otherwise.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-probe", action="store_true", help="skip loading probe programs")
+    p.add_argument("--sensors", action="store_true",
+                   help="load every sensor for real: whether it loads here, its load time and verified "
+                        "instructions (always on with --json)")
     p.set_defaults(func=run)
 
 
@@ -24,7 +27,7 @@ _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "info": "dim"}
 def run(args: argparse.Namespace) -> int:
     from bpfwatch.doctor.report import can_run, run_checks
 
-    checks = run_checks(probe_features=not args.no_probe)
+    checks = run_checks(probe_features=not args.no_probe, sensors=args.sensors or args.json)
     ok = can_run(checks)
     if args.json:
         doc = {"can_run": ok, "checks": [c.as_dict() for c in checks]}

@@ -16,6 +16,7 @@ from bpfwatch.errors import BpfwatchError
 from bpfwatch.events.types import EVENT_TYPES
 from bpfwatch.filters import parse_assignments
 from bpfwatch.monitor import Monitor
+from bpfwatch.pipeline.gc_tuning import tune_for_streaming
 from bpfwatch.pipeline.sink import JsonLinesSink, TableSink, discard_stdout, open_file, open_output
 from bpfwatch.security.rules import load_rules
 from bpfwatch.sensors.base import DEFAULT_RING_SIZE
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_with_parent:
         exit_with_parent(monitor)
     monitor.start()
+    tune_for_streaming()
     sys.stderr.write(f"bpfwatch: ready, tracing {', '.join(sorted(s.name for s in monitor.sensors))}\n")
     sys.stderr.flush()
     status = 0

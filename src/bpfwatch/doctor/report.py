@@ -156,7 +156,23 @@ def _tracepoints() -> list[Check]:
     return out
 
 
-def run_checks(probe_features: bool = True) -> list[Check]:
+def _sensor_loads() -> list[Check]:
+    from bpfwatch.doctor.sensors import load_all
+
+    out = []
+    for s in load_all():
+        if s.ok:
+            prog, insns = s.largest
+            out.append(Check(f"sensor {s.name}", "ok",
+                             f"loads and attaches in {s.start_s:.3f} s; largest program {prog}: "
+                             f"{insns:,} instructions verified"))
+        else:
+            out.append(Check(f"sensor {s.name}", "fail" if s.name == "process" else "warn", s.error,
+                             "see docs/troubleshooting.md", s.name == "process"))
+    return out
+
+
+def run_checks(probe_features: bool = True, sensors: bool = False) -> list[Check]:
     checks = [_kernel(), _btf(), _libbpf(), _objects(), *_caps(), *_mounts(), *_sysctls(), *_config()]
     lib_ok = checks[2].status == "ok" and checks[3].status == "ok"
     can_load = not caps.missing_for_tracing()
@@ -168,6 +184,8 @@ def run_checks(probe_features: bool = True) -> list[Check]:
             checks.append(Check(f"program {f.name}" if f.name != "ringbuf" else "map ringbuf",
                                 "ok" if f.ok else ("fail" if essential else "warn"),
                                 f.detail, f.remedy, essential))
+        if sensors:
+            checks += _sensor_loads()
     elif probe_features:
         checks.append(Check("program types", "fail", "not probed: libbpf, the BPF objects or privileges are missing",
                             "fix the failures above", True))

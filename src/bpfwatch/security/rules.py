@@ -78,7 +78,7 @@ class Exception_:
 def _uid_of(user: str) -> int | None:
     try:
         return pwd.getpwnam(user).pw_uid
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a NUL in the name
         return None
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from bpfwatch import libbpf as L
 from bpfwatch.bpf import object_path
-from bpfwatch.btf_dtype import field_names, record_dict, record_struct, struct_dtype
+from bpfwatch.btf_dtype import field_names, record_struct, record_tuple, strided_struct, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.ringbuf import RingBuffer, Run
 
@@ -75,17 +75,29 @@ def dispatch(run: Run, decoders: dict[int, Decoder], hdr_dtype: np.dtype, out: l
         if fn is not None:
             fn(run, None, out)
         return
-    types = run.view(hdr_dtype)["type"]
-    first = int(types[0])
-    if bool((types == first).all()):
-        fn = decoders.get(first)
-        if fn is not None:
-            fn(run, None, out)
-        return
-    for t in np.unique(types).tolist():
+    type_off = hdr_dtype.fields["type"][1]
+    if run.count <= 32:  # numpy's per-call cost outweighs a short loop
+        unpack, buf, base, stride = _U32.unpack_from, run.buf, run.offset + type_off, run.stride
+        kinds = [unpack(buf, base + i * stride)[0] for i in range(run.count)]
+        first = kinds[0]
+        groups: dict[int, list[int] | None]
+        if kinds.count(first) == len(kinds):
+            groups = {first: None}
+        else:
+            groups = {}
+            for i, t in enumerate(kinds):
+                groups.setdefault(t, []).append(i)
+    else:
+        types = run.view(hdr_dtype)["type"]
+        first = int(types[0])
+        if bool((types == first).all()):
+            groups = {first: None}
+        else:
+            groups = {t: np.flatnonzero(types == t).tolist() for t in np.unique(types).tolist()}
+    for t, idx in groups.items():
         fn = decoders.get(t)
         if fn is not None:
-            fn(run, np.flatnonzero(types == t).tolist(), out)
+            fn(run, idx, out)
 
 
 MAX_RING_SIZE = 1 << 30  # the kernel's limit for a BPF ring buffer is lower than this in practice
@@ -283,15 +295,44 @@ class Sensor:
         return [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
 
     @staticmethod
+    def rows(run: Run, dtype: np.dtype, idx: list[int] | None) -> list[Any]:
+        """The fixed parts of a run's records (laid out as dtype) as named
+        tuples: one iter_unpack over a copy of the run for many, an unpack
+        each for a few. Byte arrays come as bytes."""
+        size, length, count, stride = dtype.itemsize, run.length, run.count, run.stride
+        if length < size:
+            return []
+        make = record_tuple(dtype)._make
+        if count == 1 or (idx is not None and len(idx) <= 16):
+            st, buf, base = record_struct(dtype), run.buf, run.offset
+            return [make(st.unpack_from(buf, base + i * stride)) for i in (range(count) if idx is None else idx)]
+        used = (count - 1) * stride + length  # the last record may end the mapping
+        block = run.buf[run.offset: run.offset + used].tobytes() + bytes(count * stride - used)
+        rows = list(map(make, strided_struct(dtype, stride).iter_unpack(block)))
+        return rows if idx is None else [rows[i] for i in idx]
+
+    @staticmethod
+    def variable_rows(run: Run, idx: list[int] | None, dtype: np.dtype) -> Iterator[tuple[Any, bytes]]:
+        """(fixed part as a named tuple, the bytes after it) of each
+        variable-size record; records shorter than the fixed part are skipped.
+        The kernel pads such records to size classes, so runs of equal size are
+        common: their fixed parts are unpacked at once, their tails cut from one copy."""
+        size, length = dtype.itemsize, run.length
+        if length < size:
+            return iter(())
+        rows = Sensor.rows(run, dtype, idx)
+        if run.count == 1:
+            return zip(rows, (bytes(run.record(0)[size:]),), strict=True)
+        stride = run.stride
+        blob = run.buf[run.offset: run.offset + (run.count - 1) * stride + length].tobytes()
+        starts = [i * stride for i in (range(run.count) if idx is None else idx)]
+        return zip(rows, [blob[o + size: o + length] for o in starts], strict=True)
+
+    @staticmethod
     def variable_records(run: Run, idx: list[int] | None, dtype: np.dtype
                          ) -> Iterator[tuple[dict[str, Any], bytes]]:
-        """(fixed part as a dict, the bytes after it) of each variable-size
-        record; records shorter than the fixed part are skipped."""
-        size = dtype.itemsize
-        for i in range(run.count) if idx is None else idx:
-            rec = run.record(i)
-            if len(rec) >= size:
-                yield record_dict(dtype, rec), bytes(rec[size:])
+        """variable_rows with the fixed part as a dict."""
+        return ((r._asdict(), tail) for r, tail in Sensor.variable_rows(run, idx, dtype))
 
     def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
         """Periodic work between drains (e.g. ending idle flows); `force` at the end."""

@@ -78,19 +78,17 @@ class DnsSensor(Sensor):
         self.decoders = {enum_values(btf, "bw_event_type")["BW_EV_DNS"]: self._decode}
 
     def _decode(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r, tail in self.variable_records(run, idx, self.dtype):
-            payload = tail[:r["captured"]]
-            if r["proto"] == socket.IPPROTO_TCP:
-                messages = self._stream(r).feed(payload, r["len"])
-            else:
-                messages = [(payload, r["len"])]
+        for r, tail in self.variable_rows(run, idx, self.dtype):
+            payload = tail[:r.captured]
+            tcp = r.proto == socket.IPPROTO_TCP
+            messages = self._stream(r).feed(payload, r.len) if tcp else [(payload, r.len)]
             for msg, length in messages:
                 ev = self._event(r, msg, length)
                 if ev is not None:
                     out.append(ev)
 
-    def _stream(self, r: dict[str, Any]) -> TcpStream:
-        key = (r["sk"], r["direction"])
+    def _stream(self, r: Any) -> TcpStream:
+        key = (r.sk, r.direction)
         st = self._streams.get(key)
         if st is None:
             st = self._streams[key] = TcpStream()
@@ -100,9 +98,9 @@ class DnsSensor(Sensor):
             self._streams.move_to_end(key)
         return st
 
-    def _event(self, r: dict[str, Any], payload: bytes, length: int) -> dict[str, Any] | None:
-        sent = r["direction"] == SENT
-        server = r["role"] == SERVER
+    def _event(self, r: Any, payload: bytes, length: int) -> dict[str, Any] | None:
+        sent = r.direction == SENT
+        server = r.role == SERVER
         addrs = tuple_fields(r)
         base = {
             "protocol": addrs["protocol"], "family": addrs["family"],
@@ -122,9 +120,9 @@ class DnsSensor(Sensor):
                     "length": length, "captured": len(payload), "reason": str(e)}
         name, qtype = msg.questions[0] if msg.questions else (None, None)
         peer = "client" if server else "server"
-        key = (r["pid"], base["role"], base[f"{peer}_addr"], base[f"{peer}_port"], base["local_port"], msg.id, name)
+        key = (r.pid, base["role"], base[f"{peer}_addr"], base[f"{peer}_port"], base["local_port"], msg.id, name)
         if not msg.response:
-            self._remember(key, r["ts_boot_ns"])
+            self._remember(key, r.ts_boot_ns)
             if "dns.query" not in self.dopts.types:
                 return None
             return {**self._common("dns.query", r), **base, "id": msg.id, "name": name, "qtype": qtype,
@@ -138,7 +136,7 @@ class DnsSensor(Sensor):
             "answers": [a.as_dict() for a in msg.answers],
             "addresses": [a.data for a in msg.answers if a.type in ("A", "AAAA")],
             "cname_chain": [a.data for a in msg.answers if a.type == "CNAME"],
-            "latency_ns": r["ts_boot_ns"] - asked if asked is not None else None,
+            "latency_ns": r.ts_boot_ns - asked if asked is not None else None,
         }
 
     def _remember(self, key: tuple[Any, ...], ts: int) -> None:
@@ -149,9 +147,9 @@ class DnsSensor(Sensor):
             self._pending.popitem(last=False)
 
     @staticmethod
-    def _common(kind: str, r: dict[str, Any]) -> dict[str, Any]:
-        return common_fields(kind, r["ts_boot_ns"], r["pid"], r["tid"], 0, r["uid"], cstr(r["comm"]), None,
-                             r["cgroup_id"], None)
+    def _common(kind: str, r: Any) -> dict[str, Any]:
+        return common_fields(kind, r.ts_boot_ns, r.pid, r.tid, 0, r.uid, cstr(r.comm), None,
+                             r.cgroup_id, None)
 
 
 class TcpStream:

@@ -86,7 +86,19 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 _O_SYNC = getattr(os, "O_SYNC", 0)
 
 
+_FLAG_NAMES: dict[int, tuple[str, ...]] = {}  # few distinct flag sets: decode each once
+
+
 def open_flag_names(flags: int) -> list[str]:
+    names = _FLAG_NAMES.get(flags)
+    if names is None:
+        if len(_FLAG_NAMES) >= 1024:
+            _FLAG_NAMES.clear()
+        names = _FLAG_NAMES[flags] = tuple(_open_flag_names(flags))
+    return list(names)
+
+
+def _open_flag_names(flags: int) -> list[str]:
     names = [("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")[flags & 3]]
     if _O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE:
         names.append("O_TMPFILE")
@@ -209,77 +221,88 @@ class FileSensor(Sensor):
     # -- decoding ---------------------------------------------------------------
 
     def _decode_path(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r, data in self.variable_records(run, idx, self.path_dtype):
-            self._remember(r["tgid"], r["file"], text(data[: r["path_len"]].rstrip(b"\0")))
+        for r, data in self.variable_rows(run, idx, self.path_dtype):
+            self._remember(r.tgid, r.file, text(data[: r.path_len].rstrip(b"\0")))
 
     def _decode_io(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r in self.records(run, self.io_dtype, idx):
-            files = self._paths.get(r["tgid"])
-            path = files.pop(r["file"], None) if files else None
+        for r in self.rows(run, self.io_dtype, idx):
+            files = self._paths.get(r.tgid)
+            path = files.pop(r.file, None) if files else None
             if not self.path_wanted(path):
                 continue
             out.append({
-                **common_fields("file.io", r["ts_boot_ns"], r["tgid"], r["tid"], 0, r["uid"],
-                                cstr(r["comm"]), None, 0, None),
-                "path": path, "reads": r["reads"], "writes": r["writes"], "read_bytes": r["read_bytes"],
-                "write_bytes": r["write_bytes"], "duration_ns": max(r["last_ns"] - r["first_ns"], 0),
-                "closed": bool(r["closed"]),
+                **common_fields("file.io", r.ts_boot_ns, r.tgid, r.tid, 0, r.uid,
+                                cstr(r.comm), None, 0, None),
+                "path": path, "reads": r.reads, "writes": r.writes, "read_bytes": r.read_bytes,
+                "write_bytes": r.write_bytes, "duration_ns": max(r.last_ns - r.first_ns, 0),
+                "closed": bool(r.closed),
             })
 
     def _decode_op(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r, data in self.variable_records(run, idx, self.op_dtype):
+        for r, data in self.variable_rows(run, idx, self.op_dtype):
             ev = self._op_event(r, data)
             if ev is not None:
                 out.append(ev)
 
-    def _op_event(self, r: dict[str, Any], data: bytes) -> dict[str, Any] | None:
-        parts = []
-        o = 0
-        for n in (r["path1_len"], r["dir1_len"], r["path2_len"], r["dir2_len"]):
-            parts.append(text(data[o: o + n].rstrip(b"\0")) if n else None)
+    def _op_event(self, r: Any, data: bytes) -> dict[str, Any] | None:
+        p1 = d1 = p2 = d2 = None
+        n = r.path1_len
+        if n:
+            p1 = text(data[:n].rstrip(b"\0"))
+        o = n
+        n = r.dir1_len
+        if n:
+            d1 = text(data[o: o + n].rstrip(b"\0"))
+        o += n
+        n = r.path2_len
+        if n:
+            p2 = text(data[o: o + n].rstrip(b"\0"))
             o += n
-        p1, d1, p2, d2 = parts
-        kind = self._kind_names.get(r["kind"])
-        sysname = syscalls.name_of(r["nr"])
-        if kind == "file.unlink" and sysname == "unlinkat" and r["flags"] & AT_REMOVEDIR:
+            n = r.dir2_len
+            if n:
+                d2 = text(data[o: o + n].rstrip(b"\0"))
+        kind = self._kind_names.get(r.kind)
+        sysname = syscalls.name_of(r.nr)
+        if kind == "file.unlink" and sysname == "unlinkat" and r.flags & AT_REMOVEDIR:
             kind = "file.rmdir"
         if kind is None:
             return None
-        ret = r["ret"]
+        ret = r.ret
+        rflags = r.rflags
+        target = None
         if kind == "file.symlink":
             path, target = (join_path(d2, p2) if p2 is not None else None), p1
-        elif r["rflags"] & PATH1_BY_KEY:
-            path, target = self._paths.get(r["pid"], {}).get(r["file"]), None
+        elif rflags & PATH1_BY_KEY:
+            path = self._paths.get(r.pid, {}).get(r.file)
         else:
-            path = p1 if r["rflags"] & PATH1_RESOLVED or p1 is None else join_path(d1, p1)
-            if p1 == "" and kind != "file.open" and r["flags"] & AT_EMPTY_PATH:
+            path = p1 if rflags & PATH1_RESOLVED or p1 is None else join_path(d1, p1)
+            if p1 == "" and kind != "file.open" and r.flags & AT_EMPTY_PATH:
                 path = d1  # AT_EMPTY_PATH: the call acts on dirfd itself (0x1000 is O_DSYNC to open)
-            target = None
         if not self.path_wanted(path):
             return None
-        if r["file"] and kind == "file.open":
-            self._remember(r["pid"], r["file"], path)  # later file.io and f* calls on it need it
+        if r.file and kind == "file.open":
+            self._remember(r.pid, r.file, path)  # later file.io and f* calls on it need it
         ev = {
-            **common_fields(kind, r["ts_boot_ns"], r["pid"], r["tid"], 0, r["uid"],
-                            cstr(r["comm"]), None, r["cgroup_id"], None),
+            **common_fields(kind, r.ts_boot_ns, r.pid, r.tid, 0, r.uid,
+                            cstr(r.comm), None, r.cgroup_id, None),
             "path": path, "syscall": sysname, "ret": ret, "error": error_name(ret),
         }
-        if r["rflags"] & (PATH1_TRUNC | PATH2_TRUNC):
+        if rflags & (PATH1_TRUNC | PATH2_TRUNC):
             ev["path_truncated"] = True
         if kind == "file.open":
-            flags = r["flags"]
+            flags = r.flags
             ev["flags"] = open_flag_names(flags)
             # O_TMPFILE includes O_DIRECTORY's bit: all of its bits, not any, mean a mode was given
             creates = flags & os.O_CREAT or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE)
-            ev["mode"] = r["mode"] & 0o7777 if creates else None
+            ev["mode"] = r.mode & 0o7777 if creates else None
             ev["fd"] = ret if ret >= 0 else None
         elif kind in ("file.mkdir", "file.chmod"):
-            ev["mode"] = r["mode"] & 0o7777
+            ev["mode"] = r.mode & 0o7777
         elif kind == "file.chown":
-            ev["owner_uid"] = None if r["owner_uid"] == 0xFFFFFFFF else r["owner_uid"]
-            ev["owner_gid"] = None if r["owner_gid"] == 0xFFFFFFFF else r["owner_gid"]
+            ev["owner_uid"] = None if r.owner_uid == 0xFFFFFFFF else r.owner_uid
+            ev["owner_gid"] = None if r.owner_gid == 0xFFFFFFFF else r.owner_gid
         elif kind == "file.truncate":
-            ev["length"] = r["length"]
+            ev["length"] = r.length
         elif kind in ("file.rename", "file.link"):
             ev["new_path"] = join_path(d2, p2) if p2 is not None else None
         elif kind == "file.symlink":

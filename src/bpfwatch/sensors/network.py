@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from bpfwatch import libbpf as L
@@ -111,52 +112,52 @@ class NetworkSensor(Sensor):
         self.decoders = {ids["BW_EV_TCP"]: self._decode_tcp, ids["BW_EV_UDP"]: self._decode_udp}
 
     def _decode_tcp(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        out.extend(ev for r in self.records(run, self.tcp_dtype, idx) if (ev := self._tcp(r)) is not None)
+        out.extend(ev for r in self.rows(run, self.tcp_dtype, idx) if (ev := self._tcp(r)) is not None)
 
     def _decode_udp(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        out.extend(self._udp(r) for r in self.records(run, self.udp_dtype, idx))
+        out.extend(self._udp(r) for r in self.rows(run, self.udp_dtype, idx))
 
-    def _tcp(self, r: dict[str, Any]) -> dict[str, Any] | None:
-        kind = self._kind_names.get(r["kind"])
+    def _tcp(self, r: Any) -> dict[str, Any] | None:
+        kind = self._kind_names.get(r.kind)
         if kind is None or kind not in self.nopts.types:
             return None
         ev = {
-            **common_fields(kind, r["ts_boot_ns"], r["owner_pid"], r["owner_tid"], 0, r["owner_uid"],
-                            cstr(r["comm"]), None, r["cgroup_id"], None),
+            **common_fields(kind, r.ts_boot_ns, r.owner_pid, r.owner_tid, 0, r.owner_uid,
+                            cstr(r.comm), None, r.cgroup_id, None),
             **tuple_fields(r),
         }
         if kind == "network.connect":
-            ok = r["new_state"] == 1
-            err = r["err"] if not ok else 0
+            ok = r.new_state == 1
+            err = r.err if not ok else 0
             ev["result"] = "established" if ok else CONNECT_RESULTS.get(err, "error")
             ev["error"] = errno.errorcode.get(err, f"E{err}") if err else (None if ok else "ECONNABORTED")
-            ev["latency_ns"] = r["latency_ns"] if ok else r["duration_ns"]
+            ev["latency_ns"] = r.latency_ns if ok else r.duration_ns
         elif kind == "network.close":
             # application bytes when counted (exact); else TCP's own counters,
             # which include the SYN and FIN sequence numbers
-            exact = bool(r["counted"])
-            ev.update(bytes_sent=r["app_sent"] if exact else r["bytes_sent"],
-                      bytes_received=r["app_received"] if exact else r["bytes_received"],
+            exact = bool(r.counted)
+            ev.update(bytes_sent=r.app_sent if exact else r.bytes_sent,
+                      bytes_received=r.app_received if exact else r.bytes_received,
                       bytes_exact=exact,
-                      duration_ns=r["duration_ns"], closed_by=CLOSERS.get(r["closer"]),
-                      retransmits=r["retransmits"], segs_in=r["segs_in"], segs_out=r["segs_out"],
-                      role=ROLES.get(r["role"]))
+                      duration_ns=r.duration_ns, closed_by=CLOSERS.get(r.closer),
+                      retransmits=r.retransmits, segs_in=r.segs_in, segs_out=r.segs_out,
+                      role=ROLES.get(r.role))
         elif kind == "network.state":
-            ev.update(old_state=TCP_STATES.get(r["old_state"], str(r["old_state"])),
-                      new_state=TCP_STATES.get(r["new_state"], str(r["new_state"])), role=ROLES.get(r["role"]))
+            ev.update(old_state=TCP_STATES.get(r.old_state, str(r.old_state)),
+                      new_state=TCP_STATES.get(r.new_state, str(r.new_state)), role=ROLES.get(r.role))
         return ev
 
-    def _udp(self, r: dict[str, Any]) -> dict[str, Any] | None:
-        return self._udp_event(r, "start" if r["phase"] == 1 else "end", r["ts_boot_ns"])
+    def _udp(self, r: Any) -> dict[str, Any] | None:
+        return self._udp_event(r, "start" if r.phase == 1 else "end", r.ts_boot_ns)
 
-    def _udp_event(self, r: dict[str, Any], phase: str, ts: int) -> dict[str, Any]:
+    def _udp_event(self, r: Any, phase: str, ts: int) -> dict[str, Any]:
         return {
-            **common_fields("network.udp", ts, r["tgid"], r["tgid"], 0, r["uid"], cstr(r["comm"]), None,
-                            r["cgroup_id"], None),
+            **common_fields("network.udp", ts, r.tgid, r.tgid, 0, r.uid, cstr(r.comm), None,
+                            r.cgroup_id, None),
             **tuple_fields(r),
-            "phase": phase, "bytes_sent": r["bytes_sent"], "bytes_received": r["bytes_received"],
-            "packets_sent": r["packets_sent"], "packets_received": r["packets_received"],
-            "duration_ns": max(r["last_ns"] - r["first_ns"], 0) if phase == "end" else 0,
+            "phase": phase, "bytes_sent": r.bytes_sent, "bytes_received": r.bytes_received,
+            "packets_sent": r.packets_sent, "packets_received": r.packets_received,
+            "duration_ns": max(r.last_ns - r.first_ns, 0) if phase == "end" else 0,
         }
 
     def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
@@ -175,5 +176,6 @@ class NetworkSensor(Sensor):
                 continue
             raw = flows.pop(key)  # atomic: nothing counted after this read is lost
             if raw is not None:
-                flow = {**record_dict(self.udp_key_dtype, key), **record_dict(self.udp_stats_dtype, raw)}
+                flow = SimpleNamespace(**{**record_dict(self.udp_key_dtype, key),
+                                          **record_dict(self.udp_stats_dtype, raw)})
                 out.append(self._udp_event(flow, "end", boot_now))

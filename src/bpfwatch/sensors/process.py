@@ -52,8 +52,16 @@ TYPE_NAMES = {"BW_EV_EXEC": "process.exec", "BW_EV_FORK": "process.fork", "BW_EV
 ALWAYS_TYPES = {"process.exec", "process.fork", "process.exit"}
 
 
+_CLONE_NAMES: dict[int, tuple[str, ...]] = {}  # few distinct flag sets: name each once
+
+
 def clone_flag_names(flags: int) -> list[str]:
-    return [name for bit, name in CLONE_FLAGS.items() if flags & bit]
+    names = _CLONE_NAMES.get(flags)
+    if names is None:
+        if len(_CLONE_NAMES) >= 1024:
+            _CLONE_NAMES.clear()
+        names = _CLONE_NAMES[flags] = tuple(name for bit, name in CLONE_FLAGS.items() if flags & bit)
+    return list(names)
 
 
 def signal_name(sig: int) -> str:
@@ -140,11 +148,11 @@ class ProcessSensor(Sensor):
     # -- decoding ---------------------------------------------------------------
 
     def _decode_exec(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r, tail in self.variable_records(run, idx, self.exec_dtype):
+        for r, tail in self.variable_rows(run, idx, self.exec_dtype):
             out.append(self._exec_event(r, tail))
 
-    def _exec_event(self, r: dict[str, Any], data: bytes) -> dict[str, Any]:
-        exe_len, cwd_len, pexe_len, args_len = r["exe_len"], r["cwd_len"], r["pexe_len"], r["args_len"]
+    def _exec_event(self, r: Any, data: bytes) -> dict[str, Any]:
+        exe_len, cwd_len, pexe_len, args_len = r.exe_len, r.cwd_len, r.pexe_len, r.args_len
         o = 0
         exe = text(data[o: o + exe_len].rstrip(b"\0")) if exe_len else None
         o += exe_len
@@ -152,81 +160,81 @@ class ProcessSensor(Sensor):
         o += cwd_len
         pexe = text(data[o: o + pexe_len].rstrip(b"\0")) if pexe_len else None
         o += pexe_len
-        filename = text(data[o: o + r["filename_len"]].rstrip(b"\0")) if r["filename_len"] else None
-        o += r["filename_len"]
-        interp = text(data[o: o + r["interp_len"]].rstrip(b"\0")) if r["interp_len"] else None
-        o += r["interp_len"]
+        filename = text(data[o: o + r.filename_len].rstrip(b"\0")) if r.filename_len else None
+        o += r.filename_len
+        interp = text(data[o: o + r.interp_len].rstrip(b"\0")) if r.interp_len else None
+        o += r.interp_len
         args = data[o: o + args_len]
-        flags = r["flags"]
+        flags = r.flags
         memfd = bool(flags & EXEC_EXE_PSEUDO)
         if memfd and exe is not None:
             exe += " (deleted)"  # what the kernel's d_path (/proc/PID/exe, auditd) shows
-        truncated = bool(flags & EXEC_ARGS_TRUNCATED) or args_len < r["args_size"]
+        truncated = bool(flags & EXEC_ARGS_TRUNCATED) or args_len < r.args_size
         argv, complete = split_argv(args, truncated)
-        tty = cstr(r["tty"]) or None
+        tty = cstr(r.tty) or None
         extra = {"paths_truncated": True} if flags & EXEC_PATHS_TRUNCATED else {}
         if tty and tty.startswith("pts") and tty[3:].isdigit():
             tty = f"pts/{tty[3:]}"
         return {
-            **common_fields("process.exec", r["ts_boot_ns"], r["pid"], r["tid"], r["ppid"], r["uid"],
-                            cstr(r["comm"]), exe, r["cgroup_id"],
-                            exec_id(r["pid"], r["ts_boot_ns"])),
-            "gid": r["gid"], "euid": r["euid"], "egid": r["egid"],
-            "loginuid": None if r["loginuid"] == 0xFFFFFFFF else r["loginuid"],
-            "argv": argv, "argc": r["argc"],
+            **common_fields("process.exec", r.ts_boot_ns, r.pid, r.tid, r.ppid, r.uid,
+                            cstr(r.comm), exe, r.cgroup_id,
+                            exec_id(r.pid, r.ts_boot_ns)),
+            "gid": r.gid, "euid": r.euid, "egid": r.egid,
+            "loginuid": None if r.loginuid == 0xFFFFFFFF else r.loginuid,
+            "argv": argv, "argc": r.argc,
             "argv_truncated": truncated,
-            "argv_omitted_args": max(r["argc"] - complete, 0) if truncated else 0,
-            "argv_omitted_bytes": r["args_size"] - args_len,
+            "argv_omitted_args": max(r.argc - complete, 0) if truncated else 0,
+            "argv_omitted_bytes": r.args_size - args_len,
             "filename": filename, "interpreter": interp, "exe_memfd": memfd,
-            "cwd": cwd, "tty": tty, "ns_pid": r["ns_pid"], "pidns": r["pidns"],
-            "start_boot_ns": r["start_boot_ns"],
-            "parent": {"pid": r["ppid"], "comm": cstr(r["pcomm"]), "exe": pexe,
+            "cwd": cwd, "tty": tty, "ns_pid": r.ns_pid, "pidns": r.pidns,
+            "start_boot_ns": r.start_boot_ns,
+            "parent": {"pid": r.ppid, "comm": cstr(r.pcomm), "exe": pexe,
                        "exec_id": None},
             **extra,
         }
 
     def _decode_exec_fail(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r, data in self.variable_records(run, idx, self.fail_dtype):
-            o, n = 0, r["cwd_len"]
+        for r, data in self.variable_rows(run, idx, self.fail_dtype):
+            o, n = 0, r.cwd_len
             cwd = text(data[o: o + n].rstrip(b"\0")) if n else None
             o += n
-            n = r["filename_len"]
+            n = r.filename_len
             filename = text(data[o: o + n].rstrip(b"\0")) if n else None
             o += n
-            truncated = bool(r["flags"] & EXEC_FAIL_ARGS_TRUNCATED)
-            argv, _ = split_argv(data[o: o + r["args_len"]], truncated)
-            err = -r["ret"]
-            dirfd = r["dirfd"]
+            truncated = bool(r.flags & EXEC_FAIL_ARGS_TRUNCATED)
+            argv, _ = split_argv(data[o: o + r.args_len], truncated)
+            err = -r.ret
+            dirfd = r.dirfd
             out.append({
-                **common_fields("process.exec_failed", r["ts_boot_ns"], r["pid"], r["tid"], r["ppid"], r["uid"],
-                                cstr(r["comm"]), None, r["cgroup_id"], None),
+                **common_fields("process.exec_failed", r.ts_boot_ns, r.pid, r.tid, r.ppid, r.uid,
+                                cstr(r.comm), None, r.cgroup_id, None),
                 "filename": filename, "argv": argv, "argv_truncated": truncated, "cwd": cwd,
-                "ret": r["ret"], "error": errno.errorcode.get(err, f"E{err}"),
-                "syscall": "execve" if dirfd == AT_FDCWD and not r["at_flags"] else "execveat",
+                "ret": r.ret, "error": errno.errorcode.get(err, f"E{err}"),
+                "syscall": "execve" if dirfd == AT_FDCWD and not r.at_flags else "execveat",
                 "dirfd": None if dirfd == AT_FDCWD else dirfd,
-                "empty_path": bool(r["at_flags"] & AT_EMPTY_PATH),
+                "empty_path": bool(r.at_flags & AT_EMPTY_PATH),
             })
 
     def _decode_fork(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r in self.records(run, self.fork_dtype, idx):
-            cpid, cstart = r["child_pid"], r["child_start_boot_ns"]
+        for r in self.rows(run, self.fork_dtype, idx):
+            cpid, cstart = r.child_pid, r.child_start_boot_ns
             out.append({
-                **common_fields("process.fork", r["ts_boot_ns"], r["pid"], r["tid"], r["ppid"], r["uid"],
-                                cstr(r["comm"]), None, r["cgroup_id"], None),
-                "child_pid": cpid, "child_tid": r["child_tid"], "thread": bool(r["flags"] & FORK_THREAD),
-                "clone_flags": clone_flag_names(r["clone_flags"]), "child_start_boot_ns": cstart,
+                **common_fields("process.fork", r.ts_boot_ns, r.pid, r.tid, r.ppid, r.uid,
+                                cstr(r.comm), None, r.cgroup_id, None),
+                "child_pid": cpid, "child_tid": r.child_tid, "thread": bool(r.flags & FORK_THREAD),
+                "clone_flags": clone_flag_names(r.clone_flags), "child_start_boot_ns": cstart,
                 "child_exec_id": exec_id(cpid, tick_floor(cstart)),
             })
 
     def _decode_exit(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r in self.records(run, self.exit_dtype, idx):
-            ts, pid, start, status = r["ts_boot_ns"], r["pid"], r["start_boot_ns"], r["exit_code"]
+        for r in self.rows(run, self.exit_dtype, idx):
+            ts, pid, start, status = r.ts_boot_ns, r.pid, r.start_boot_ns, r.exit_code
             code, sig, core = decode_wait_status(status)
             out.append({
-                **common_fields("process.exit", ts, pid, r["tid"], r["ppid"], r["uid"], cstr(r["comm"]), None,
-                                r["cgroup_id"], exec_id(pid, tick_floor(start))),
+                **common_fields("process.exit", ts, pid, r.tid, r.ppid, r.uid, cstr(r.comm), None,
+                                r.cgroup_id, exec_id(pid, tick_floor(start))),
                 "exit_code": code, "signal": sig, "signal_name": signal_name(sig) if sig else None,
-                "core_dumped": core, "status": status, "thread": bool(r["flags"] & EXIT_THREAD),
+                "core_dumped": core, "status": status, "thread": bool(r.flags & EXIT_THREAD),
                 "duration_ns": max(ts - start, 0), "start_boot_ns": start,
-                "user_time_ns": r["utime_ns"], "system_time_ns": r["stime_ns"],
+                "user_time_ns": r.utime_ns, "system_time_ns": r.stime_ns,
             })
