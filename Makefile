@@ -22,7 +22,7 @@ STAMP_TEST := build/.test-deps
 STAMP_VENV := $(VENV)/.installed
 ARGS       ?=
 
-.PHONY: all deps venv bpf testbpf run test test-peers fuzz lint bench clean distclean
+.PHONY: all deps venv bpf testbpf run test test-peers fuzz lint bench fleet-demo clean distclean
 
 all: bpf venv
 
@@ -58,7 +58,7 @@ testbpf: $(TEST_BPF_OBJS)
 $(STAMP_VENV): pyproject.toml | $(STAMP_SYS)
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m pip install -q -e '.[test,fleet]'
 	@touch $@
 
 venv: $(STAMP_VENV)
@@ -90,6 +90,10 @@ lint: venv
 
 bench: bpf venv
 	$(VPY) bench/run_all.py
+
+# a one-host fleet on loopback: JetStream server, agent, collector, queries (docs/fleet.md)
+fleet-demo: bpf venv $(STAMP_TEST)
+	bash scripts/fleet-demo.sh
 
 clean:
 	rm -f $(BPF_DIR)/*.bpf.o $(BPF_DIR)/*.tmp

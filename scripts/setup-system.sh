@@ -9,6 +9,7 @@ if [ "${1:-}" = "--test" ]; then
     # the peers of tests/peers: execsnoop, exitsnoop, opensnoop, tcpstates, tcplife, syscount;
     # auditd (started by hand by the tests); dnsmasq answering dig in a network namespace
     pkgs+=(libbpf-tools auditd dnsmasq-base)
+    pkgs+=(nats-server)  # the fleet tests start their own JetStream servers and a 3-node cluster
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -27,7 +28,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
 # Debian starts the prometheus service it installs; the tests run their own
 # server, so leave the host as it was (only when we installed it just now)
-for svc in prometheus auditd; do
+for svc in prometheus auditd nats-server; do
     if [[ " ${missing[*]} " == *" $svc "* ]] && [ -d /run/systemd/system ]; then
         systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi

@@ -64,7 +64,7 @@ def test_unknown_key_with_line_and_suggestion() -> None:
     """)
     assert p == ["c.toml:4: monitor.ebpf.fallback-to-polling: unknown key (did you mean fallback_to_polling?)"]
     assert problems("[outputs.bogus]\nx = 1\n") == [
-        "c.toml:1: outputs.bogus: unknown key (known: capture, stdout)"]
+        "c.toml:1: outputs.bogus: unknown key (known: capture, stdout, nats)"]
 
 
 def test_wrong_types() -> None:

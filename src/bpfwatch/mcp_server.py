@@ -24,12 +24,14 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(state_dir: str = "", max_duration: int = 300, allow_commands: bool = True) -> Any:
+def build_server(state_dir: str = "", max_duration: int = 300, allow_commands: bool = True,
+                 fleet: Any = None, fleet_prefix: str = "bpfwatch") -> Any:
     from mcp.server.mcpserver import MCPServer
 
     from bpfwatch import __version__
     from bpfwatch.diagnose import RequestError, Settings, run
     from bpfwatch.diagnose.capabilities import probe, prompt_text
+    from bpfwatch.diagnose.request import parse as parse_request
 
     settings = Settings(state_dir, max_duration=max_duration, allow_commands=allow_commands)
     server = MCPServer("bpfwatch", instructions=INSTRUCTIONS, version=__version__)
@@ -113,8 +115,43 @@ def build_server(state_dir: str = "", max_duration: int = 300, allow_commands: b
         finally:
             os.unlink(out)
 
+    if fleet is not None:
+        @server.tool()
+        def fleet_diagnose(hosts: str, request: dict[str, Any], timeout_seconds: float = 0) -> dict[str, Any]:
+            """Send one diagnostic request (the same as `diagnose`) to every fleet host whose name matches
+            `hosts` (a glob such as 'web-*'), in parallel, and gather the answers: per host a status
+            (answered, refused, failed, timed out, unreachable) and its result. Each agent applies its own
+            policy (it may refuse fleet requests, or commands). `fleet_hosts` lists the hosts."""
+            from bpfwatch.errors import BpfwatchError
+            from bpfwatch.fleet.remote import diagnose as fleet_send
+
+            try:
+                req = parse_request(request, max_duration)
+            except RequestError as e:
+                return e.as_json()
+            timeout = timeout_seconds or req.duration + 30
+            if not 0 < timeout <= 86400:
+                return {"error": {"field": "timeout_seconds", "message": "out of range (0 to 86400)"}}
+            try:
+                return fleet_send(fleet, hosts, req.as_dict(), timeout, fleet_prefix)
+            except BpfwatchError as e:
+                return {"error": {"field": "hosts", "message": str(e)}}
+
+        @server.tool()
+        def fleet_hosts() -> dict[str, Any]:
+            """The fleet's hosts from their agents' heartbeats: last seen, mode, lag, lost events, and whether
+            each accepts fleet diagnose requests."""
+            from bpfwatch.errors import BpfwatchError
+            from bpfwatch.fleet.remote import hosts as fleet_list
+
+            try:
+                return {"hosts": fleet_list(fleet)}
+            except BpfwatchError as e:
+                return {"error": {"field": "fleet", "message": str(e)}}
+
     return server
 
 
-def serve(state_dir: str = "", max_duration: int = 300, allow_commands: bool = True) -> None:
-    build_server(state_dir, max_duration, allow_commands).run("stdio")
+def serve(state_dir: str = "", max_duration: int = 300, allow_commands: bool = True, fleet: Any = None,
+          fleet_prefix: str = "bpfwatch") -> None:
+    build_server(state_dir, max_duration, allow_commands, fleet, fleet_prefix).run("stdio")

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
@@ -156,9 +157,46 @@ class StdoutConfig:
 
 
 @dataclass
+class NatsConfig:
+    enabled: bool = opt(False, "Send the capture's events to NATS JetStream (needs outputs.capture: the capture "
+                        "is the buffer while NATS is away). See docs/fleet.md.")
+    servers: list[str] = opt(["nats://127.0.0.1:4222"], "NATS server URLs (nats:// or tls://).", "nats_servers")
+    user: str = opt("", "User name (with password_file).")
+    password_file: str = opt("", "File holding the password.", "optional_path")
+    token_file: str = opt("", "File holding an auth token.", "optional_path")
+    nkey_seed: str = opt("", "File holding an NKey seed.", "optional_path")
+    creds: str = opt("", "A .creds file (user JWT and NKey seed).", "optional_path")
+    tls_ca: str = opt("", "CA certificate to verify the servers (PEM).", "optional_path")
+    tls_cert: str = opt("", "Client certificate (PEM; with tls_key).", "optional_path")
+    tls_key: str = opt("", "Client key (PEM).", "optional_path")
+    host: str = opt("", "This host's name in subjects and the host list; empty: the hostname.")
+    subject_prefix: str = opt("bpfwatch", "Subjects are PREFIX.events.HOST.FAMILY and PREFIX.diagnose.HOST.",
+                              "subject_prefix")
+    stream: str = opt("BPFWATCH_EVENTS", "JetStream stream that stores the events.", "stream_name")
+    create_stream: bool = opt(True, "Create the stream if it does not exist (with the retention below).")
+    stream_max_age: float = opt("7d", "Stream retention by age (when this agent creates it).", "duration",
+                                min=60)
+    stream_max_bytes: int = opt("10GB", "Stream retention by size (when this agent creates it).", "size",
+                                min=1 << 20)
+    replicas: int = opt(1, "Stream replicas (1, or 3 on a cluster).", min=1, max=5)
+    duplicate_window: float = opt("1h", "How long the server remembers message ids (a batch sent twice "
+                                  "within it is stored once).", "duration", min=1, max=86400)
+    batch_events: int = opt(1000, "Events per batch (per message, before splitting by family).", min=1,
+                            max=100000)
+    batch_age: float = opt("1s", "Longest a batch waits to fill.", "duration", min=0.01, max=60)
+    compression: str = opt("zstd", "Batch compression.", "enum", choices=("zstd", "none"))
+    heartbeat_interval: float = opt("10s", "How often this host's heartbeat is stored (fleet hosts).",
+                                    "duration", min=0.5, max=3600)
+    accept_diagnose: bool = opt(False, "Answer 'bpfwatch fleet diagnose' requests (traces run here).")
+    diagnose_commands: bool = opt(False, "Let fleet diagnose requests run shell commands here (whatever the "
+                                  "request says, false refuses them).")
+
+
+@dataclass
 class OutputsConfig:
     capture: CaptureConfig = section(CaptureConfig, "Rotating capture files.")
     stdout: StdoutConfig = section(StdoutConfig, "Standard output.")
+    nats: NatsConfig = section(NatsConfig, "NATS JetStream: the fleet (docs/fleet.md).")
 
 
 @dataclass
@@ -291,6 +329,23 @@ def _convert(meta: dict[str, Any], value: Any, hint: Any) -> Any:
             raise ValueError(f"{value!r} is not an absolute path")
         try:
             load_rules(value)
+        except UsageError as e:
+            raise ValueError(str(e)) from None
+    elif kind == "optional_path" and value:
+        if not value.startswith("/") or "\0" in value:
+            raise ValueError(f"{value!r} is not an absolute path")
+    elif kind == "nats_servers":
+        from bpfwatch.fleet.connect import NatsAuth
+
+        try:
+            NatsAuth(servers=value).validate()
+        except UsageError as e:
+            raise ValueError(str(e)) from None
+    elif kind in ("subject_prefix", "stream_name"):
+        from bpfwatch.fleet.connect import check_prefix, check_stream_name
+
+        try:
+            (check_prefix if kind == "subject_prefix" else check_stream_name)(value)
         except UsageError as e:
             raise ValueError(str(e)) from None
     elif kind in ("path", "paths"):
@@ -442,6 +497,15 @@ def parse(text: str, source: str = "<config>") -> AgentConfig:
         raise ConfigError([f"{where}: not valid TOML: {str(e).split(' (at line')[0]}"]) from None
     v = _Validator(source, text)
     cfg: AgentConfig = v.build(AgentConfig, data, ())
+    nats = cfg.outputs.nats
+    if nats.enabled and not cfg.outputs.capture.enabled:
+        v.problem(("outputs", "nats", "enabled"), "needs outputs.capture.enabled: the capture is what is sent, "
+                  "and the buffer while NATS is away")
+    if nats.enabled:
+        try:
+            nats_auth(cfg).validate()
+        except UsageError as e:
+            v.problem(("outputs", "nats"), str(e))
     if not v.problems:
         try:
             Filter(cfg.filters.allow, cfg.filters.deny)
@@ -462,6 +526,15 @@ def parse(text: str, source: str = "<config>") -> AgentConfig:
         raise ConfigError(sorted(v.problems, key=_line_number))
     cfg.path = source
     return cfg
+
+
+def nats_auth(cfg: AgentConfig) -> Any:
+    from bpfwatch.fleet.connect import NatsAuth
+
+    n = cfg.outputs.nats
+    return NatsAuth(servers=n.servers, user=n.user, password_file=n.password_file, token_file=n.token_file,
+                    nkey_seed=n.nkey_seed, creds=n.creds, tls_ca=n.tls_ca, tls_cert=n.tls_cert, tls_key=n.tls_key,
+                    name=f"bpfwatch-agent-{n.host or socket.gethostname()}")
 
 
 def warnings(cfg: AgentConfig) -> list[str]:

@@ -94,6 +94,23 @@ class AgentCollector:
                 family.add_metric([], int(cap[name]))
                 yield family
 
+        nats = s.get("nats")
+        if nats is not None:
+            for name, kind, doc in (
+                ("published_events", "counter", "Events acknowledged by NATS JetStream"),
+                ("published_messages", "counter", "Batches (messages) acknowledged by NATS JetStream"),
+                ("publish_errors", "counter", "Failed publishes (each retried from the capture)"),
+                ("skipped_segments", "counter", "Capture segments deleted by retention before they were sent"),
+                ("lag_events", "gauge", "Captured events not yet acknowledged by NATS"),
+                ("lag_seconds", "gauge", "Age of the oldest event not yet acknowledged by NATS"),
+                ("connected", "gauge", "1 while connected to NATS"),
+            ):
+                family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                    f"bpfwatch_nats_{name}", doc)
+                family.add_metric([], float(nats[name]))
+                yield family
+            yield _counter("bpfwatch_nats_diagnose_requests", "Fleet diagnose requests, by answer", ["status"],
+                           {(k,): n for k, n in nats["diagnose_requests"].items()})
         yield _counter("bpfwatch_config_reloads", "Config reloads (SIGHUP), by result", ["result"],
                        {(k,): n for k, n in s["reloads"].items()})
         yield _counter("bpfwatch_redacted_events", "Events whose argv had secrets redacted", [],

@@ -105,6 +105,7 @@ class Agent:
         self.source: Source | None = None
         self.capture: CaptureWriter | None = None
         self.stdout_sink: JsonLinesSink | TableSink | None = None
+        self.nats: Any = None  # fleet.publisher.NatsPublisher when outputs.nats is on
         self.metrics: MetricsServer | None = None
         self.redactor = Redactor(cfg.redaction)
         self.events: Counter[tuple[str, str]] = Counter()
@@ -190,8 +191,37 @@ class Agent:
         if cfg.outputs.stdout.enabled:
             self.stdout_sink = (JsonLinesSink(sys.stdout.buffer) if cfg.outputs.stdout.format == "json"
                                 else TableSink(sys.stdout))
+        if cfg.outputs.nats.enabled and self.capture is not None:
+            self.nats = self._nats_publisher(cfg).start()
+
+    def _nats_publisher(self, cfg: AgentConfig) -> Any:
+        from bpfwatch.fleet.connect import host_name
+        from bpfwatch.fleet.publisher import NatsPublisher, PublishSettings
+
+        n = cfg.outputs.nats
+        settings = PublishSettings(
+            auth=config_mod.nats_auth(cfg), host=n.host or host_name(), subject_prefix=n.subject_prefix,
+            stream=n.stream, create_stream=n.create_stream, stream_max_age=n.stream_max_age,
+            stream_max_bytes=n.stream_max_bytes, replicas=n.replicas, duplicate_window=n.duplicate_window,
+            batch_events=n.batch_events, batch_age=n.batch_age, compression=n.compression,
+            heartbeat_interval=n.heartbeat_interval, accept_diagnose=n.accept_diagnose,
+            diagnose_commands=n.diagnose_commands, mode=self._fleet_status)
+        assert self.capture is not None
+        self.log.info("sending events to NATS %s (stream %s) from the capture's cursor", ", ".join(n.servers),
+                      n.stream)
+        return NatsPublisher(settings, cfg.outputs.capture.directory, self.capture.backlog_after)
+
+    def _fleet_status(self) -> dict[str, Any]:
+        """What this host's heartbeat says besides the publisher's own figures."""
+        snap = self.snapshot()
+        return {"mode": "poll" if isinstance(self.source, PollSource) else "ebpf", "sensors": snap["modes"],
+                "lost_events": sum(snap["lost"].values()), "events": sum(snap["events"].values()),
+                "health": self.health()["status"]}
 
     def close_outputs(self) -> None:
+        if self.nats is not None:
+            self.nats.close()  # first: it reads the capture
+            self.nats = None
         if self.capture is not None:
             self.capture.close()
             self.capture = None
@@ -458,13 +488,15 @@ class Agent:
             "process_cache": len(src.cache) if src is not None else 0,
             "capture": self.capture.stats() if self.capture is not None else None,
             "reloads": dict(self.reloads), "redacted": self.redactor.redacted,
+            "nats": dataclasses.asdict(self.nats.stats) if self.nats is not None else None,
         }
 
     def snapshot(self) -> dict[str, Any]:
         snap = dict(self._snap) if self._snap else {}
         if not snap:
             snap = {"uptime": 0.0, "events": {}, "lost": {}, "modes": {}, "rings": {}, "programs": [],
-                    "bpf_stats": False, "process_cache": 0, "capture": None, "reloads": {}, "redacted": 0}
+                    "bpf_stats": False, "process_cache": 0, "capture": None, "reloads": {}, "redacted": 0,
+                    "nats": None}
         snap["events"] = dict(self.events)
         snap["uptime"] = time.monotonic() - self.started
         return snap

@@ -143,6 +143,15 @@ class CaptureWriter:
         if self._held and now >= self._retry_at:
             self._flush_held()
 
+    def backlog_after(self, seq: int, line: int) -> int:
+        """Events written after line `line` of segment `seq` (how far a reader
+        of this capture at that position is behind)."""
+        with self._lock:
+            closed = sum(s.records for s in self.manifest.segments if s.seq >= seq)
+        seg = self._seg
+        open_records = seg.records if seg is not None and seg.seq >= seq else 0
+        return max(closed + open_records - line, 0)
+
     @property
     def held(self) -> int:
         return len(self._held)

@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 # sub-command -> the cli module that defines it, in help order
 COMMANDS = {"trace": "trace", "run": "run", "report": "report", "doctor": "doctor", "agent": "agent",
             "config": "agent", "capture": "capture", "prog": "prog", "map": "maps", "xdp-stats": "xdp",
-            "diagnose": "diagnose", "capabilities": "diagnose", "mcp": "mcp"}
+            "diagnose": "diagnose", "capabilities": "diagnose", "fleet": "fleet", "mcp": "mcp"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

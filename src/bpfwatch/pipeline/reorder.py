@@ -15,7 +15,7 @@ from typing import Any
 
 Event = dict[str, Any]
 _ts = operator.itemgetter("ts")
-_COMPACT_AT = 4096  # released events kept referenced before the list is rebuilt
+_COMPACT_AT = 256  # released events kept referenced (and alive) before the list is rebuilt
 
 
 class ReorderWindow:

@@ -1,0 +1,163 @@
+"""The fleet's columnar store: Parquet files partitioned by host and day
+(`host=H/day=YYYY-MM-DD/part-<stream seq>.parquet`), queried with DuckDB.
+
+One schema for every file: the fields every event has, the fields people
+filter on most (paths, argv, addresses and ports, bytes, DNS names, rules),
+typed; and `event`, the whole event as JSON, for everything else
+(`json_extract(event, '$.parent.exe')`). A value of the wrong type for its
+column is left null there (it is still in `event`).
+
+A file is named after the stream message it came from, so a message delivered
+twice (a collector killed after writing, before acknowledging) rewrites the
+same file instead of adding a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from bpfwatch.errors import BpfwatchError, UsageError
+
+# column -> arrow type name; order is the table's
+COLUMNS: dict[str, str] = {
+    "ts": "int64", "time": "string", "type": "string", "source": "string",
+    "pid": "int64", "tid": "int64", "ppid": "int64", "uid": "int64", "user": "string", "comm": "string",
+    "exe": "string", "cgroup_id": "uint64", "exec_id": "string",
+    "argv": "list<string>", "cwd": "string", "filename": "string", "exit_code": "int64", "signal": "int64",
+    "child_pid": "int64",
+    "path": "string", "new_path": "string", "syscall": "string", "ret": "int64", "error": "string",
+    "reads": "int64", "writes": "int64", "read_bytes": "int64", "write_bytes": "int64",
+    "protocol": "string", "local_addr": "string", "local_port": "int64", "remote_addr": "string",
+    "remote_port": "int64", "bytes_sent": "int64", "bytes_received": "int64", "duration_ns": "int64",
+    "result": "string",
+    "name": "string", "qtype": "string", "rcode": "string", "addresses": "list<string>",
+    "rule": "string", "severity": "string",
+    "event": "string",
+}
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    kinds = {"int64": pa.int64(), "uint64": pa.uint64(), "string": pa.string(),
+             "list<string>": pa.list_(pa.string())}
+    return pa.schema([(name, kinds[t]) for name, t in COLUMNS.items()])
+
+
+def _valid(kind: str, v: Any) -> bool:
+    if kind in ("int64", "uint64"):
+        if not isinstance(v, int) or isinstance(v, bool):
+            return False
+        return (0 <= v < 1 << 64) if kind == "uint64" else (-(1 << 63) <= v < 1 << 63)
+    if kind == "string":
+        return isinstance(v, str)
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _clean(text: str) -> str:
+    """Text Parquet can hold: raw bytes (surrogates) as U+FFFD."""
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode()
+
+
+def day_of(ts: Any) -> str:
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        with contextlib.suppress(OverflowError, ValueError, OSError):
+            return datetime.fromtimestamp(ts / 1e9, UTC).strftime("%Y-%m-%d")
+    return "unknown"
+
+
+def partition_dir(store: str, host: str, day: str) -> str:
+    return os.path.join(store, f"host={_SAFE.sub('_', host) or '_'}", f"day={day}")
+
+
+def write_events(store: str, host: str, part: str, rows: Iterable[tuple[dict[str, Any], bytes]]) -> int:
+    """Writes (event, its JSON line) pairs into the store, one file per day
+    named `part`; each file is written to a temp name, fsynced and renamed.
+    Returns the events written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    by_day: dict[str, list[tuple[dict[str, Any], bytes]]] = {}
+    for ev, line in rows:
+        by_day.setdefault(day_of(ev.get("ts")), []).append((ev, line))
+    schema = _schema()
+    n = 0
+    for day, items in by_day.items():
+        cols: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        for ev, line in items:
+            for name, kind in COLUMNS.items():
+                if name == "event":
+                    cols[name].append(_clean(line.decode("utf-8", "replace")))
+                    continue
+                v = ev.get(name)
+                if v is not None and _valid(kind, v):
+                    if kind == "string":
+                        v = _clean(v)
+                    elif kind == "list<string>":
+                        v = [_clean(x) for x in v]
+                    cols[name].append(v)
+                else:
+                    cols[name].append(None)
+        table = pa.table(cols, schema=schema)
+        directory = partition_dir(store, host, day)
+        os.makedirs(directory, mode=0o750, exist_ok=True)
+        final = os.path.join(directory, f"part-{part}.parquet")
+        tmp = final + ".tmp"
+        pq.write_table(table, tmp, compression="zstd")
+        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        n += len(items)
+    return n
+
+
+def connect(store: str) -> Any:
+    """A DuckDB connection with the store as the view `events`."""
+    import duckdb
+
+    if not os.path.isdir(store):
+        raise UsageError(f"{store}: no such store directory (made by 'bpfwatch fleet collect --store {store}')")
+    con = duckdb.connect(":memory:")
+    pattern = os.path.join(store, "host=*", "day=*", "*.parquet")
+    has_files = any(f.endswith(".parquet") for _, _, files in os.walk(store) for f in files)
+    if has_files:
+        quoted = "'" + pattern.replace("'", "''") + "'"  # a view cannot take a bound parameter
+        con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet({quoted}, hive_partitioning = true, "
+                    "union_by_name = true)")
+    else:  # an empty store still answers, with no rows
+        cols = ", ".join(f"NULL::{_duck(t)} AS {c}" for c, t in COLUMNS.items())
+        con.execute(f"CREATE VIEW events AS SELECT {cols}, NULL::VARCHAR AS host, NULL::VARCHAR AS day LIMIT 0")
+    return con
+
+
+def _duck(kind: str) -> str:
+    return {"int64": "BIGINT", "uint64": "UBIGINT", "string": "VARCHAR", "list<string>": "VARCHAR[]"}[kind]
+
+
+def query(store: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """(column names, rows) of `sql` over the store; a bad query is a
+    one-line error naming DuckDB's reason."""
+    import duckdb
+
+    con = connect(store)
+    try:
+        cur = con.execute(sql)
+        names = [d[0] for d in cur.description or []]
+        return names, cur.fetchall()
+    except duckdb.Error as e:
+        raise BpfwatchError(f"query failed: {str(e).splitlines()[0]}") from None
+    finally:
+        con.close()
