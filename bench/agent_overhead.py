@@ -47,10 +47,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_agent(work: Path, name: str, ebpf: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_agent(work: Path, name: str, ebpf: bool, nats_url: str = "") -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     cfg = work / f"{name}.toml"
-    cfg.write_text(f"""
+    nats = f"""
+[outputs.nats]
+enabled = true
+servers = ["{nats_url}"]
+[filters]
+deny = {{ path = ["{work / 'nats'}"], comm = ["nats-server"] }}
+""" if nats_url else ""
+    cfg.write_text(nats + f"""
 [monitor.ebpf]
 enabled = {str(ebpf).lower()}
 [monitor.polling]
@@ -163,10 +170,42 @@ def phase(name: str, seconds: float, agents: dict[str, tuple[subprocess.Popen[by
     return out
 
 
+def ship_phase(work: Path, agents: dict[str, tuple[subprocess.Popen[bytes], int]], seconds: float
+               ) -> dict[str, Any]:
+    """The same load twice more, alternating: the eBPF agent alone, then with
+    [outputs.nats] to a nats-server on loopback; the difference is shipping."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from natsserver import NatsServer
+
+    for p, _ in agents.values():
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+    agents.clear()
+    server = NatsServer(work).start()
+    out: dict[str, Any] = {}
+    try:
+        for name, url in (("capture_only", ""), ("capture_and_nats", server.url)):
+            agents[name] = start_agent(work, name, True, url)
+            time.sleep(5)
+            out[name] = phase(f"ship_{name}", seconds, {name: agents[name]},
+                              {"exec": 1000, "open": 10000, "conn": 1000})[name]
+            p = agents.pop(name)[0]
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=60)
+    finally:
+        server.stop()
+    out["shipping_cpu_pct_of_core"] = round(out["capture_and_nats"]["cpu_pct_of_core"]
+                                            - out["capture_only"]["cpu_pct_of_core"], 2)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--idle", type=float, default=600)
     ap.add_argument("--load", type=float, default=600)
+    ap.add_argument("--nats", type=float, default=0, metavar="SECONDS",
+                    help="then a load phase this long with [outputs.nats] on (a local nats-server): the cost of "
+                         "shipping, against the same phase without it")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bw-agent-bench-"))
     agents: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
@@ -185,7 +224,9 @@ def main() -> int:
         time.sleep(5)
         load = phase("load", args.load, agents, {"exec": 1000, "open": 10000, "conn": 1000})
         e_idle, e_load = idle["bpfwatch_ebpf"], load["bpfwatch_ebpf"]
+        shipping = ship_phase(work, agents, args.nats) if args.nats else None
         save("agent_overhead", {
+            "shipping": shipping,
             "idle": idle, "load": load,
             "targets": {"idle_cpu_pct_lt": 0.5, "rss_mb_lt": 80},
             "idle_cpu_pct": e_idle["cpu_pct_of_core"], "load_cpu_pct": e_load["cpu_pct_of_core"],

@@ -27,13 +27,15 @@ class NatsServer:
 
     def __init__(self, workdir: Path, name: str = "n1", port: int | None = None,
                  cluster_port: int | None = None, routes: list[int] | None = None,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, config: str = "") -> None:
         self.workdir = workdir
         self.name = name
         self.port = port or free_port()
         self.cluster_port = cluster_port
         self.routes = routes or []
         self.extra = extra or []  # e.g. --user/--pass or --auth TOKEN
+        self.config = config      # a config file's text (TLS, users and permissions); {port} and {store} filled in
+        self.scheme = "tls" if "tls {" in config else "nats"
         self.store = workdir / "nats" / f"js-{name}"  # the fleet tests keep agents out of workdir/nats
         self.log_path = workdir / "nats" / f"{name}.log"
         self.log_path.parent.mkdir(exist_ok=True)
@@ -41,13 +43,17 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
         binary = nats_server_binary()
         assert binary, "nats-server is not installed (scripts/setup-system.sh --test installs it)"
         args = [binary, "-js", "-sd", str(self.store), "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name,
                 *self.extra]
+        if self.config:
+            conf = self.workdir / "nats" / f"{self.name}.conf"
+            conf.write_text(self.config.replace("{port}", str(self.port)).replace("{store}", str(self.store)))
+            args = [binary, "-c", str(conf), "-n", self.name]
         if self.cluster_port:
             args += ["--cluster_name", "bwtest", "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
                      "--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes if p != self.cluster_port)]

@@ -55,13 +55,13 @@ def query(store: Path, sql: str) -> list[dict[str, Any]]:
 
 
 def collect_until(server: str | list[str], store: Path, sql: str, want: Any, timeout: float = 60.0,
-                  durable: str = "bpfwatch-collector") -> list[dict[str, Any]]:
+                  durable: str = "bpfwatch-collector", conn: list[str] | None = None) -> list[dict[str, Any]]:
     """Runs a collector while `sql` over the store does not yet return
     `want` (or a predicate over the rows); then stops it (SIGTERM)."""
     servers = [server] if isinstance(server, str) else server
-    proc = subprocess.Popen([*BPFWATCH, "fleet", "collect", *[a for s in servers for a in ("--server", s)],
-                             "--store", str(store), "--durable", durable], env=ENV, stderr=subprocess.PIPE,
-                            text=True)
+    conn = (conn or []) + [a for s in servers for a in ("--server", s)]
+    proc = subprocess.Popen([*BPFWATCH, "fleet", "collect", *conn, "--store", str(store), "--durable", durable],
+                            env=ENV, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     rows: list[dict[str, Any]] = []
     try:
@@ -80,6 +80,12 @@ def collect_until(server: str | list[str], store: Path, sql: str, want: Any, tim
     return rows
 
 
+def collect_until_args(conn: list[str], store: Path, sql: str, want: Any, timeout: float = 60.0
+                       ) -> list[dict[str, Any]]:
+    """collect_until with full connection options (TLS, credentials)."""
+    return collect_until([], store, sql, want, timeout, conn=conn)
+
+
 def agent_toml(work: Path, servers: list[str], host: str, root: Path | None = None, metrics_port: int = 0,
                **nats: Any) -> str:
     """An agent sending to `servers`. The collector's store and the servers'
@@ -94,7 +100,8 @@ def agent_toml(work: Path, servers: list[str], host: str, root: Path | None = No
 deny = {{ path = {orjson.dumps(skip).decode()}, comm = ["nats-server"] }}
 [outputs.capture]
 directory = "{work / 'capture'}"
-max_segment_events = 300
+max_segment_events = 2000
+retain_segments = 0
 [outputs.nats]
 enabled = true
 servers = {orjson.dumps(servers).decode()}
@@ -179,27 +186,121 @@ def marked_execs(mark: str, n: int) -> None:
         subprocess.run(["/bin/true", mark, str(i)], check=True)
 
 
+class MarkedLoad:
+    """Marked execs at a steady pace in a thread, until stopped: the load an
+    outage or a kill happens under. The marks in the agent's capture are what
+    went in; the store must hold exactly those."""
+
+    def __init__(self, mark: str, per_s: float = 25.0) -> None:
+        self.mark, self.per_s, self.done = mark, per_s, 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            subprocess.run(["/bin/true", self.mark, str(self.done)], check=True)
+            self.done += 1
+            self._stop.wait(1 / self.per_s)
+
+    def __enter__(self) -> MarkedLoad:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def captured_marks(capture: Path, mark: str) -> int:
+    from bpfwatch.capture import reader
+
+    return sum(1 for e in reader.read(str(capture), types={"process.exec"}) if mark in (e.get("argv") or []))
+
+
+def assert_store_has_exactly(servers: str | list[str], store: Path, mark: str, n: int) -> None:
+    sql = f"SELECT count(*) AS n, count(DISTINCT exec_id) AS d FROM events WHERE list_contains(argv, '{mark}')"
+    rows = collect_until(servers, store, sql, [{"n": n, "d": n}], timeout=90)
+    assert rows == [{"n": n, "d": n}], f"{n} captured"
+    dup = query(store, "SELECT count(*) AS n, count(DISTINCT event) AS d FROM events")
+    assert dup[0]["n"] == dup[0]["d"]
+
+
 @pytest.mark.kernel
-def test_nats_outage_is_replayed_from_the_capture_exactly_once(tmp_path, nats):
+def test_server_stopped_30s_under_load_is_replayed_exactly_once(tmp_path, nats):
     host = f"bw-out-{uuid.uuid4().hex[:6]}"
     mark = f"outage-{uuid.uuid4().hex[:8]}"
     with agent(tmp_path, agent_toml(tmp_path, [nats.url], host)) as a:
         a.wait_log("agent running")  # the output connects first, the sensors load after it
         a.wait_log("nats output connected")
-        marked_execs(mark, 10)
-        nats.stop()
-        a.wait_log("nats output disconnected")
-        marked_execs(mark, 30)  # only the capture has these now
-        a.wait_events(lambda evs: sum(1 for e in evs if mark in (e.get("argv") or [])) == 40)
-        time.sleep(1.0)
-        nats.start()
-        store = tmp_path / "store"
-        sql = f"SELECT count(*) AS n, count(DISTINCT exec_id) AS d FROM events WHERE list_contains(argv, '{mark}')"
-        rows = collect_until(nats.url, store, sql, [{"n": 40, "d": 40}])
-        assert rows == [{"n": 40, "d": 40}], a.log
-        dup = query(store, "SELECT count(*) AS n, count(DISTINCT event) AS d FROM events")
-        assert dup[0]["n"] == dup[0]["d"]
+        with MarkedLoad(mark) as load:
+            time.sleep(2)
+            nats.stop()
+            a.wait_log("nats output disconnected")
+            time.sleep(30)  # the only server is gone: the capture holds what happens meanwhile
+            nats.start()
+            time.sleep(2)
+        a.wait_events(lambda evs: sum(1 for e in evs if mark in (e.get("argv") or [])) == load.done)
+        assert load.done > 700
+        assert_store_has_exactly(nats.url, tmp_path / "store", mark, load.done)
+        assert "nats output reconnected" in a.log
         assert a.stop() == 0
+
+
+@pytest.mark.kernel
+def test_agent_killed_mid_batch_sends_nothing_twice(tmp_path, nats):
+    """kill -9 while batches flow: the restarted agent sends its pending range
+    again with the same ids; what the capture holds reaches the store once."""
+    host = f"bw-kill-{uuid.uuid4().hex[:6]}"
+    mark = f"akill-{uuid.uuid4().hex[:8]}"
+    toml = agent_toml(tmp_path, [nats.url], host, batch_events=7)  # many small ranges: one is in flight
+    with MarkedLoad(mark, per_s=40):
+        with agent(tmp_path, toml) as a:
+            a.wait_log("agent running")
+            time.sleep(3)
+            a.stop(signal.SIGKILL)
+        with agent(tmp_path, toml) as a:
+            a.wait_log("agent running")
+            time.sleep(3)
+            assert a.stop() == 0  # SIGTERM: its last events are sent before it exits
+    captured = captured_marks(tmp_path / "capture", mark)
+    assert captured > 100
+    assert_store_has_exactly(nats.url, tmp_path / "store", mark, captured)
+
+
+async def _stream_leader(urls: list[str], stream: str) -> str:
+    import nats as natspy
+
+    nc = await natspy.connect(servers=urls)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        return str(info.cluster.leader)
+    finally:
+        await nc.close()
+
+
+@pytest.mark.kernel
+def test_stream_leader_of_r3_cluster_killed_while_agent_publishes(tmp_path):
+    cluster = NatsCluster(tmp_path).start()
+    host = f"bw-r3-{uuid.uuid4().hex[:6]}"
+    mark = f"leader-{uuid.uuid4().hex[:8]}"
+    try:
+        with agent(tmp_path, agent_toml(tmp_path, cluster.urls, host, replicas=3)) as a:
+            a.wait_log("agent running")
+            a.wait_log("nats output connected")
+            with MarkedLoad(mark, per_s=40):
+                time.sleep(3)
+                leader = asyncio.run(_stream_leader(cluster.urls, "BPFWATCH_EVENTS"))
+                node = next(n for n in cluster.nodes if n.name == leader)
+                node.stop(kill=True)
+                time.sleep(6)
+            time.sleep(2)
+            captured = captured_marks(tmp_path / "capture", mark)
+            assert captured > 250
+            alive = [n.url for n in cluster.nodes if n.proc is not None]
+            assert_store_has_exactly(alive, tmp_path / "store", mark, captured)
+            assert a.stop() == 0
+    finally:
+        cluster.stop()
 
 
 def synthetic_capture(directory: Path, count: int, start: int = 0, mark: str = "syn",
@@ -306,28 +407,6 @@ def test_collectors_share_the_work_and_a_killed_one_loses_nothing(tmp_path, nats
     assert done > 0  # the second one worked too
     rows = query(store, "SELECT count(*) AS n, count(DISTINCT exec_id) AS d FROM events")
     assert rows == [{"n": 3000, "d": 3000}]
-
-
-def test_cluster_node_loss_loses_nothing(tmp_path):
-    cluster = NatsCluster(tmp_path).start()
-    try:
-        cap = tmp_path / "capture"
-        synthetic_capture(cap, 1500, mark="clu")
-        p = publisher_proc(cap, cluster.urls, "bw-cluster", batch=10, replicas=3)
-        try:
-            assert wait_published(p, 300) >= 300
-            cluster.nodes[0].stop(kill=True)  # a node dies while batches flow
-            synthetic_capture(cap, 1500, start=1500, mark="clu")
-            assert wait_published(p, 3000, timeout=60) == 3000
-        finally:
-            p.kill()
-            p.wait()
-        rows = collect_until(cluster.urls[1:], tmp_path / "store",
-                             "SELECT count(*) AS n, count(DISTINCT exec_id) AS d FROM events",
-                             [{"n": 3000, "d": 3000}])
-        assert rows == [{"n": 3000, "d": 3000}]
-    finally:
-        cluster.stop()
 
 
 # -- hosts and diagnose ------------------------------------------------------------------------------
@@ -457,6 +536,124 @@ def test_authenticated_servers(tmp_path, how):
             time.sleep(0.05)
         pub.close()
         assert pub.stats.published_events == 100
+    finally:
+        server.stop()
+
+
+def make_ca(d: Path) -> tuple[Path, Path, Path]:
+    """A CA made here, and a server certificate for 127.0.0.1 signed by it."""
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=bpfwatch test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    return d / "ca.pem", d / "server.pem", d / "server.key"
+
+
+SECURE_CONF = """
+listen: 127.0.0.1:{port}
+jetstream { store_dir: "{store}" }
+tls { cert_file: "%(cert)s", key_file: "%(key)s", timeout: 3 }
+authorization {
+  users = [
+    { user: "admin", password: "%(admin)s" }
+    { user: "host-a", password: "%(pa)s", permissions: {
+        publish: { allow: ["bpfwatch.events.host-a.>", "$KV.bpfwatch_hosts.host-a",
+                           "$JS.API.STREAM.INFO.>", "$JS.API.CONSUMER.INFO.>"] }
+        subscribe: { allow: ["_INBOX.>", "bpfwatch.diagnose.host-a"] } } }
+  ]
+}
+"""
+
+
+def test_tls_and_per_host_permissions(tmp_path):
+    """A TLS server (CA made by the test) where a host may publish only under
+    its own subjects: its events arrive; publishing as another host is
+    refused; wrong credentials or no CA fail in one clear line."""
+    from bpfwatch.fleet.connect import NatsAuth
+    from bpfwatch.fleet.publisher import NatsPublisher, PublishSettings
+
+    (tmp_path / "pki").mkdir()
+    ca, cert, key = make_ca(tmp_path / "pki")
+    pw = {"admin": uuid.uuid4().hex, "pa": uuid.uuid4().hex}
+    for name, value in pw.items():
+        (tmp_path / f"{name}.pw").write_text(value)
+    server = NatsServer(tmp_path, config=SECURE_CONF % {"cert": cert, "key": key, **pw}).start()
+    admin = ["--server", server.url, "--tls-ca", str(ca), "--user", "admin", "--password-file",
+             str(tmp_path / "admin.pw")]
+    try:
+        assert server.url.startswith("tls://")
+        # the operator makes the stream and the bucket; hosts only publish
+        admin_auth = NatsAuth(servers=[server.url], tls_ca=str(ca), user="admin",
+                              password_file=str(tmp_path / "admin.pw"))
+        cap0 = tmp_path / "cap0"
+        synthetic_capture(cap0, 10, mark="setup")
+        setup = NatsPublisher(PublishSettings(admin_auth, host="operator", batch_age=0.05), str(cap0)).start()
+        _wait(lambda: setup.stats.published_events == 10)
+        setup.close()
+
+        host_a = NatsAuth(servers=[server.url], tls_ca=str(ca), user="host-a", password_file=str(tmp_path / "pa.pw"))
+        cap = tmp_path / "cap-a"
+        synthetic_capture(cap, 300, mark="tls")
+        pub = NatsPublisher(PublishSettings(host_a, host="host-a", batch_age=0.05, create_stream=False),
+                            str(cap)).start()
+        _wait(lambda: pub.stats.published_events == 300)
+        pub.close()
+        assert pub.stats.published_events == 300
+
+        # host-a's credentials, another host's name: nothing gets in
+        cap_b = tmp_path / "cap-b"
+        synthetic_capture(cap_b, 50, mark="spoof")
+        spoof = NatsPublisher(PublishSettings(host_a, host="host-b", batch_age=0.05, create_stream=False),
+                              str(cap_b)).start()
+        _wait(lambda: spoof.stats.publish_errors >= 1)
+        spoof.close()
+        assert spoof.stats.published_events == 0
+
+        rows = collect_until_args(admin, tmp_path / "store",
+                                  "SELECT host, count(*) AS n FROM events GROUP BY ALL ORDER BY host",
+                                  [{"host": "host-a", "n": 300}, {"host": "operator", "n": 10}])
+        assert rows == [{"host": "host-a", "n": 300}, {"host": "operator", "n": 10}]
+
+        # wrong password, or no CA: one line each
+        (tmp_path / "bad.pw").write_text("wrong")
+        p = fleet("hosts", "--server", server.url, "--tls-ca", str(ca), "--user", "host-a", "--password-file",
+                  str(tmp_path / "bad.pw"), check=False)
+        assert p.returncode == 1 and "Authorization Violation" in p.stderr and len(p.stderr.splitlines()) == 1
+        p = fleet("hosts", "--server", server.url, check=False)
+        assert p.returncode == 1 and "cannot reach NATS" in p.stderr and len(p.stderr.splitlines()) == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in p.stderr or "certificate" in p.stderr.lower()
+    finally:
+        server.stop()
+
+
+def _wait(cond: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.kernel
+def test_agent_with_wrong_credentials_says_so_once_and_keeps_capturing(tmp_path):
+    server = NatsServer(tmp_path, extra=["--user", "bw", "--pass", "right"]).start()
+    (tmp_path / "pw").write_text("wrong")
+    try:
+        toml = agent_toml(tmp_path, [server.url], "bw-badcreds", user="bw", password_file=str(tmp_path / "pw"))
+        with agent(tmp_path, toml) as a:
+            a.wait_log("agent running")
+            a.wait_log("Authorization Violation", timeout=20)
+            marked_execs("badcreds-mark", 3)
+            a.wait_events(lambda evs: sum(1 for e in evs if "badcreds-mark" in (e.get("argv") or [])) == 3)
+            time.sleep(4)  # retries go on, quietly
+            lines = [x for x in a.log.splitlines() if "Authorization Violation" in x]
+            assert len(lines) == 1, lines
+            assert a.stop() == 0
     finally:
         server.stop()
 

@@ -194,3 +194,22 @@ def test_capture_read_cli_names_each_bad_segment(templates, tmp_path: Path) -> N
     assert names[1] in p.stderr and names[2] in p.stderr
     v = subprocess.run([*BPFWATCH, "capture", "verify", str(d)], capture_output=True, text=True, timeout=30, env=env)
     assert v.returncode == 1 and "Traceback" not in v.stderr and "2 of 4 segments intact" in v.stdout
+
+
+def test_a_directory_named_like_the_next_segment_is_stepped_over(tmp_path: Path) -> None:
+    """A segment name taken by something that is not a file (planted, or left
+    by damage), with no manifest to say so: the next segment gets a later
+    number, so it can be closed and read (hypothesis found the collision when
+    both were named in the same second)."""
+    from bpfwatch.capture.manifest import segment_name
+
+    d = tmp_path / "cap"
+    d.mkdir(mode=0o700)
+    now = time.time_ns()
+    for seq in (1, 2):
+        (d / segment_name(seq, now)).mkdir()
+    w = CaptureWriter(capture_config(d, max_segment_events=5, compression="none")).open()
+    w.write(events(10, 0))
+    w.close()
+    assert {e["seq"] for e in reader.read(str(d))} == set(range(10))
+    assert all(s.seq > 2 for s in Manifest.load(str(d)).segments)

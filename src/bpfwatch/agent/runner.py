@@ -219,12 +219,14 @@ class Agent:
                 "health": self.health()["status"]}
 
     def close_outputs(self) -> None:
-        if self.nats is not None:
-            self.nats.close()  # first: it reads the capture
-            self.nats = None
         if self.capture is not None:
             self.capture.close()
             self.capture = None
+        if self.nats is not None:
+            # after the capture's last write: what it holds is sent now (a few seconds at most),
+            # or from the cursor at the next start
+            self.nats.close(drain=5.0)
+            self.nats = None
         if self.stdout_sink is not None:
             with contextlib.suppress(OSError):
                 self.stdout_sink.close()

@@ -379,6 +379,9 @@ class CaptureWriter:
                         self.dir, NAME, damaged, aside)
         m = m or Manifest()
         names = set(os.listdir(self.dir))
+        # every sequence number a name takes, even one left alone below (a directory, a FIFO):
+        # a new segment named like it could never be renamed into place
+        taken = [q for q in map(seq_of, names) if q is not None]
         for n in [n for n in names if n.endswith(".tmp")]:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self.dir, n))
@@ -427,7 +430,7 @@ class CaptureWriter:
         kept.sort(key=lambda s: s.seq)
         m.segments = kept
         m.open = None
-        m.next_seq = max([m.next_seq, *(s.seq + 1 for s in kept)])
+        m.next_seq = max([m.next_seq, *(s.seq + 1 for s in kept), *(q + 1 for q in taken)])
         self.manifest = m
 
     def _recover_open(self, name: str, seq: int) -> Segment | None:

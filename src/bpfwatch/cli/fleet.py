@@ -115,8 +115,10 @@ def run_collect(args: argparse.Namespace) -> int:
         return await collector.run()
 
     stats = asyncio.run(go())
+    p50, p99 = stats.latency(0.5), stats.latency(0.99)
+    lat = f", latency from event to disk p50 {p50:.3f} s p99 {p99:.3f} s" if p50 is not None else ""
     sys.stderr.write(f"bpfwatch: {stats.events} events in {stats.messages} batches from {len(stats.by_host)} "
-                     f"hosts, {stats.rejected} rejected\n")
+                     f"hosts, {stats.rejected} rejected{lat}\n")
     return 0
 
 

@@ -10,12 +10,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import zstandard
 
-from bpfwatch.events.text import loads
 from bpfwatch.fleet import store
 from bpfwatch.fleet.connect import NatsAuth, Subjects, connect
 
@@ -28,6 +28,14 @@ class CollectStats:
     events: int = 0
     rejected: int = 0          # messages that are not event batches (terminated, never redelivered)
     by_host: dict[str, int] = field(default_factory=dict)
+    # seconds from a batch's newest event to its batch on disk (the pipeline's end-to-end latency)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+
+    def latency(self, q: float) -> float | None:
+        if not self.latencies:
+            return None
+        s = sorted(self.latencies)
+        return s[min(len(s) - 1, int(q * len(s)))]
 
 
 @dataclass
@@ -84,28 +92,23 @@ class Collector:
     async def _handle(self, msg: Any) -> None:
         headers = msg.headers or {}
         host = headers.get("Bpfwatch-Host") or msg.subject.split(".")[-2]
+        part = f"{msg.metadata.sequence.stream:012d}"
         try:
             data = msg.data
             if headers.get("Bpfwatch-Encoding") == "zstd":
                 data = self._dctx.decompress(data, max_output_size=256 << 20)
-            rows = []
-            for line in data.splitlines():
-                if not line:
-                    continue
-                ev = loads(line)
-                if not isinstance(ev, dict):
-                    raise ValueError("a line that is not an event object")
-                rows.append((ev, line))
+            n = await asyncio.get_running_loop().run_in_executor(None, store.write_lines, self.s.store, host, part,
+                                                                 data)
         except (zstandard.ZstdError, ValueError) as e:
             self.stats.rejected += 1
             log.warning("message %s from %s is not an event batch (%s): dropped", msg.metadata.sequence.stream,
                         host, e)
             await msg.term()
             return
-        part = f"{msg.metadata.sequence.stream:012d}"
-        n = await asyncio.get_running_loop().run_in_executor(None, store.write_events, self.s.store, host, part,
-                                                             rows)
         await msg.ack_sync()  # only now: the events are on disk
+        last = headers.get("Bpfwatch-Last-Ts", "")
+        if last.isdigit():
+            self.stats.latencies.append(max(time.time_ns() - int(last), 0) / 1e9)
         self.stats.messages += 1
         self.stats.events += n
         self.stats.by_host[host] = self.stats.by_host.get(host, 0) + n

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import socket
@@ -122,6 +123,8 @@ async def connect(auth: NatsAuth, initial_timeout: float = 5.0, **extra: Any) ->
     as it lives (every server, then round again)."""
     import nats
 
+    # asyncio's own warnings about TLS connections the server closed would add lines to ours
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     errors: list[BaseException] = []
     refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     callback = extra.pop("error_cb", _quiet)
@@ -149,8 +152,7 @@ async def connect(auth: NatsAuth, initial_timeout: float = 5.0, **extra: Any) ->
 
 
 def _describe(e: BaseException) -> str:
-    text = str(e).strip().strip("'\"") or type(e).__name__
-    return text.removeprefix("nats: ")
+    return str(e).strip().removeprefix("nats: ").strip("'\"") or type(e).__name__
 
 
 async def _quiet(e: Exception) -> None:

@@ -36,6 +36,7 @@ from bpfwatch.fleet.tail import CaptureTail, Cursor, Range
 log = logging.getLogger("bpfwatch.agent")
 
 RETRY_MIN, RETRY_MAX = 0.5, 30.0
+ERROR_RELOG = 300.0  # seconds before the same problem is logged again
 CURSOR_SYNC_EVERY = 1.0  # seconds between fsyncs of the cursor (a crash of the process loses nothing)
 
 
@@ -82,6 +83,8 @@ class NatsPublisher:
         self.stats = PublishStats()
         self._backlog = backlog
         self._stop = threading.Event()
+        self._draining = threading.Event()  # send what is there, then stop
+        self._logged: dict[str, float] = {}  # problem -> when it was last logged
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -97,16 +100,25 @@ class NatsPublisher:
         self._thread.start()
         return self
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stops after the range in flight (its cursor saved)."""
+    def close(self, timeout: float = 10.0, drain: float = 0.0) -> None:
+        """Stops after the range in flight (its cursor saved). With `drain`,
+        while connected, first sends what the capture holds (up to that many
+        seconds): the agent's last events leave before it exits."""
+        if drain and self.stats.connected and self._thread is not None:
+            self._draining.set()
+            self._wakeup()
+            self._thread.join(drain)
         self._stop.set()
+        self._wakeup()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _wakeup(self) -> None:
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
     # -- the thread ------------------------------------------------------------------
 
@@ -200,6 +212,9 @@ class NatsPublisher:
             self.stats.skipped_segments = tail.skipped_segments
             if rng is None:  # caught up: what comes next gathers for batch_age
                 self._refresh_lag()
+                if self._draining.is_set():
+                    self._stop.set()
+                    return
                 await self._sleep(self.s.batch_age)
                 continue
             await self._send(js, rng)
@@ -321,12 +336,17 @@ class NatsPublisher:
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     def _note_error(self, text: str) -> None:
-        if text != self.stats.last_error:
+        """Logs a problem once, and again only if it persists ERROR_RELOG seconds
+        later: an outage or a refused login is one line, not one a retry."""
+        now = time.monotonic()
+        if now - self._logged.get(text, -ERROR_RELOG) >= ERROR_RELOG:
             log.warning("nats output: %s", text)
+            self._logged[text] = now
         self.stats.last_error = text
 
     async def _nats_error(self, e: Exception) -> None:
-        self._note_error(f"{type(e).__name__}: {e}")
+        if self.stats.connected:  # while connecting, connect() says what went wrong
+            self._note_error(f"{type(e).__name__}: {e}")
 
     async def _down(self) -> None:
         self.stats.connected = False

@@ -80,12 +80,68 @@ def partition_dir(store: str, host: str, day: str) -> str:
     return os.path.join(store, f"host={_SAFE.sub('_', host) or '_'}", f"day={day}")
 
 
+def write_lines(store: str, host: str, part: str, data: bytes) -> int:
+    """Writes a batch of JSON lines (one event each) into the store, parsed in
+    C++ by Arrow's JSON reader with the store's schema; a batch it cannot
+    take as is (a value of another type than its column, raw bytes in a
+    string) goes through the event-by-event path. Returns the events written."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        return 0
+    schema = _schema()
+    typed = pa.schema([f for f in schema if f.name != "event"])
+    try:
+        table = pj.read_json(pa.py_buffer(data), read_options=pj.ReadOptions(block_size=max(len(data) + 1, 1 << 20)),
+                             parse_options=pj.ParseOptions(explicit_schema=typed, unexpected_field_behavior="ignore"))
+        if table.num_rows != len(lines):
+            raise ValueError("line count")
+        table = table.select(typed.names).append_column("event", pa.array(
+            [x.decode("utf-8", "replace") for x in lines], pa.string())).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+        from bpfwatch.events.text import loads
+
+        rows = []
+        for line in lines:
+            ev = loads(line)
+            if not isinstance(ev, dict):
+                raise ValueError("a line that is not an event object") from None
+            rows.append((ev, line))
+        return write_events(store, host, part, rows)
+    days = pc.fill_null(pc.strftime(pc.cast(table["ts"], pa.timestamp("ns", tz="UTC")), format="%Y-%m-%d"),
+                        "unknown")
+    for day in pc.unique(days).to_pylist():
+        _write_file(store, host, day, part, table.filter(pc.equal(days, day)))
+    return int(table.num_rows)
+
+
+def _write_file(store: str, host: str, day: str, part: str, table: Any) -> None:
+    """One Parquet file, written under a temp name, fsynced and renamed."""
+    import pyarrow.parquet as pq
+
+    directory = partition_dir(store, host, day)
+    os.makedirs(directory, mode=0o750, exist_ok=True)
+    final = os.path.join(directory, f"part-{part}.parquet")
+    tmp = final + ".tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+
+
 def write_events(store: str, host: str, part: str, rows: Iterable[tuple[dict[str, Any], bytes]]) -> int:
     """Writes (event, its JSON line) pairs into the store, one file per day
     named `part`; each file is written to a temp name, fsynced and renamed.
     Returns the events written."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     by_day: dict[str, list[tuple[dict[str, Any], bytes]]] = {}
     for ev, line in rows:
@@ -108,18 +164,7 @@ def write_events(store: str, host: str, part: str, rows: Iterable[tuple[dict[str
                     cols[name].append(v)
                 else:
                     cols[name].append(None)
-        table = pa.table(cols, schema=schema)
-        directory = partition_dir(store, host, day)
-        os.makedirs(directory, mode=0o750, exist_ok=True)
-        final = os.path.join(directory, f"part-{part}.parquet")
-        tmp = final + ".tmp"
-        pq.write_table(table, tmp, compression="zstd")
-        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
+        _write_file(store, host, day, part, pa.table(cols, schema=schema))
         n += len(items)
     return n
 
