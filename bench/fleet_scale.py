@@ -65,17 +65,18 @@ def record(path: Path, seconds: float = 4.0) -> list[bytes]:
     return [line for line in path.read_bytes().splitlines() if line]
 
 
-def agent_sim(i: int, url: str, work: str, events: list[bytes], rate: int, seconds: float) -> None:
+def agent_sim(i: int, url: str, work: str, events: list[bytes], rate: int, seconds: float,
+              written: Any = None) -> None:
     """One simulated agent: its capture, written at `rate` events/s, and its publisher."""
-    from bpfwatch.agent.config import CaptureConfig
+    from bpfwatch.agent.config import parse
     from bpfwatch.capture.writer import CaptureWriter
     from bpfwatch.fleet.connect import NatsAuth
     from bpfwatch.fleet.publisher import NatsPublisher, PublishSettings
 
     cap = os.path.join(work, f"agent-{i:02d}")
-    w = CaptureWriter(CaptureConfig(directory=cap, compression="none")).open()
-    pub = NatsPublisher(PublishSettings(NatsAuth(servers=[url]), host=f"sim-{i:02d}", batch_age=0.25),
-                        cap, w.backlog_after).start()
+    w = CaptureWriter(parse(f'[outputs.capture]\ndirectory = "{cap}"\ncompression = "none"\n').outputs.capture).open()
+    pub = NatsPublisher(PublishSettings(NatsAuth(servers=[url]), host=f"sim-{i:02d}"), cap,
+                        w.backlog_after).start()  # the agent's defaults: 1000 events or 1 s a batch
     decoded = [orjson.loads(e) for e in events]
     t0 = time.monotonic()
     sent, k = 0, 0
@@ -91,6 +92,8 @@ def agent_sim(i: int, url: str, work: str, events: list[bytes], rate: int, secon
         w.write(batch)
         time.sleep(0.01)
     w.close()
+    if written is not None:
+        written.value = sent
     deadline = time.monotonic() + 120
     while pub.stats.published_events < sent and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -118,10 +121,12 @@ def run_pipeline(url: str, work: Path, events: list[bytes], agents: int, rate: i
     is the backlog draining."""
     store = work / "store"
     cols = [subprocess.Popen([*BPFWATCH, "fleet", "collect", "--server", url, "--store", str(store), "--until-idle",
-                              "6", "--batch", "256"], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+                              "15", "--batch", "256"], stderr=subprocess.PIPE, text=True) for _ in range(2)]
     t0 = time.monotonic()
     wall0 = time.time()
-    procs = [mp.Process(target=agent_sim, args=(i, url, str(work), events, rate, seconds)) for i in range(agents)]
+    counts = [mp.Value("q", 0) for _ in range(agents)]
+    procs = [mp.Process(target=agent_sim, args=(i, url, str(work), events, rate, seconds, counts[i]))
+             for i in range(agents)]
     for p in procs:
         p.start()
     back = None
@@ -136,12 +141,17 @@ def run_pipeline(url: str, work: Path, events: list[bytes], agents: int, rate: i
     drained = time.monotonic()
     outs = [c.communicate(timeout=600)[1] for c in cols]
     total = sum(int(o.strip().splitlines()[-1].split()[1]) for o in outs)
+    rejected = sum(int(o.strip().splitlines()[-1].split(" rejected")[0].split()[-1]) for o in outs)
+    problems = [line for o in outs for line in o.strip().splitlines()[:-1] if "collecting" not in line][:10]
     lat = [o.strip().splitlines()[-1] for o in outs]
     p50s = [float(x.split("p50 ")[1].split()[0]) for x in lat if "p50" in x]
     p99s = [float(x.split("p99 ")[1].split()[0]) for x in lat if "p99" in x]
-    end = max((f.stat().st_mtime for f in store.rglob("*.parquet")), default=time.time())
+    stamps = [f.stat().st_mtime for f in store.rglob("*.parquet")] or [time.time()]
+    end = max(stamps)
+    wall0 = max(wall0, min(stamps) - 1.0)  # from the first batch stored (20 processes take a while to start)
     out: dict[str, Any] = {"agents": agents, "rate_per_agent": rate, "offered_events_per_s": agents * rate,
-                           "seconds": seconds, "events_stored": total,
+                           "seconds": seconds, "events_written": sum(c.value for c in counts),
+                           "events_stored": total, "batches_rejected": rejected, "collector_messages": problems,
                            "events_per_s_through": round(total / max(end - wall0, 1e-9)),
                            "latency_p50_s": max(p50s) if p50s else None, "latency_p99_s": max(p99s) if p99s else None}
     if back is not None:

@@ -181,8 +181,8 @@ class NatsConfig:
     replicas: int = opt(1, "Stream replicas (1, or 3 on a cluster).", min=1, max=5)
     duplicate_window: float = opt("1h", "How long the server remembers message ids (a batch sent twice "
                                   "within it is stored once).", "duration", min=1, max=86400)
-    batch_events: int = opt(1000, "Events per batch (per message, before splitting by family).", min=1,
-                            max=100000)
+    batch_events: int = opt(5000, "Events per batch: a range of the capture, sent as one message per family "
+                            "(more when a family's lines pass 768 KiB).", min=1, max=100000)
     batch_age: float = opt("1s", "Longest a batch waits to fill.", "duration", min=0.01, max=60)
     compression: str = opt("zstd", "Batch compression.", "enum", choices=("zstd", "none"))
     heartbeat_interval: float = opt("10s", "How often this host's heartbeat is stored (fleet hosts).",

@@ -106,6 +106,10 @@ def run_collect(args: argparse.Namespace) -> int:
                                           subject_prefix=args.prefix, batch=args.batch, ack_wait=args.ack_wait,
                                           idle_exit=args.until_idle))
 
+    import logging
+
+    logging.basicConfig(format="bpfwatch: %(message)s", level=logging.WARNING)
+
     async def go() -> Any:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

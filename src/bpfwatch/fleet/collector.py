@@ -16,10 +16,12 @@ from typing import Any
 
 import zstandard
 
+from bpfwatch.errors import BpfwatchError
 from bpfwatch.fleet import store
 from bpfwatch.fleet.connect import NatsAuth, Subjects, connect
 
 log = logging.getLogger("bpfwatch.fleet")
+WRITERS = 4  # batches written in parallel by one collector
 
 
 @dataclass
@@ -28,7 +30,7 @@ class CollectStats:
     events: int = 0
     rejected: int = 0          # messages that are not event batches (terminated, never redelivered)
     by_host: dict[str, int] = field(default_factory=dict)
-    # seconds from a batch's newest event to its batch on disk (the pipeline's end-to-end latency)
+    # seconds from a batch's oldest event to the batch on disk (the pipeline's end-to-end latency)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
     def latency(self, q: float) -> float | None:
@@ -56,30 +58,65 @@ class Collector:
         self.stats = CollectStats()
         self._stop = asyncio.Event()
         self._dctx = zstandard.ZstdDecompressor()
+        self._last_error = ""
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> CollectStats:
+        from nats.errors import Error as NatsError
         from nats.js.api import AckPolicy, ConsumerConfig
+        from nats.js.errors import APIError, NotFoundError
 
         nc = await connect(self.s.auth, error_cb=self._nats_error)
         try:
             js = nc.jetstream(timeout=10)
-            sub = await js.pull_subscribe(
-                Subjects(self.s.subject_prefix).all_events(), durable=self.s.durable, stream=self.s.stream,
-                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.s.ack_wait,
-                                      max_ack_pending=max(self.s.batch * 4, 256)))
             last = time.monotonic()
+            waiting = False
+            while True:  # a collector may start before any agent made the stream
+                try:
+                    sub = await js.pull_subscribe(
+                        Subjects(self.s.subject_prefix).all_events(), durable=self.s.durable, stream=self.s.stream,
+                        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.s.ack_wait,
+                                              max_ack_pending=max(self.s.batch * 4, 256)))
+                    break
+                except NotFoundError:
+                    if not waiting:
+                        log.warning("stream %s does not exist yet (no agent has sent anything): waiting for it",
+                                    self.s.stream)
+                        waiting = True
+                    if self._stop.is_set() or (self.s.idle_exit is not None
+                                               and time.monotonic() - last >= self.s.idle_exit):
+                        return self.stats
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), 1.0)
+                except APIError as e:
+                    raise BpfwatchError(f"stream {self.s.stream}: {e.description or e}") from None
+            lost_since: float | None = None
             while not self._stop.is_set():
                 try:
                     msgs = await sub.fetch(self.s.batch, timeout=1.0)
-                except TimeoutError:
-                    if self.s.idle_exit is not None and time.monotonic() - last >= self.s.idle_exit:
+                    # a few at once: Parquet writing and fsync release the GIL
+                    for k in range(0, len(msgs), WRITERS):
+                        await asyncio.gather(*(self._handle(m) for m in msgs[k:k + WRITERS]))
+                except TimeoutError:  # nothing came (nats' TimeoutError is one too)
+                    if not nc.is_connected:
+                        last = time.monotonic()  # an outage is not idleness
+                    elif self.s.idle_exit is not None and time.monotonic() - last >= self.s.idle_exit:
                         break
                     continue
-                for msg in msgs:
-                    await self._handle(msg)
+                except NatsError as e:
+                    # the server went away or is electing a leader: nats-py reconnects, we retry;
+                    # a batch whose ack was lost comes again after ack_wait and rewrites its file
+                    if lost_since is None:
+                        lost_since = time.monotonic()
+                        log.warning("lost the stream (%s); retrying", str(e) or type(e).__name__)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), 0.5)
+                    continue
+                if lost_since is not None:
+                    log.warning("stream back after %.1f s", time.monotonic() - lost_since)
+                    lost_since = None
                 last = time.monotonic()
         finally:
             with contextlib.suppress(Exception):
@@ -87,7 +124,10 @@ class Collector:
         return self.stats
 
     async def _nats_error(self, e: Exception) -> None:
-        log.warning("nats: %s", e or type(e).__name__)
+        text = str(e) or type(e).__name__
+        if text != self._last_error:  # an outage is one line, not one per reconnect attempt
+            log.warning("nats: %s", text)
+            self._last_error = text
 
     async def _handle(self, msg: Any) -> None:
         headers = msg.headers or {}
@@ -106,9 +146,9 @@ class Collector:
             await msg.term()
             return
         await msg.ack_sync()  # only now: the events are on disk
-        last = headers.get("Bpfwatch-Last-Ts", "")
-        if last.isdigit():
-            self.stats.latencies.append(max(time.time_ns() - int(last), 0) / 1e9)
+        first = headers.get("Bpfwatch-First-Ts", "")  # the batch's oldest event: its worst latency
+        if first.isdigit():
+            self.stats.latencies.append(max(time.time_ns() - int(first), 0) / 1e9)
         self.stats.messages += 1
         self.stats.events += n
         self.stats.by_host[host] = self.stats.by_host.get(host, 0) + n

@@ -36,6 +36,7 @@ from bpfwatch.fleet.tail import CaptureTail, Cursor, Range
 log = logging.getLogger("bpfwatch.agent")
 
 RETRY_MIN, RETRY_MAX = 0.5, 30.0
+MAX_RAW_BYTES = 768 << 10  # JSON lines per message, before compression
 ERROR_RELOG = 300.0  # seconds before the same problem is logged again
 CURSOR_SYNC_EVERY = 1.0  # seconds between fsyncs of the cursor (a crash of the process loses nothing)
 
@@ -51,7 +52,7 @@ class PublishSettings:
     stream_max_bytes: int = 10 << 30
     replicas: int = 1
     duplicate_window: float = 3600.0
-    batch_events: int = 1000
+    batch_events: int = 5000
     batch_age: float = 1.0
     compression: str = "zstd"
     heartbeat_interval: float = 10.0
@@ -217,8 +218,24 @@ class NatsPublisher:
                     return
                 await self._sleep(self.s.batch_age)
                 continue
+            await self._fill(tail, rng)
             await self._send(js, rng)
             self._refresh_lag()
+
+    async def _fill(self, tail: CaptureTail, rng: Range) -> None:
+        """A short range of recent events waits for more lines of its segment,
+        until it holds batch_events or its first event is batch_age old: big
+        batches cost the server and the collectors far less than many small ones."""
+        first = ts_of(rng.lines[0])
+        while len(rng.lines) < self.s.batch_events and not self._stop.is_set() and not self._draining.is_set():
+            age = time.time() - first / 1e9 if first is not None else self.s.batch_age
+            if age >= self.s.batch_age:
+                return
+            more = tail.read(self.s.batch_events - len(rng.lines), stay=True)
+            if more is None:
+                await self._sleep(min(self.s.batch_age - age, 0.05))
+                continue
+            rng.lines += more.lines
 
     async def _send(self, js: Any, rng: Range) -> None:
         """Publishes one range (a message per family) until every message is
@@ -229,10 +246,13 @@ class NatsPublisher:
         by_family: dict[str, list[bytes]] = {}
         for line in rng.lines:
             by_family.setdefault(family_of(line), []).append(line)
+        messages = [(fam, k, part) for fam, lines in by_family.items()
+                    for k, part in enumerate(_chunks(lines, MAX_RAW_BYTES))]
         backoff = RETRY_MIN
         while True:
             try:
-                await asyncio.gather(*(self._publish(js, rng, fam, lines) for fam, lines in by_family.items()))
+                await asyncio.gather(*(self._publish(js, rng, f"{fam}:{k}" if k else fam, fam, part)
+                                       for fam, k, part in messages))
                 break
             except Exception as e:
                 self.stats.publish_errors += 1
@@ -246,11 +266,11 @@ class NatsPublisher:
         self.stats.published_events += len(rng.lines)
         self._last_ts = ts_of(rng.lines[-1]) or self._last_ts
 
-    async def _publish(self, js: Any, rng: Range, family: str, lines: list[bytes]) -> None:
+    async def _publish(self, js: Any, rng: Range, part: str, family: str, lines: list[bytes]) -> None:
         body = b"\n".join(lines) + b"\n"
         stamps = [t for t in (ts_of(lines[0]), ts_of(lines[-1])) if t is not None]
         headers = {
-            "Nats-Msg-Id": f"{self.s.host}:{self._capture_id}:{rng.seq}:{rng.start}:{rng.end}:{family}",
+            "Nats-Msg-Id": f"{self.s.host}:{self._capture_id}:{rng.seq}:{rng.start}:{rng.end}:{part}",
             "Bpfwatch-Host": self.s.host, "Bpfwatch-Boot-Id": _boot_id(), "Bpfwatch-Schema": SCHEMA_VERSION,
             "Bpfwatch-Count": str(len(lines)), "Bpfwatch-Encoding": "zstd" if self._cctx else "none",
             "Bpfwatch-First-Ts": str(min(stamps)) if stamps else "", "Bpfwatch-Last-Ts": str(max(stamps)) if stamps
@@ -355,6 +375,21 @@ class NatsPublisher:
     async def _up(self) -> None:
         self.stats.connected = True
         log.info("nats output reconnected; sending from the cursor")
+
+
+def _chunks(lines: list[bytes], limit: int) -> list[list[bytes]]:
+    """Lines in consecutive groups of at most `limit` bytes (one line may be
+    alone over it): a message stays well under the server's max_payload
+    (1 MB by default) whatever the events hold."""
+    out: list[list[bytes]] = [[]]
+    size = 0
+    for line in lines:
+        if size + len(line) + 1 > limit and out[-1]:
+            out.append([])
+            size = 0
+        out[-1].append(line)
+        size += len(line) + 1
+    return out
 
 
 def _boot_id() -> str:

@@ -101,8 +101,9 @@ def write_lines(store: str, host: str, part: str, data: bytes) -> int:
                              parse_options=pj.ParseOptions(explicit_schema=typed, unexpected_field_behavior="ignore"))
         if table.num_rows != len(lines):
             raise ValueError("line count")
-        table = table.select(typed.names).append_column("event", pa.array(
-            [x.decode("utf-8", "replace") for x in lines], pa.string())).cast(schema)
+        # the lines themselves, as text: the writer's JSON is always UTF-8 (raw bytes go as \\udcXX escapes)
+        table = table.select(typed.names).append_column("event", pa.array(lines, pa.binary()).cast(pa.string())
+                                                        ).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
         from bpfwatch.events.text import loads
 
@@ -113,10 +114,11 @@ def write_lines(store: str, host: str, part: str, data: bytes) -> int:
                 raise ValueError("a line that is not an event object") from None
             rows.append((ev, line))
         return write_events(store, host, part, rows)
-    days = pc.fill_null(pc.strftime(pc.cast(table["ts"], pa.timestamp("ns", tz="UTC")), format="%Y-%m-%d"),
-                        "unknown")
-    for day in pc.unique(days).to_pylist():
-        _write_file(store, host, day, part, table.filter(pc.equal(days, day)))
+    # the UTC day of each event by integer division; only the distinct days are formatted
+    days = pc.fill_null(pc.divide(table["ts"], 86_400_000_000_000), -1)
+    for d in pc.unique(days).to_pylist():
+        day = day_of(d * 86_400_000_000_000) if d >= 0 else "unknown"
+        _write_file(store, host, day, part, table.filter(pc.equal(days, d)))
     return int(table.num_rows)
 
 

@@ -109,9 +109,10 @@ class CaptureTail:
         self._rest = b""
         self._lines.clear()
 
-    def read(self, max_lines: int) -> Range | None:
+    def read(self, max_lines: int, stay: bool = False) -> Range | None:
         """Up to max_lines new lines of one segment, or None when there is
-        nothing new (yet)."""
+        nothing new (yet). With `stay`, only lines of the segment being read
+        (None at its end): what a range that is being filled can take."""
         for _ in range(4):  # a segment may end and the next begin between two looks
             if not self._ensure_stream():
                 return None
@@ -120,7 +121,7 @@ class CaptureTail:
                 start = self.line
                 self.line += len(lines)
                 return Range(self._stream_seq, start, lines)
-            if not self._segment_finished():
+            if stay or not self._segment_finished():
                 return None
             self.close()
             self.seq, self.line = self.seq + 1, 0
