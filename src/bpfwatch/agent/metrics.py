@@ -77,44 +77,47 @@ class AgentCollector:
 
         cap = s.get("capture")
         if cap is not None:
-            for name, kind, doc in (
-                ("events_written", "counter", "Events written to capture segments"),
-                ("bytes_written", "counter", "Uncompressed bytes written to capture segments"),
-                ("rotations", "counter", "Capture segments closed"),
-                ("write_errors", "counter", "Failed capture writes (disk full, permissions)"),
-                ("compress_errors", "counter", "Capture segments that could not be compressed"),
-                ("dropped", "counter", "Events dropped because the hold buffer overflowed while writes failed"),
-                ("segments", "gauge", "Closed capture segments on disk"),
-                ("disk_bytes", "gauge", "Bytes of closed capture segments on disk"),
-                ("held", "gauge", "Events held in memory, waiting for the disk"),
-                ("failing", "gauge", "1 while capture writes fail"),
-            ):
-                family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
-                    f"bpfwatch_capture_{name}", doc)
-                family.add_metric([], int(cap[name]))
-                yield family
-
+            yield from _families("bpfwatch_capture_", cap, CAPTURE_METRICS)
         nats = s.get("nats")
         if nats is not None:
-            for name, kind, doc in (
-                ("published_events", "counter", "Events acknowledged by NATS JetStream"),
-                ("published_messages", "counter", "Batches (messages) acknowledged by NATS JetStream"),
-                ("publish_errors", "counter", "Failed publishes (each retried from the capture)"),
-                ("skipped_segments", "counter", "Capture segments deleted by retention before they were sent"),
-                ("lag_events", "gauge", "Captured events not yet acknowledged by NATS"),
-                ("lag_seconds", "gauge", "Age of the oldest event not yet acknowledged by NATS"),
-                ("connected", "gauge", "1 while connected to NATS"),
-            ):
-                family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
-                    f"bpfwatch_nats_{name}", doc)
-                family.add_metric([], float(nats[name]))
-                yield family
+            yield from _families("bpfwatch_nats_", nats, NATS_METRICS)
             yield _counter("bpfwatch_nats_diagnose_requests", "Fleet diagnose requests, by answer", ["status"],
                            {(k,): n for k, n in nats["diagnose_requests"].items()})
         yield _counter("bpfwatch_config_reloads", "Config reloads (SIGHUP), by result", ["result"],
                        {(k,): n for k, n in s["reloads"].items()})
         yield _counter("bpfwatch_redacted_events", "Events whose argv had secrets redacted", [],
                        {(): s["redacted"]})
+
+
+# (stat, kind, help) of the capture writer's and the NATS publisher's figures
+CAPTURE_METRICS = (
+    ("events_written", "counter", "Events written to capture segments"),
+    ("bytes_written", "counter", "Uncompressed bytes written to capture segments"),
+    ("rotations", "counter", "Capture segments closed"),
+    ("write_errors", "counter", "Failed capture writes (disk full, permissions)"),
+    ("compress_errors", "counter", "Capture segments that could not be compressed"),
+    ("dropped", "counter", "Events dropped because the hold buffer overflowed while writes failed"),
+    ("segments", "gauge", "Closed capture segments on disk"),
+    ("disk_bytes", "gauge", "Bytes of closed capture segments on disk"),
+    ("held", "gauge", "Events held in memory, waiting for the disk"),
+    ("failing", "gauge", "1 while capture writes fail"),
+)
+NATS_METRICS = (
+    ("published_events", "counter", "Events acknowledged by NATS JetStream"),
+    ("published_messages", "counter", "Batches (messages) acknowledged by NATS JetStream"),
+    ("publish_errors", "counter", "Failed publishes (each retried from the capture)"),
+    ("skipped_segments", "counter", "Capture segments deleted by retention before they were sent"),
+    ("lag_events", "gauge", "Captured events not yet acknowledged by NATS"),
+    ("lag_seconds", "gauge", "Age of the oldest event not yet acknowledged by NATS"),
+    ("connected", "gauge", "1 while connected to NATS"),
+)
+
+
+def _families(prefix: str, stats: dict[str, Any], specs: tuple[tuple[str, str, str], ...]) -> Iterator[Metric]:
+    for name, kind, doc in specs:
+        family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(prefix + name, doc)
+        family.add_metric([], float(stats[name]))
+        yield family
 
 
 def _counter(name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]) -> Metric:

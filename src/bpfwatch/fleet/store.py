@@ -37,8 +37,10 @@ COLUMNS: dict[str, str] = {
     "result": "string",
     "name": "string", "qtype": "string", "rcode": "string", "addresses": "list<string>",
     "rule": "string", "severity": "string",
+    "batch": "int64",  # the stream sequence of the message the event came in (where it came from, and dedup)
     "event": "string",
 }
+_BATCHES_KEY = b"bpfwatch.batches"  # Parquet metadata: the stream sequences whose events the file holds
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -80,52 +82,117 @@ def partition_dir(store: str, host: str, day: str) -> str:
     return os.path.join(store, f"host={_SAFE.sub('_', host) or '_'}", f"day={day}")
 
 
-def write_lines(store: str, host: str, part: str, data: bytes) -> int:
-    """Writes a batch of JSON lines (one event each) into the store, parsed in
-    C++ by Arrow's JSON reader with the store's schema; a batch it cannot
-    take as is (a value of another type than its column, raw bytes in a
-    string) goes through the event-by-event path. Returns the events written."""
+def _table(batches: list[tuple[int, bytes]]) -> Any:
+    """The events of some batches (stream sequence, JSON lines) as one table
+    with the store's schema, parsed in C++ by Arrow's JSON reader; None when
+    it cannot take them as they are (a value of another type than its column,
+    raw bytes in a string): then the event-by-event path does."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.json as pj
 
+    chunks = [d if d.endswith(b"\n") else d + b"\n" for _, d in batches if d]
+    data = b"".join(chunks)
+    seqs: list[int] = []
+    for (seq, _), chunk in zip(((q, d) for q, d in batches if d), chunks, strict=True):
+        seqs += [seq] * chunk.count(b"\n")
+    if not seqs:
+        return None
     lines = data.split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    if not lines:
-        return 0
+    lines.pop()  # after the last newline
     schema = _schema()
-    typed = pa.schema([f for f in schema if f.name != "event"])
+    typed = pa.schema([f for f in schema if f.name not in ("event", "batch")])
     try:
-        table = pj.read_json(pa.py_buffer(data), read_options=pj.ReadOptions(block_size=max(len(data) + 1, 1 << 20)),
+        # one thread: collectors scale out by process; Arrow's pool cost more CPU than it saved here
+        read = pj.ReadOptions(block_size=max(len(data) + 1, 1 << 20), use_threads=False)
+        table = pj.read_json(pa.py_buffer(data), read_options=read,
                              parse_options=pj.ParseOptions(explicit_schema=typed, unexpected_field_behavior="ignore"))
         if table.num_rows != len(lines):
-            raise ValueError("line count")
-        # the lines themselves, as text: the writer's JSON is always UTF-8 (raw bytes go as \\udcXX escapes)
-        table = table.select(typed.names).append_column("event", pa.array(lines, pa.binary()).cast(pa.string())
-                                                        ).cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
-        from bpfwatch.events.text import loads
+            return None
+        # the lines themselves, as text: the writer's JSON is always UTF-8 (raw bytes go as \\udcXX escapes);
+        # the columns come in the schema's order and types, so no cast (a copy) is needed
+        columns = [table.column(f.name) for f in typed]
+        return pa.Table.from_arrays([*columns, pa.array(seqs, pa.int64()),
+                                     pa.array(lines, pa.binary()).cast(pa.string())], schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
 
-        rows = []
-        for line in lines:
-            ev = loads(line)
-            if not isinstance(ev, dict):
-                raise ValueError("a line that is not an event object") from None
-            rows.append((ev, line))
-        return write_events(store, host, part, rows)
+
+def _rows(seq: int, data: bytes) -> list[tuple[dict[str, Any], bytes]]:
+    from bpfwatch.events.text import loads
+
+    rows = []
+    for line in data.splitlines():
+        if not line:
+            continue
+        ev = loads(line)
+        if not isinstance(ev, dict):
+            raise ValueError("a line that is not an event object")
+        ev["batch"] = seq
+        rows.append((ev, line))
+    return rows
+
+
+def write_batches(store: str, host: str, batches: list[tuple[int, bytes]], skip_written: bool = False) -> int:
+    """Writes the events of several batches of one host: one Parquet file per
+    day, named after the batches' sequence range, listing in its metadata the
+    batches it holds. With `skip_written` (batches delivered again, after a
+    collector died between writing and acknowledging), the events of a batch
+    already in the store for a day are left out. Returns the events written.
+    ValueError when a batch is not event lines."""
+    import pyarrow.compute as pc
+
+    table = _table(batches)
+    if table is None:  # the slow path, one batch at a time
+        n, seen = 0, {}
+        for seq, data in batches:
+            rows = _rows(seq, data)
+            if skip_written:
+                for day in {day_of(ev.get("ts")) for ev, _ in rows} - seen.keys():
+                    seen[day] = written_batches(store, host, day)
+                rows = [r for r in rows if seq not in seen[day_of(r[0].get("ts"))]]
+            n += write_events(store, host, f"{seq:012d}-{seq:012d}", rows)
+        return n
+    name = f"{min(q for q, _ in batches):012d}-{max(q for q, _ in batches):012d}"
     # the UTC day of each event by integer division; only the distinct days are formatted
     days = pc.fill_null(pc.divide(table["ts"], 86_400_000_000_000), -1)
-    for d in pc.unique(days).to_pylist():
+    n = 0
+    distinct = pc.unique(days).to_pylist()
+    for d in distinct:
         day = day_of(d * 86_400_000_000_000) if d >= 0 else "unknown"
-        _write_file(store, host, day, part, table.filter(pc.equal(days, d)))
-    return int(table.num_rows)
+        part = table if len(distinct) == 1 else table.filter(pc.equal(days, d))  # nearly always one day
+        if skip_written:
+            done = written_batches(store, host, day)
+            if done:
+                part = part.filter(pc.invert(pc.is_in(part["batch"], pc.cast(list(done), "int64"))))
+            if part.num_rows == 0:
+                continue
+        _write_file(store, host, day, name, part, sorted(pc.unique(part["batch"]).to_pylist()))
+        n += part.num_rows
+    return n
 
 
-def _write_file(store: str, host: str, day: str, part: str, table: Any) -> None:
+def written_batches(store: str, host: str, day: str) -> set[int]:
+    """The batches whose events a (host, day) partition holds, from its files'
+    metadata (read only for batches delivered again: rare)."""
+    import pyarrow.parquet as pq
+
+    directory = partition_dir(store, host, day)
+    out: set[int] = set()
+    if not os.path.isdir(directory):
+        return out
+    for name in os.listdir(directory):
+        if not name.endswith(".parquet"):
+            continue
+        meta = pq.read_schema(os.path.join(directory, name)).metadata or {}
+        out.update(int(x) for x in meta.get(_BATCHES_KEY, b"").split(b",") if x)
+    return out
+
+
+def _write_file(store: str, host: str, day: str, part: str, table: Any, batches: list[int]) -> None:
     """One Parquet file, written under a temp name, fsynced and renamed."""
     import pyarrow.parquet as pq
 
+    table = table.replace_schema_metadata({_BATCHES_KEY: ",".join(map(str, batches)).encode()})
     directory = partition_dir(store, host, day)
     os.makedirs(directory, mode=0o750, exist_ok=True)
     final = os.path.join(directory, f"part-{part}.parquet")
@@ -166,7 +233,8 @@ def write_events(store: str, host: str, part: str, rows: Iterable[tuple[dict[str
                     cols[name].append(v)
                 else:
                     cols[name].append(None)
-        _write_file(store, host, day, part, pa.table(cols, schema=schema))
+        _write_file(store, host, day, part, pa.table(cols, schema=schema),
+                    sorted({ev["batch"] for ev, _ in items if isinstance(ev.get("batch"), int)}))
         n += len(items)
     return n
 
