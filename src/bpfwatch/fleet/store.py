@@ -40,6 +40,7 @@ COLUMNS: dict[str, str] = {
     "batch": "int64",  # the stream sequence of the message the event came in (where it came from, and dedup)
     "event": "string",
 }
+_DICTIONARY = [c for c in COLUMNS if c not in ("event", "ts", "time", "exec_id", "batch")]
 _BATCHES_KEY = b"bpfwatch.batches"  # Parquet metadata: the stream sequences whose events the file holds
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -197,7 +198,8 @@ def _write_file(store: str, host: str, day: str, part: str, table: Any, batches:
     os.makedirs(directory, mode=0o750, exist_ok=True)
     final = os.path.join(directory, f"part-{part}.parquet")
     tmp = final + ".tmp"
-    pq.write_table(table, tmp, compression="zstd")
+    # dictionaries only where values repeat: for the raw event and the stamps they cost time and bytes
+    pq.write_table(table, tmp, compression="zstd", use_dictionary=_DICTIONARY)
     fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
