@@ -19,6 +19,7 @@ import zstandard
 from bpfwatch.errors import BpfwatchError
 from bpfwatch.fleet import store
 from bpfwatch.fleet.connect import NatsAuth, Subjects, connect
+from bpfwatch.pipeline.gc_tuning import tune_for_streaming
 
 log = logging.getLogger("bpfwatch.fleet")
 
@@ -54,6 +55,9 @@ class CollectSettings:
 class Collector:
     def __init__(self, settings: CollectSettings) -> None:
         import pyarrow
+        import pyarrow.compute
+        import pyarrow.json
+        import pyarrow.parquet
 
         # one core per collector: add processes to scale (Arrow's thread pools cost 10% more CPU per event here)
         pyarrow.set_cpu_count(1)
@@ -63,6 +67,7 @@ class Collector:
         self._stop = asyncio.Event()
         self._dctx = zstandard.ZstdDecompressor()
         self._last_error = ""
+        self._nc: Any = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -72,7 +77,8 @@ class Collector:
         from nats.js.api import AckPolicy, ConsumerConfig
         from nats.js.errors import APIError, NotFoundError
 
-        nc = await connect(self.s.auth, error_cb=self._nats_error)
+        nc = self._nc = await connect(self.s.auth, error_cb=self._nats_error)
+        tune_for_streaming()  # batches make many objects and no cycles
         try:
             js = nc.jetstream(timeout=10)
             last = time.monotonic()
@@ -164,10 +170,12 @@ class Collector:
                 for item in items:  # find the bad one: each alone
                     await write(host, again, [item])
                 return
-            await asyncio.gather(*(m.ack_sync() for m, _, _ in items))  # only now: the events are on disk
+            for m, _, _ in items:
+                await m.ack()  # only now: the events are on disk (a lost ack is a redelivery: deduplicated)
             self._account(host, n, [m for m, _, _ in items])
 
         await asyncio.gather(*(write(host, again, items) for (host, again), items in groups.items()))
+        await self._nc.flush()  # the acknowledgements leave together
 
     async def _reject(self, msg: Any, host: str, why: Any) -> None:
         self.stats.rejected += 1
