@@ -44,14 +44,14 @@ def add_parser(sub: Any) -> None:
                                   "every Parquet file (columns: docs/fleet.md; `event` holds the whole event as "
                                   "JSON). Example: SELECT host, exe, count(*) FROM events WHERE type = "
                                   "'process.exec' GROUP BY ALL")
-    q.add_argument("sql")
-    q.add_argument("--store", required=True, metavar="DIR")
+    q.add_argument("sql", help="one SQL statement; the table is `events`")
+    q.add_argument("--store", required=True, metavar="DIR", help="the Parquet store directory")
     q.add_argument("--json", action="store_true", help="one JSON object per row")
     q.set_defaults(func=run_query)
 
     h = fs.add_parser("hosts", help="the live host list (agents' heartbeats)")
     _connection(h)
-    h.add_argument("--json", action="store_true")
+    h.add_argument("--json", action="store_true", help="the heartbeat documents as JSON")
     h.set_defaults(func=run_hosts)
 
     d = fs.add_parser("diagnose", help="send one diagnose request to many agents and gather the answers",
@@ -64,23 +64,24 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--request", required=True, metavar="FILE", help="the request (JSON; '-' reads stdin)")
     d.add_argument("--timeout", type=parse_seconds, metavar="SECONDS",
                    help="how long to wait for each host (default: the request's duration + 30 s)")
-    d.add_argument("--indent", action="store_true")
+    d.add_argument("--indent", action="store_true", help="indented JSON")
     d.set_defaults(func=run_diagnose)
 
 
 def _connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", action="append", metavar="URL",
                    help="NATS server (repeatable; default $BPFWATCH_NATS_URL or nats://127.0.0.1:4222)")
-    p.add_argument("--user", default="")
-    p.add_argument("--password-file", default="", metavar="FILE")
-    p.add_argument("--token-file", default="", metavar="FILE")
-    p.add_argument("--nkey-seed", default="", metavar="FILE")
+    p.add_argument("--user", default="", help="user name (with --password-file)")
+    p.add_argument("--password-file", default="", metavar="FILE", help="file holding the password")
+    p.add_argument("--token-file", default="", metavar="FILE", help="file holding an auth token")
+    p.add_argument("--nkey-seed", default="", metavar="FILE", help="file holding an NKey seed")
     p.add_argument("--creds", default="", metavar="FILE", help="a .creds file (JWT and NKey seed)")
-    p.add_argument("--tls-ca", default="", metavar="FILE")
-    p.add_argument("--tls-cert", default="", metavar="FILE")
-    p.add_argument("--tls-key", default="", metavar="FILE")
+    p.add_argument("--tls-ca", default="", metavar="FILE", help="CA certificate to verify the servers (PEM)")
+    p.add_argument("--tls-cert", default="", metavar="FILE", help="client certificate (PEM; with --tls-key)")
+    p.add_argument("--tls-key", default="", metavar="FILE", help="client key (PEM)")
     p.add_argument("--prefix", default="bpfwatch", metavar="PREFIX", help="subject prefix (default bpfwatch)")
-    p.add_argument("--stream", default="BPFWATCH_EVENTS", metavar="NAME", help="stream name")
+    p.add_argument("--stream", default="BPFWATCH_EVENTS", metavar="NAME",
+                   help="stream name (default BPFWATCH_EVENTS)")
 
 
 def auth_from(args: argparse.Namespace) -> Any:
