@@ -92,20 +92,11 @@ def enum_values(btf: L.Btf, name: str) -> dict[str, int]:
     return btf.find(name, L.BTF_KIND_ENUM).enum_members()
 
 
-_CSTR: dict[bytes, str] = {}  # comms repeat: most lookups are a dict hit
-_CSTR_MAX = 4096
-
-
+@lru_cache(maxsize=4096)  # comms repeat: nearly every call is a hit
 def cstr(raw: bytes) -> str:
     """A C char array as text: up to the first NUL (the bytes after it are
     whatever the buffer held before), invalid UTF-8 as \\xNN escapes."""
-    s = _CSTR.get(raw)
-    if s is None:
-        s = text(raw.split(b"\0", 1)[0])
-        if len(_CSTR) >= _CSTR_MAX:
-            _CSTR.clear()
-        _CSTR[raw] = s
-    return s
+    return text(raw.split(b"\0", 1)[0])
 
 
 _CODES = {"u1": "B", "u2": "H", "u4": "I", "u8": "Q", "i1": "b", "i2": "h", "i4": "i", "i8": "q"}

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -195,12 +196,11 @@ class Agent:
             self.nats = self._nats_publisher(cfg).start()
 
     def _nats_publisher(self, cfg: AgentConfig) -> Any:
-        from bpfwatch.fleet.connect import host_name
         from bpfwatch.fleet.publisher import NatsPublisher, PublishSettings
 
         n = cfg.outputs.nats
         settings = PublishSettings(
-            auth=config_mod.nats_auth(cfg), host=n.host or host_name(), subject_prefix=n.subject_prefix,
+            auth=config_mod.nats_auth(cfg), host=n.host or socket.gethostname(), subject_prefix=n.subject_prefix,
             stream=n.stream, create_stream=n.create_stream, stream_max_age=n.stream_max_age,
             stream_max_bytes=n.stream_max_bytes, replicas=n.replicas, duplicate_window=n.duplicate_window,
             batch_events=n.batch_events, batch_age=n.batch_age, compression=n.compression,

@@ -26,20 +26,10 @@ def boot_id() -> str:
         return "unknown-boot"
 
 
-_IDS: dict[tuple[int, int], str] = {}  # a fork's child id is asked for again at its exit
-_IDS_MAX = 16384
-
-
+@lru_cache(maxsize=16384)  # a fork's child id is asked for again at its exit
 def exec_id(pid: int, start_boot_ns: int) -> str:
-    key = (pid, start_boot_ns)
-    eid = _IDS.get(key)
-    if eid is None:
-        digest = hashlib.blake2b(f"{boot_id()}:{pid}:{start_boot_ns}".encode(), digest_size=12).digest()
-        eid = base64.urlsafe_b64encode(digest).decode()
-        if len(_IDS) >= _IDS_MAX:
-            _IDS.clear()
-        _IDS[key] = eid
-    return eid
+    digest = hashlib.blake2b(f"{boot_id()}:{pid}:{start_boot_ns}".encode(), digest_size=12).digest()
+    return base64.urlsafe_b64encode(digest).decode()
 
 
 def tick_floor(ns: int) -> int:

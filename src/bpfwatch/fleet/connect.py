@@ -9,7 +9,6 @@ import contextlib
 import logging
 import os
 import re
-import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +25,6 @@ def subject_token(text: str) -> str:
     """`text` as one subject token: NATS splits subjects on dots and gives `*`
     and `>` a meaning, so anything but letters, digits, `_` and `-` becomes `_`."""
     return _TOKEN.sub("_", text)[:128] or "_"
-
-
-def host_name() -> str:
-    return socket.gethostname()
 
 
 @dataclass

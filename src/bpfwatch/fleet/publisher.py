@@ -86,6 +86,7 @@ class NatsPublisher:
         self._stop = threading.Event()
         self._draining = threading.Event()  # send what is there, then stop
         self._logged: dict[str, float] = {}  # problem -> when it was last logged
+        self._synced_at = 0.0  # when the cursor was last fsynced
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -289,8 +290,6 @@ class NatsPublisher:
             self.stats.lag_seconds = max(time.time() - self._last_ts / 1e9, 0.0)
         else:
             self.stats.lag_seconds = 0.0
-
-    _synced_at = 0.0
 
     def _save_cursor(self, sync: bool = False) -> None:
         try:

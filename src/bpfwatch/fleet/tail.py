@@ -127,10 +127,6 @@ class CaptureTail:
             self.seq, self.line = self.seq + 1, 0
         return None
 
-    def lag_segments(self) -> list[int]:
-        """Sequence numbers of the segments at and after the cursor."""
-        return [s.seq for s in segments(self.directory) if s.seq >= self.seq]
-
     # -- internals -----------------------------------------------------------------
 
     def _ensure_stream(self) -> bool:

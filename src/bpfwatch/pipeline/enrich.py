@@ -9,31 +9,23 @@ from bpfwatch.events.clock import BootClock, iso8601
 from bpfwatch.events.users import user_name
 from bpfwatch.process_cache import ProcessCache, ProcInfo
 
-_UNKNOWN = object()
-
 
 class Enricher:
     def __init__(self, cache: ProcessCache, clock: BootClock) -> None:
         self.cache = cache
         self.clock = clock
-        self._users: dict[int, str | None] = {}  # per batch loop: cheaper than user_name's lru_cache
 
     def __call__(self, events: list[dict[str, Any]]) -> None:
         self.clock.maybe_resync()
         offset = self.clock.to_epoch_ns(0)
         cache = self.cache
-        users = self._users
         for ev in events:
             if ev["source"] == "ebpf":
                 ev["ts"] = ts = ev["ts"] + offset
             else:
                 ts = ev["ts"]
             ev["time"] = iso8601(ts)
-            uid = ev["uid"]
-            user = users.get(uid, _UNKNOWN)
-            if user is _UNKNOWN:
-                user = users[uid] = user_name(uid)
-            ev["user"] = user
+            ev["user"] = user_name(ev["uid"])
             kind = ev["type"]
             if kind == "process.exec":
                 self._exec(ev, cache)
@@ -48,8 +40,6 @@ class Enricher:
                     ev["exec_id"] = info.exec_id
                     ev["ppid"] = ev["ppid"] or info.ppid
                     ev["cgroup_id"] = ev["cgroup_id"] or info.cgroup_id
-        if len(users) > 4096:
-            users.clear()  # bounded like user_name's own cache
         cache.expire()
 
     @staticmethod

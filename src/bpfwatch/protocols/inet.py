@@ -4,31 +4,24 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from functools import lru_cache
 from typing import Any
 
 FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 PROTOCOLS = {6: "tcp", 17: "udp"}
 
 
-_TEXT: dict[tuple[int, bytes], str] = {}  # addresses repeat: format each once
-_TEXT_MAX = 4096
-
-
 def addr_text(family: int, raw: list[int] | bytes) -> str:
     """An address as text; IPv4-mapped IPv6 (dual-stack sockets) as IPv4."""
-    b = bytes(raw[:4] if family == socket.AF_INET else raw[:16])
-    key = (family, b)
-    s = _TEXT.get(key)
-    if s is None:
-        if family == socket.AF_INET:
-            s = str(ipaddress.IPv4Address(b))
-        else:
-            a = ipaddress.IPv6Address(b)
-            s = str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
-        if len(_TEXT) >= _TEXT_MAX:
-            _TEXT.clear()
-        _TEXT[key] = s
-    return s
+    return _addr_text(family, bytes(raw[:4] if family == socket.AF_INET else raw[:16]))
+
+
+@lru_cache(maxsize=4096)  # addresses repeat: each is formatted once
+def _addr_text(family: int, b: bytes) -> str:
+    if family == socket.AF_INET:
+        return str(ipaddress.IPv4Address(b))
+    a = ipaddress.IPv6Address(b)
+    return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
 
 
 def port(be16: int) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 
 from bpfwatch import libbpf as L
 from bpfwatch.bpf import object_path
-from bpfwatch.btf_dtype import field_names, record_struct, record_tuple, strided_struct, struct_dtype
+from bpfwatch.btf_dtype import record_struct, record_tuple, strided_struct, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.ringbuf import RingBuffer, Run
 
@@ -279,20 +279,8 @@ class Sensor:
 
     @staticmethod
     def records(run: Run, dtype: np.dtype, idx: list[int] | None) -> list[dict[str, Any]]:
-        """Fixed-size records as dicts: a struct unpack each for a few, numpy
-        columns for many (byte arrays come as bytes or lists of ints)."""
-        if run.length < dtype.itemsize:
-            return []
-        indices = range(run.count) if idx is None else idx
-        if len(indices) <= 16:
-            st, names = record_struct(dtype), field_names(dtype)
-            buf, base, stride = run.buf, run.offset, run.stride
-            return [dict(zip(names, st.unpack_from(buf, base + i * stride), strict=True)) for i in indices]
-        recs = run.view(dtype)
-        if idx is not None:
-            recs = recs[idx]
-        cols = {n: recs[n].tolist() for n in dtype.names}
-        return [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
+        """Sensor.rows as dicts, for decoders off the hot path (byte arrays come as bytes)."""
+        return [r._asdict() for r in Sensor.rows(run, dtype, idx)]
 
     @staticmethod
     def rows(run: Run, dtype: np.dtype, idx: list[int] | None) -> list[Any]:

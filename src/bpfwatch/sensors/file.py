@@ -14,6 +14,7 @@ import posixpath
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -86,19 +87,12 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 _O_SYNC = getattr(os, "O_SYNC", 0)
 
 
-_FLAG_NAMES: dict[int, tuple[str, ...]] = {}  # few distinct flag sets: decode each once
-
-
 def open_flag_names(flags: int) -> list[str]:
-    names = _FLAG_NAMES.get(flags)
-    if names is None:
-        if len(_FLAG_NAMES) >= 1024:
-            _FLAG_NAMES.clear()
-        names = _FLAG_NAMES[flags] = tuple(_open_flag_names(flags))
-    return list(names)
+    return list(_open_flag_names(flags))
 
 
-def _open_flag_names(flags: int) -> list[str]:
+@lru_cache(maxsize=1024)  # few distinct flag sets: each is named once
+def _open_flag_names(flags: int) -> tuple[str, ...]:
     names = [("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")[flags & 3]]
     if _O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE:
         names.append("O_TMPFILE")
@@ -107,7 +101,7 @@ def _open_flag_names(flags: int) -> list[str]:
         names.append("O_SYNC")
         flags &= ~_O_SYNC
     names += [n for bit, n in _OPEN_FLAGS if flags & bit]
-    return names
+    return tuple(names)
 
 
 def error_name(ret: int) -> str | None:

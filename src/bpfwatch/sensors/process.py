@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import signal
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from bpfwatch import libbpf as L
@@ -52,16 +53,13 @@ TYPE_NAMES = {"BW_EV_EXEC": "process.exec", "BW_EV_FORK": "process.fork", "BW_EV
 ALWAYS_TYPES = {"process.exec", "process.fork", "process.exit"}
 
 
-_CLONE_NAMES: dict[int, tuple[str, ...]] = {}  # few distinct flag sets: name each once
-
-
 def clone_flag_names(flags: int) -> list[str]:
-    names = _CLONE_NAMES.get(flags)
-    if names is None:
-        if len(_CLONE_NAMES) >= 1024:
-            _CLONE_NAMES.clear()
-        names = _CLONE_NAMES[flags] = tuple(name for bit, name in CLONE_FLAGS.items() if flags & bit)
-    return list(names)
+    return list(_clone_flag_names(flags))
+
+
+@lru_cache(maxsize=1024)  # few distinct flag sets: each is named once
+def _clone_flag_names(flags: int) -> tuple[str, ...]:
+    return tuple(name for bit, name in CLONE_FLAGS.items() if flags & bit)
 
 
 def signal_name(sig: int) -> str:
