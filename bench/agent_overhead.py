@@ -10,6 +10,7 @@ psutil, as agents without eBPF do).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -129,11 +130,17 @@ print(done / (time.monotonic() - t0))
 
 
 def phase(name: str, seconds: float, agents: dict[str, tuple[subprocess.Popen[bytes], int]],
-          load: dict[str, int] | None) -> dict[str, Any]:
+          load: dict[str, int] | None, floor_rate: int = 0) -> dict[str, Any]:
     gens = {}
     if load:
         gens = {k: subprocess.Popen([sys.executable, "-c", LOADGEN, k, str(r), str(seconds)], stdout=subprocess.PIPE,
                                     text=True) for k, r in load.items()}
+    floor = None
+    if floor_rate:
+        # beside the agents, under the same load: building and encoding the
+        # same number of event dicts, and nothing else
+        floor = subprocess.Popen([sys.executable, str(HERE / "event_cost.py"), "--paced-floor", str(floor_rate),
+                                  str(seconds)], stdout=subprocess.PIPE, text=True)
     start = {n: (cpu_seconds(p.pid), scrape(port), time.monotonic()) for n, (p, port) in agents.items()}
     rss: dict[str, list[float]] = {n: [] for n in agents}
     ring_rss: dict[str, float] = {}
@@ -145,6 +152,8 @@ def phase(name: str, seconds: float, agents: dict[str, tuple[subprocess.Popen[by
             ring_rss[n] = round(bpf_map_rss_mb(p.pid), 1)
     rates = {k: round(float(g.communicate()[0].strip() or 0)) for k, g in gens.items()}
     out: dict[str, Any] = {f"{name}_seconds": seconds, "load_achieved_per_s": rates}
+    if floor is not None:
+        out["dict_floor"] = json.loads(floor.communicate()[0])
     for n, (p, port) in agents.items():
         cpu0, m0, t0 = start[n]
         m1, dt = scrape(port), time.monotonic() - t0
@@ -166,7 +175,8 @@ def phase(name: str, seconds: float, agents: dict[str, tuple[subprocess.Popen[by
         }
     print(f"{name}: " + ", ".join(f"{n} cpu {out[n]['cpu_pct_of_core']}% rss {out[n]['rss_mb_last']} MB "
                                   f"events/s {out[n]['events_per_s_to_capture']} lost {out[n]['lost']}"
-                                  for n in agents), flush=True)
+                                  for n in agents)
+          + (f", dict floor cpu {out['dict_floor']['cpu_pct_of_core']}%" if floor is not None else ""), flush=True)
     return out
 
 
@@ -222,7 +232,7 @@ def main() -> int:
         idle.update(phase("idle", args.idle, agents, None))
         agents["bpfwatch_poll"] = start_agent(work, "poll", False)
         time.sleep(5)
-        load = phase("load", args.load, agents, {"exec": 1000, "open": 10000, "conn": 1000})
+        load = phase("load", args.load, agents, {"exec": 1000, "open": 10000, "conn": 1000}, floor_rate=20000)
         e_idle, e_load = idle["bpfwatch_ebpf"], load["bpfwatch_ebpf"]
         shipping = ship_phase(work, agents, args.nats) if args.nats else None
         save("agent_overhead", {
@@ -230,6 +240,7 @@ def main() -> int:
             "idle": idle, "load": load,
             "targets": {"idle_cpu_pct_lt": 0.5, "rss_mb_lt": 80},
             "idle_cpu_pct": e_idle["cpu_pct_of_core"], "load_cpu_pct": e_load["cpu_pct_of_core"],
+            "load_dict_floor_cpu_pct": load["dict_floor"]["cpu_pct_of_core"],
             "rss_mb_max": max(e_idle["rss_mb_max"], e_load["rss_mb_max"]),
             "rss_mb_max_without_ring": round(max(e_idle["rss_mb_max"], e_load["rss_mb_max"])
                                              - (e_load["rss_mb_of_mapped_bpf_ring"] or 0), 1),
