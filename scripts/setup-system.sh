@@ -10,6 +10,7 @@ if [ "${1:-}" = "--test" ]; then
     # auditd (started by hand by the tests); dnsmasq answering dig in a network namespace
     pkgs+=(libbpf-tools auditd dnsmasq-base)
     pkgs+=(nats-server)  # the fleet tests start their own JetStream servers and a 3-node cluster
+    pkgs+=(tmux)  # the terminal tests (top, live status) drive a real terminal
 fi
 missing=()
 for p in "${pkgs[@]}"; do

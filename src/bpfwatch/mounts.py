@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 
@@ -29,3 +30,17 @@ def cgroup2_root() -> str | None:
     """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or
     /sys/fs/cgroup/unified on hybrid systems)."""
     return fs_mounted("cgroup2")
+
+
+@lru_cache(maxsize=1024)
+def cgroup_path(cgroup_id: int) -> str | None:
+    """The directory of a cgroup v2 id (its inode number), or None."""
+    root = cgroup2_root()
+    if root:
+        for dirpath, _dirs, _files in os.walk(root):
+            try:
+                if os.stat(dirpath).st_ino == cgroup_id:
+                    return dirpath
+            except OSError:
+                continue
+    return None

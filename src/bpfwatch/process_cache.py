@@ -41,6 +41,10 @@ class ProcessCache:
             self._procs.move_to_end(pid)
         return info
 
+    def processes(self) -> list[ProcInfo]:
+        """Every process known (live, or exited a moment ago)."""
+        return list(self._procs.values())
+
     def put(self, info: ProcInfo) -> None:
         self._procs[info.pid] = info
         self._procs.move_to_end(info.pid)

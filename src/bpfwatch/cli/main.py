@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 # sub-command -> the cli module that defines it, in help order
-COMMANDS = {"trace": "trace", "run": "run", "report": "report", "doctor": "doctor", "agent": "agent",
+COMMANDS = {"trace": "trace", "top": "top", "run": "run", "report": "report", "doctor": "doctor", "agent": "agent",
             "config": "agent", "capture": "capture", "prog": "prog", "map": "maps", "xdp-stats": "xdp",
             "diagnose": "diagnose", "capabilities": "diagnose", "fleet": "fleet", "mcp": "mcp"}
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from bpfwatch import libbpf as L
 from bpfwatch.errors import BpfError, PermissionProblem, UsageError
-from bpfwatch.mounts import cgroup2_root
+from bpfwatch.mounts import cgroup_path
 from bpfwatch.programs import bpffs
 from bpfwatch.programs.kinds import ATTACH_TYPES, LINK_TYPES, MAP_TYPES, PROG_TYPES, name_of
 
@@ -101,19 +101,6 @@ def _ifname(ifindex: int) -> str:
         return f"ifindex {ifindex}"
 
 
-@cache
-def _cgroup_path(cgroup_id: int) -> str:
-    root = cgroup2_root()
-    if root:
-        for dirpath, _dirs, _files in os.walk(root):
-            try:
-                if os.stat(dirpath).st_ino == cgroup_id:
-                    return dirpath
-            except OSError:
-                continue
-    return f"cgroup id {cgroup_id}"
-
-
 def describe_link(info: L.LinkInfo, name: str) -> str:
     """Where a link attaches its program, in words."""
     t, u = info.type, info.u
@@ -124,7 +111,7 @@ def describe_link(info: L.LinkInfo, name: str) -> str:
     if t == 2:  # tracing: attach_type, target_obj_id, target_btf_id
         return f"{name_of(ATTACH_TYPES, lo[0])} btf_id {lo[1]}"
     if t == 3:  # cgroup: cgroup_id, attach_type
-        return f"cgroup {name_of(ATTACH_TYPES, lo[1])} {_cgroup_path(u[0])}"
+        return f"cgroup {name_of(ATTACH_TYPES, lo[1])} {(cgroup_path(u[0]) or f'cgroup id {u[0]}')}"
     if t == 4:
         return "iterator"
     if t == 5:

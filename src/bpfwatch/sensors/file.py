@@ -21,7 +21,7 @@ import numpy as np
 
 from bpfwatch import libbpf as L
 from bpfwatch import syscalls
-from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
+from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.model import common_fields
 from bpfwatch.events.text import text
@@ -208,9 +208,26 @@ class FileSensor(Sensor):
         self.op_dtype = struct_dtype(btf, "bw_file_event")
         self.io_dtype = struct_dtype(btf, "bw_fileio_event")
         self.path_dtype = struct_dtype(btf, "bw_fileio_path_event")
+        self.io_key_dtype = struct_dtype(btf, "bw_fileio_key")
+        self.io_stats_dtype = struct_dtype(btf, "bw_fileio_stats")
         self._kind_names = {v: KINDS.get(k) for k, v in enum_values(btf, "bw_file_kind").items()}
         self.decoders = {ids["BW_EV_FILE_OP"]: self._decode_op, ids["BW_EV_FILE_IO"]: self._decode_io,
                          ids["BW_EV_FILE_IOPATH"]: self._decode_path}
+
+    def live_io(self) -> dict[int, dict[str, int]]:
+        """Bytes read and written so far on the files each process still has
+        open (the kernel's running totals, before file.io reports them)."""
+        out: dict[int, dict[str, int]] = {}
+        if self.obj is None:
+            return out
+        for key, raw in self.obj.map("bw_fileio").items():
+            v = record_dict(self.io_stats_dtype, raw)
+            if v["ignored"]:
+                continue
+            acc = out.setdefault(record_dict(self.io_key_dtype, key)["tgid"], {"read": 0, "write": 0})
+            acc["read"] += v["read_bytes"]
+            acc["write"] += v["write_bytes"]
+        return out
 
     # -- decoding ---------------------------------------------------------------
 

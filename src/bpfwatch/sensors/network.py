@@ -108,6 +108,7 @@ class NetworkSensor(Sensor):
         self.udp_dtype = struct_dtype(btf, "bw_udp_event")
         self.udp_key_dtype = struct_dtype(btf, "bw_udp_key")
         self.udp_stats_dtype = struct_dtype(btf, "bw_udp_stats")
+        self.sock_dtype = struct_dtype(btf, "bw_sock_info")
         self._kind_names = {v: TCP_KINDS[k] for k, v in enum_values(btf, "bw_tcp_kind").items()}
         self.decoders = {ids["BW_EV_TCP"]: self._decode_tcp, ids["BW_EV_UDP"]: self._decode_udp}
 
@@ -159,6 +160,26 @@ class NetworkSensor(Sensor):
             "packets_sent": r.packets_sent, "packets_received": r.packets_received,
             "duration_ns": max(r.last_ns - r.first_ns, 0) if phase == "end" else 0,
         }
+
+    def live_bytes(self) -> dict[int, dict[str, int]]:
+        """Bytes sent and received so far on each process's open TCP
+        connections (counted where the kernel has sock_send_length, 6.2+)
+        and UDP flows, before network.close or network.udp reports them."""
+        out: dict[int, dict[str, int]] = {}
+        if self.obj is None:
+            return out
+        for _, raw in self.obj.map("bw_socks").items():
+            v = record_dict(self.sock_dtype, raw)
+            if v["owner_pid"] and v["counted"]:
+                acc = out.setdefault(v["owner_pid"], {"net_tx": 0, "net_rx": 0})
+                acc["net_tx"] += v["app_sent"]
+                acc["net_rx"] += v["app_received"]
+        for key, raw in self.obj.map("bw_udp").items():
+            v = record_dict(self.udp_stats_dtype, raw)
+            acc = out.setdefault(record_dict(self.udp_key_dtype, key)["tgid"], {"net_tx": 0, "net_rx": 0})
+            acc["net_tx"] += v["bytes_sent"]
+            acc["net_rx"] += v["bytes_received"]
+        return out
 
     def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
         """Ends UDP flows idle for longer than udp_idle (at most once a second)."""

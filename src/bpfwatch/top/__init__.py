@@ -1,0 +1,1 @@
+"""`bpfwatch top`: a live view of what each process does, from the kernel."""
