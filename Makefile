@@ -22,7 +22,7 @@ STAMP_TEST := build/.test-deps
 STAMP_VENV := $(VENV)/.installed
 ARGS       ?=
 
-.PHONY: all deps venv bpf testbpf run test test-peers fuzz lint bench fleet-demo clean distclean
+.PHONY: all deps venv bpf testbpf run test test-peers fuzz lint bench fleet-demo man clean distclean
 
 all: bpf venv
 
@@ -90,6 +90,10 @@ lint: venv
 
 bench: bpf venv
 	$(VPY) bench/run_all.py
+
+# the man page, generated from the parser (tests/test_terminal.py holds it current)
+man: venv
+	$(VPY) -m bpfwatch.cli.manpage > docs/bpfwatch.1
 
 # a one-host fleet on loopback: JetStream server, agent, collector, queries (docs/fleet.md)
 fleet-demo: bpf venv $(STAMP_TEST)

@@ -346,14 +346,55 @@ def test_sleeping_tree_is_idle_and_child_waits_are_apart(tmp_path):
     from bpfwatch.profiler import plots
     fig = plots.figure(doc)
     try:
-        ax = fig.axes[4]
+        ax = next(a for a in fig.axes if a.get_title().startswith("top syscalls"))
         assert "wait4" not in [t.get_text() for t in ax.get_yticklabels()]
         assert "waiting for children" in ax.get_title()
+        # the time panel puts the waits apart from the tree's own blocking
+        ax = next(a for a in fig.axes if a.get_title().startswith("where the tasks' time went"))
+        bars = {t.get_text(): b.get_width() for t, b in zip(ax.get_yticklabels(), ax.patches, strict=True)}
+        assert bars["waiting for children"] == pytest.approx(doc["syscalls"]["child_wait_s"])
+        assert "own blocking (sleep, locks, network)" in bars
     finally:
         plots._pyplot().close(fig)
     html = tmp_path / "r.html"
     assert run_cli("report", str(js), "-o", str(html)).returncode == 0
     assert "waiting for children" in html.read_text()
+
+
+def test_report_panels_legends_and_processes(tmp_path):
+    """The report leaves out all-zero panels and says so, keeps every legend
+    outside the data, draws processes over threads so equal counts both show,
+    and lists the busiest processes in the HTML."""
+    js = tmp_path / "p.json"
+    script = f"for i in 1 2; do {sys.executable} -c 'sum(range(2000000))'; done; sleep 0.2"
+    assert run_cli("run", "-q", "--json", str(js), "--", "/bin/sh", "-c", script).returncode == 0
+    doc = json.loads(js.read_text())
+    from bpfwatch.profiler import plots
+    fig = plots.figure(doc)
+    try:
+        fig.canvas.draw()
+        titles = [a.get_title() for a in fig.axes if a.get_visible()]
+        assert not any(t.startswith("network") for t in titles)  # nothing was sent or received
+        assert any("not drawn, all zero: network" in t.get_text() for t in fig.texts)
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is not None and ax.get_visible():
+                box, area = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+                assert box.y1 <= area.y0, f"the legend of '{ax.get_title()}' covers its data"
+        mem = next(a for a in fig.axes if a.get_title().startswith("memory"))
+        twin = next(a for a in fig.axes if a is not mem and a.bbox.bounds == mem.bbox.bounds)
+        procs = next(line for line in twin.get_lines() if line.get_label() == "processes")
+        threads = next(c for c in twin.collections if c.get_label() == "threads")
+        assert procs.get_linestyle() == "--" and procs.get_zorder() >= threads.get_zorder()
+    finally:
+        plots._pyplot().close(fig)
+    html = tmp_path / "r.html"
+    assert run_cli("report", str(js), "-o", str(html)).returncode == 0
+    text = html.read_text()
+    assert "<h2>processes</h2>" in text and "by on-CPU time" in text and "by system calls" in text
+    section = text[text.index("<h2>processes</h2>"):]
+    assert "sum(range(2000000))" in section
 
 
 def test_verdict_holds_on_a_loaded_cpu(tmp_path):

@@ -53,6 +53,9 @@ def _listify(value: Any) -> list[Any]:
 COMPOSED: tuple[type[Sensor], ...] = (FileSensor, NetworkSensor, DnsSensor, SecuritySensor, SyscountSensor)
 
 
+TREE_CHECK_EVERY = 0.25  # seconds between looks at whether a followed tree is gone
+TREE_GONE_GRACE = 0.1    # records of the last exit (file.io totals) still reach the ring meanwhile
+
 class Monitor:
     """Live process events from the kernel.
 
@@ -168,6 +171,10 @@ class Monitor:
         self.events_seen = 0
         self._lost_cache: dict[str, int] = {}
         self._lost_read_at = 0.0
+        # with follow, tracing ends once the followed trees have no process left
+        self._follow = bool(a.follow)
+        self._tree_check_at = 0.0
+        self._tree_gone_at: float | None = None
 
     # what each sensor was planned with (None: not running); the agent compares
     # them across a reload to know whether programs must load again
@@ -309,7 +316,24 @@ class Monitor:
 
     @property
     def finished(self) -> bool:
-        return self._stopped or (self._deadline is not None and time.monotonic() >= self._deadline)
+        now = time.monotonic()
+        return (self._stopped or (self._deadline is not None and now >= self._deadline)
+                or (self._tree_gone_at is not None and now - self._tree_gone_at >= TREE_GONE_GRACE))
+
+    @property
+    def tree_gone(self) -> bool:
+        """With follow: every followed process and all their descendants have exited."""
+        return self._tree_gone_at is not None
+
+    def _check_tree(self) -> None:
+        now = time.monotonic()
+        if not self._follow or self._tree_gone_at is not None or now < self._tree_check_at or not self.sensors:
+            return
+        self._tree_check_at = now + TREE_CHECK_EVERY
+        # the kernel drops a process from the tracked set when it exits; one that
+        # exited before the programs loaded is still there, hence the /proc check
+        if not any(procfs.exists(p) for p in self.sensors[0].tracked()):
+            self._tree_gone_at = now
 
     def poll(self, timeout: float | None = None, final: bool = False) -> list[Event]:
         """One batch of events (possibly empty) after waiting at most `timeout`
@@ -346,6 +370,7 @@ class Monitor:
                        None if self._stopped or final else self.batch_bytes)
         for s in self.sensors:
             s.tick(raw, force=self._stopped or final)
+        self._check_tree()
         if self._wakeup is not None:
             self._wakeup.clear()
         self._refresh_lost()

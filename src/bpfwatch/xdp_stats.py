@@ -86,6 +86,11 @@ def report(iface: str, prev: Sample, cur: Sample, start: Sample) -> dict[str, An
                       if d[i, j, 0]}
     out["per_cpu_pps"] = [round(float(x) / dt, 1) for x in per_cpu[..., 0].sum(axis=(0, 1))]
     out["total"] = {"packets": int(tot[..., 0].sum()), "bytes": int(tot[..., 1].sum()),
+                    "seconds": round(cur.t - start.t, 3),
+                    "l3": {n: {"packets": int(tot[i, :, 0].sum()), "bytes": int(tot[i, :, 1].sum())}
+                           for i, n in enumerate(L3)},
+                    "l4": {n: {"packets": int(tot[:, j, 0].sum()), "bytes": int(tot[:, j, 1].sum())}
+                           for j, n in enumerate(L4) if n != "none"},
                     "classes": {f"{a}/{b}": {"packets": int(tot[i, j, 0]), "bytes": int(tot[i, j, 1])}
                                 for i, a in enumerate(L3) for j, b in enumerate(L4) if tot[i, j, 0]}}
     return out

@@ -191,7 +191,7 @@ class Agent:
                           cfg.outputs.capture.max_segment_age, cfg.outputs.capture.compression)
         if cfg.outputs.stdout.enabled:
             self.stdout_sink = (JsonLinesSink(sys.stdout.buffer) if cfg.outputs.stdout.format == "json"
-                                else TableSink(sys.stdout))
+                                else TableSink.for_stream(sys.stdout))
         if cfg.outputs.nats.enabled and self.capture is not None:
             self.nats = self._nats_publisher(cfg).start()
 

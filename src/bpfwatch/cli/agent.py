@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
     ex = csub.add_parser("example", help="print a complete, commented config with every default")
     ex.set_defaults(func=run_example)
     chk = csub.add_parser("check", help="validate a config file: every problem with its key and line")
-    chk.add_argument("file", metavar="FILE")
+    chk.add_argument("file", metavar="FILE", help="the agent configuration (TOML) to check")
     chk.set_defaults(func=run_check)
 
 

@@ -57,7 +57,7 @@ def add_parser(sub: Any) -> None:
                        description="Capture directories hold JSON lines segments and an index.json manifest.")
     csub = p.add_subparsers(dest="capture_command", metavar="ACTION", required=True)
     r = csub.add_parser("read", help="stream events from a capture (across segments, compressed or not)")
-    r.add_argument("directory", metavar="DIR")
+    r.add_argument("directory", metavar="DIR", help="the capture directory (the agent's outputs.capture.directory)")
     r.add_argument("--since", type=parse_time, metavar="TIME", help="from this time (ISO 8601, epoch s, or 10m)")
     r.add_argument("--until", type=parse_time, metavar="TIME", help="up to this time")
     r.add_argument("-t", "--type", action="append", default=[], metavar="TYPE",
@@ -71,10 +71,10 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--format", choices=["json", "table"], help="json lines (default when piped) or a table")
     r.set_defaults(func=run_read)
     v = csub.add_parser("verify", help="check every segment against its sha256 and record count")
-    v.add_argument("directory", metavar="DIR")
+    v.add_argument("directory", metavar="DIR", help="the capture directory to verify")
     v.set_defaults(func=run_verify)
     i = csub.add_parser("info", help="summarise a capture: segments, events, time span, size")
-    i.add_argument("directory", metavar="DIR")
+    i.add_argument("directory", metavar="DIR", help="the capture directory to describe")
     i.set_defaults(func=run_info)
 
 

@@ -31,14 +31,14 @@ def add_parser(sub: Any) -> None:
     ds = p.add_subparsers(dest="diagnose_command", metavar="ACTION", parser_class=type(p))
     ls = ds.add_parser("list", help="stored sessions")
     _common(ls)
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     ls.set_defaults(func=run_list)
     sh = ds.add_parser("show", help="a stored session's result")
-    sh.add_argument("session")
+    sh.add_argument("session", help="a session id from 'diagnose list'")
     _common(sh)
     sh.set_defaults(func=run_show)
     cl = ds.add_parser("clean", help="remove expired sessions (--all: every session)")
-    cl.add_argument("--all", action="store_true")
+    cl.add_argument("--all", action="store_true", help="remove every session, not only finished ones")
     _common(cl)
     cl.set_defaults(func=run_clean)
 
@@ -46,7 +46,8 @@ def add_parser(sub: Any) -> None:
     g = c.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="machine-readable")
     g.add_argument("--prompt", action="store_true", help="a concise text block for a model's prompt")
-    c.add_argument("--max-duration", type=int_in(1, 86400), default=300, metavar="SECONDS")
+    c.add_argument("--max-duration", type=int_in(1, 86400), default=300, metavar="SECONDS",
+                   help="the longest a diagnosis may run (default 300)")
     c.set_defaults(func=run_capabilities)
 
 

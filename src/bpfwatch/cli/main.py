@@ -23,7 +23,8 @@ class _Parser(argparse.ArgumentParser):
 # sub-command -> the cli module that defines it, in help order
 COMMANDS = {"trace": "trace", "top": "top", "run": "run", "report": "report", "doctor": "doctor", "agent": "agent",
             "config": "agent", "capture": "capture", "prog": "prog", "map": "maps", "xdp-stats": "xdp",
-            "diagnose": "diagnose", "capabilities": "diagnose", "fleet": "fleet", "mcp": "mcp"}
+            "diagnose": "diagnose", "capabilities": "diagnose", "fleet": "fleet", "mcp": "mcp",
+            "completion": "completion"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from bpfwatch.cli.options import int_in, table_console
+from bpfwatch.cli.options import int_in, print_table
 
 
 def add_parser(sub: Any) -> None:
@@ -21,29 +21,31 @@ def add_parser(sub: Any) -> None:
     ms = p.add_subparsers(dest="map_command", metavar="ACTION", parser_class=type(p))
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
     ls = ms.add_parser("list", help="every BPF map on the host")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     ls.add_argument("--owned", action="store_true", help="only maps bpfwatch owns")
+    ls.add_argument("-w", "--wide", action="store_true", help="every column, however narrow the terminal")
     ls.set_defaults(func=cmd_list)
     sh = ms.add_parser("show", help="one map's metadata")
-    sh.add_argument("map")
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("map", help="id, id:N, name:NAME or pin path")
+    sh.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     sh.set_defaults(func=cmd_show)
     du = ms.add_parser("dump", help="every entry")
-    du.add_argument("map")
+    du.add_argument("map", help="id, id:N, name:NAME or pin path")
     du.add_argument("--limit", type=int_in(0, 1 << 30), default=0, help="decode at most N entries")
-    du.add_argument("--json", action="store_true")
+    du.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     du.set_defaults(func=cmd_dump)
     g = ms.add_parser("get", help="one entry")
-    g.add_argument("map")
-    g.add_argument("key")
-    g.add_argument("--json", action="store_true")
+    g.add_argument("map", help="id, id:N, name:NAME or pin path")
+    g.add_argument("key", help="the key: an integer, or hex bytes (0x0a00...)")
+    g.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     g.set_defaults(func=cmd_get)
     s = ms.add_parser("set", help="create or update an entry (per-CPU maps: every CPU gets VALUE)")
-    s.add_argument("map")
-    s.add_argument("key")
-    s.add_argument("value")
-    s.add_argument("--flags", choices=("any", "noexist", "exist"), default="any")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("map", help="id, id:N, name:NAME or pin path")
+    s.add_argument("key", help="the key: an integer, or hex bytes (0x0a00...)")
+    s.add_argument("value", help="the value: an integer, or hex bytes")
+    s.add_argument("--flags", choices=("any", "noexist", "exist"), default="any",
+                   help="any (default), noexist (only a new key) or exist (only an existing key)")
+    s.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     s.set_defaults(func=cmd_set)
 
 
@@ -71,17 +73,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _out({"maps": [r.as_dict() for r in recs]}, True)
         return 0
-    from rich.table import Table
-
-    table = Table(title=f"BPF maps ({len(recs)})")
-    for col in ("id", "type", "name", "key", "value", "entries", "memlock", "btf", "programs", "owner"):
-        table.add_column(col, overflow="fold")
+    columns = [("id", "fixed"), ("type", "fixed"), ("name", "fixed"), ("key", "extra"), ("value", "extra"),
+               ("entries", "fixed"), ("memlock", "fixed"), ("btf", "extra"), ("programs", "extra"), ("owner", "flex")]
+    rows = []
     for r in recs:
         who = ", ".join(f"{c}[{p}]" for p, c in r.pids[:2]) or ("pinned" if r.pins else "")
-        table.add_row(str(r.id), r.type, r.name, f"{r.key_size} B", f"{r.value_size} B", str(r.max_entries),
-                      f"{r.memlock // 1024} KiB", str(r.btf_id or "-"), ",".join(map(str, r.prog_ids)) or "-",
-                      " ".join(x for x in ("bpfwatch" if r.owned else "", who) if x))
-    table_console().print(table)
+        rows.append([str(r.id), r.type, r.name, f"{r.key_size} B", f"{r.value_size} B", str(r.max_entries),
+                     f"{r.memlock // 1024} KiB", str(r.btf_id or "-"), ",".join(map(str, r.prog_ids)) or "-",
+                     " ".join(x for x in ("bpfwatch" if r.owned else "", who) if x)])
+    print_table(f"BPF maps ({len(recs)})", columns, rows, args.wide)
     return 0
 
 

@@ -28,8 +28,24 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import signal
+    import sys
 
     from bpfwatch.mcp_server import serve
+
+    if sys.stdin.isatty():
+        sys.stderr.write("bpfwatch mcp: waiting for an MCP client on stdin (JSON-RPC over stdio). An MCP client "
+                         "starts 'bpfwatch mcp' itself; Ctrl-C quits.\n")
+        sys.stderr.flush()
+
+    def on_interrupt(_signum: int, _frame: Any) -> None:
+        # the stdio transport blocks in a thread reading stdin, which no exception
+        # reaches: leave at once (the kernel frees every BPF object with the process)
+        sys.stderr.write("\nbpfwatch mcp: stopped\n")
+        sys.stderr.flush()
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, on_interrupt)
 
     fleet = None
     servers = args.fleet or ([os.environ["BPFWATCH_NATS_URL"]] if os.environ.get("BPFWATCH_NATS_URL") else None)

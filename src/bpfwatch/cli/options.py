@@ -61,3 +61,47 @@ def table_console() -> Any:
     from rich.console import Console
 
     return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+NARROW_BELOW = 120  # columns: a terminal narrower than this gets the compact tables
+
+
+def print_table(title: str, columns: list[tuple[str, str]], rows: list[list[str]], wide: bool = False) -> None:
+    """A table on stdout that fits the terminal. Each column is 'fixed' (ids,
+    numbers: shown whole), 'flex' (text: cut with an ellipsis when narrow) or
+    'extra' (left out when narrow). Below NARROW_BELOW columns, without
+    `wide`, rows are one line each and there are no vertical rules; pipes and
+    `wide` get every column, folded, never cut."""
+    import sys
+
+    from rich import box
+    from rich.table import Table
+
+    console = table_console()
+    narrow = sys.stdout.isatty() and not wide and console.width < NARROW_BELOW
+    keep = [i for i, (_, kind) in enumerate(columns) if kind != "extra" or not narrow]
+    if narrow:
+        rows = [[c.replace("\n", ", ") for c in r] for r in rows]
+        widths = {i: max([len(columns[i][0])] + [len(r[i]) for r in rows]) for i in keep}
+        flex = [i for i in keep if columns[i][1] == "flex"]
+        room = console.width - 2 * len(keep) + 1 - sum(w for i, w in widths.items() if i not in flex)  # padding
+        want = sum(widths[i] for i in flex)
+        if flex and want > room:
+            # each text column gets a share of the room in proportion to what it wants
+            for i in flex:
+                widths[i] = max(len(columns[i][0]), room * widths[i] // want)
+            rows = [[(c[: widths[i] - 1] + "…") if i in widths and len(c) > widths[i] else c
+                     for i, c in enumerate(r)] for r in rows]
+    table = Table(title=title, box=None if narrow else box.HEAVY_HEAD, pad_edge=not narrow,
+                  header_style="bold underline" if narrow else "table.header")
+    for i in keep:
+        if narrow:
+            table.add_column(columns[i][0], no_wrap=True, width=widths[i])
+        else:
+            table.add_column(columns[i][0], overflow="fold")
+    for row in rows:
+        table.add_row(*[row[i] for i in keep])
+    console.print(table)
+    if narrow and len(keep) < len(columns):
+        hidden = ", ".join(columns[i][0] for i in range(len(columns)) if i not in keep)
+        console.print(f"[dim]({hidden} hidden at this width: --wide shows every column)[/dim]")

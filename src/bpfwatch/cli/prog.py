@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from bpfwatch.cli.options import int_in, parse_seconds, table_console
+from bpfwatch.cli.options import int_in, parse_seconds, print_table
 from bpfwatch.pipeline.sink import open_file
 
 
@@ -25,15 +25,15 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     c = ps.add_parser("check", help="validate an object without loading it")
-    c.add_argument("object")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("object", help="a compiled BPF object (.bpf.o)")
+    c.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     c.set_defaults(func=cmd_check)
 
     ld = ps.add_parser("load", help="validate, load and attach an object",
                        description="Without --pin the programs stay loaded until Ctrl-C, SIGTERM or "
                                    "--duration, then everything is released. With --pin they are pinned "
                                    "under DIR and outlive bpfwatch.")
-    ld.add_argument("object")
+    ld.add_argument("object", help="a compiled BPF object (.bpf.o)")
     ld.add_argument("--attach", action="append", default=[], metavar="SPEC",
                     help="[PROG=]xdp:IF[:mode] | tc:IF[:ingress|egress] | tracepoint:CAT:NAME | "
                          "raw_tracepoint:NAME | tp_btf:NAME | fentry:FN | fexit:FN | kprobe:FN | "
@@ -42,17 +42,18 @@ def add_parser(sub: Any) -> None:
     ld.add_argument("--pin", metavar="DIR", help="pin programs, maps and links under DIR (on bpffs)")
     ld.add_argument("--duration", type=parse_seconds, help="unload after this long (default: until Ctrl-C)")
     ld.add_argument("--verifier-log", metavar="FILE", help="write the full verifier log here on rejection")
-    ld.add_argument("--json", action="store_true")
+    ld.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     ld.set_defaults(func=cmd_load)
 
     ls = ps.add_parser("list", help="every BPF program on the host")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     ls.add_argument("--owned", action="store_true", help="only programs bpfwatch owns")
+    ls.add_argument("-w", "--wide", action="store_true", help="every column, however narrow the terminal")
     ls.set_defaults(func=cmd_list)
 
     sh = ps.add_parser("show", help="one program in detail")
     sh.add_argument("prog", help="id, id:N, name:NAME or pin path")
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     sh.set_defaults(func=cmd_show)
 
     un = ps.add_parser("unload", help="detach, unpin and unload a program (or a --pin directory)")
@@ -61,20 +62,21 @@ def add_parser(sub: Any) -> None:
     un.set_defaults(func=cmd_unload)
 
     pn = ps.add_parser("pin", help="pin a program in bpffs")
-    pn.add_argument("prog")
-    pn.add_argument("path")
+    pn.add_argument("prog", help="id, id:N, name:NAME or pin path")
+    pn.add_argument("path", help="where to pin it, under the BPF filesystem (/sys/fs/bpf)")
     pn.set_defaults(func=cmd_pin)
 
     up = ps.add_parser("unpin", help="remove a pin (or a directory of pins)")
-    up.add_argument("path")
+    up.add_argument("path", help="a pin under the BPF filesystem")
     up.set_defaults(func=cmd_unpin)
 
     st = ps.add_parser("stats", help="run count and run time of a program")
-    st.add_argument("prog")
+    st.add_argument("prog", help="id, id:N, name:NAME or pin path")
     st.add_argument("--watch", action="store_true", help="sample every --interval until Ctrl-C")
-    st.add_argument("--interval", type=parse_seconds, default=1.0)
+    st.add_argument("--interval", type=parse_seconds, default=1.0, metavar="SECONDS",
+                    help="seconds between rows with --watch (default 1)")
     st.add_argument("--count", type=int_in(0, 1 << 30), default=0, help="stop after this many samples")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
     st.set_defaults(func=cmd_stats)
 
 
@@ -196,20 +198,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _out({"bpf_stats": L.stats_enabled(), "programs": [r.as_dict() for r in recs]})
         return 0
-    from rich.table import Table
-
-    table = Table(title=f"BPF programs ({len(recs)}; run stats {'on' if L.stats_enabled() else 'off'})")
-    for col in ("id", "type", "name", "tag", "loaded", "memlock", "runs / time (avg)", "attached to", "owner"):
-        table.add_column(col, overflow="fold")
+    stats = L.stats_enabled()
+    columns = [("id", "fixed"), ("type", "fixed"), ("name", "fixed"), ("tag", "extra"), ("loaded", "extra"),
+               ("memlock", "fixed"), ("runs / time (avg)", "fixed" if stats else "extra"), ("attached to", "flex"),
+               ("owner", "flex")]
+    rows = []
     for r in recs:
         owner = "bpfwatch" if r.owned else ""
         who = ", ".join(f"{c}[{p}]" for p, c in r.pids[:2]) or ("pinned" if r.pins else "")
-        table.add_row(str(r.id), r.type, r.name, r.tag, _when(r.loaded_at), f"{r.memlock // 1024} KiB",
-                      _runs(r), "\n".join(r.attached) or "-", " ".join(x for x in (owner, who) if x))
-    table_console().print(table)
+        rows.append([str(r.id), r.type, r.name, r.tag, _when(r.loaded_at), f"{r.memlock // 1024} KiB",
+                     _runs(r), "\n".join(r.attached) or "-", " ".join(x for x in (owner, who) if x)])
+    print_table(f"BPF programs ({len(recs)}; run stats {'on' if stats else 'off'})", columns, rows, args.wide)
     if not L.stats_enabled():
-        print("run counts need BPF statistics: sysctl -w kernel.bpf_stats_enabled=1, or "
-              "'bpfwatch prog stats ID --watch' (on while it watches)")
+        print("run counts need BPF statistics: sysctl -w kernel.bpf_stats_enabled=1\n"
+              "  (or 'bpfwatch prog stats ID --watch', which turns them on while it watches)")
     return 0
 
 

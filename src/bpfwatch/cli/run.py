@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+import time
+from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
 
 from bpfwatch.cli.options import int_in, parse_pid, parse_seconds
+from bpfwatch.cli.status import StatusLine, count_text
 from bpfwatch.errors import BpfwatchError, UsageError
 from bpfwatch.profiler.runner import Profiler, RunOptions
 
@@ -74,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
                       process_samples=not args.no_process_samples)
     json_out = _open(args.json_path, "wb")  # opened first: a bad path fails before CMD runs
     text_out = _open(args.output, "w")
+    status = StatusLine(sys.stderr) if not args.quiet else None
+    if status is not None and status.active:
+        what = shlex.join(command) if command else f"pid {args.attach}"
+        opts.on_start = lambda: status.start(f"bpfwatch run: ready, profiling {what}")
+        opts.on_tick = run_status(status, "Ctrl-C ends the command and reports" if command else
+                                  "Ctrl-C stops profiling and reports")
     try:
         profiler = Profiler(opts)
         doc = profiler.attach(args.attach) if args.attach else profiler.run_command(command)
@@ -85,10 +95,32 @@ def run(args: argparse.Namespace) -> int:
             out = text_out or sys.stderr
             render(doc, out, top=args.top, color=None if text_out is None else False)
     finally:
+        if status is not None:
+            status.close()
         for f in (json_out, text_out):
             if f is not None:
                 f.close()
     return 0 if args.attach else profiler_status(doc)
+
+
+def run_status(status: StatusLine, how_to_stop: str) -> Callable[[Any], None]:
+    """The profiler's per-turn callback that redraws the status line: elapsed
+    time, processes, and system calls per second over the last redraw."""
+    t0 = time.monotonic()
+    last = [t0, 0]
+
+    def tick(c: Any) -> None:
+        if not status.due():
+            return
+        now = time.monotonic()
+        calls = c.syscalls_so_far()
+        rate = max(calls - last[1], 0) / max(now - last[0], 1e-3)
+        last[0], last[1] = now, calls
+        running = len(c.live())
+        status.show(f"bpfwatch run  {now - t0:6.1f}s  {running} running, {len(c.procs)} processes  "
+                    f"{count_text(rate)} syscalls/s  ({how_to_stop})")
+
+    return tick
 
 
 def profiler_status(doc: dict[str, Any]) -> int:

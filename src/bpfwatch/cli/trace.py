@@ -9,9 +9,11 @@ import errno
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from bpfwatch.cli.options import parse_pid, parse_port, parse_seconds, parse_size
+from bpfwatch.cli.status import StatusLine, count_text
 from bpfwatch.errors import BpfwatchError
 from bpfwatch.events.types import EVENT_TYPES
 from bpfwatch.filters import parse_assignments
@@ -32,7 +34,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-p", "--pid", type=parse_pid, action="append", metavar="PID",
                    help="only these processes (repeatable)")
     p.add_argument("-f", "--follow", type=parse_pid, action="append", metavar="PID",
-                   help="these processes and all their descendants (tracked in the kernel)")
+                   help="these processes and all their descendants (tracked in the kernel); tracing ends when "
+                   "they have all exited")
     p.add_argument("-c", "--comm", action="append", metavar="NAME",
                    help="process name: exact, glob ('py*') or regex ('re:^py')")
     p.add_argument("-u", "--uid", action="append", metavar="UID",
@@ -52,6 +55,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--format", choices=["table", "json"],
                    help="table (default on a terminal) or json lines (default otherwise)")
     p.add_argument("-o", "--output", metavar="FILE", help="write events to FILE (appends)")
+    p.add_argument("-w", "--wide", action="store_true",
+                   help="table: every column and all of DETAILS, however wide the terminal (a terminal's "
+                   "table otherwise fits its width, cutting DETAILS with an ellipsis)")
     p.add_argument("--threads", action="store_true", help="also report thread creation and exit")
     p.add_argument("--redact", action="store_true",
                    help="replace secrets in argv (passwords, tokens, credentials in URLs) as the agent does")
@@ -93,12 +99,15 @@ def run(args: argparse.Namespace) -> int:
         allow=parse_assignments(args.allow, "allow"), deny=parse_assignments(args.deny, "deny"),
         include_self=False, rules=load_rules(args.rules) if args.rules else None,
     )
+    if args.rules and not any(t.startswith("security.") for t in monitor.types):
+        sys.stderr.write(f"bpfwatch: warning: --rules {args.rules} has no effect: its rules make security.* "
+                         "events, which this trace does not include (add -t security)\n")
     fmt = args.format or ("table" if args.output is None and sys.stdout.isatty() else "json")
     to_file = args.output not in (None, "-")
     if fmt == "json":
         sink: JsonLinesSink | TableSink = JsonLinesSink(open_output(args.output))
     else:
-        sink = TableSink(open_file(args.output, "a") if to_file else sys.stdout)
+        sink = TableSink(open_file(args.output, "a")) if to_file else TableSink.for_stream(sys.stdout, args.wide)
     writing, signalled, nonblocking = [False], [False], [False]
 
     def blocking_again() -> None:
@@ -139,9 +148,25 @@ def run(args: argparse.Namespace) -> int:
         finally:
             writing[0] = False
 
+    status_line = StatusLine(sys.stderr) if to_file else None
+    if status_line is not None:
+        status_line.start(f"bpfwatch trace: ready, writing {args.output}")
+    t0, last = time.monotonic(), [time.monotonic(), 0]
+
+    def show_status() -> None:
+        if status_line is None or not status_line.due():
+            return
+        now = time.monotonic()
+        rate = (sink.count - last[1]) / max(now - last[0], 1e-3)
+        last[0], last[1] = now, sink.count
+        lost = monitor.lost_total
+        status_line.show(f"bpfwatch trace  {now - t0:6.1f}s  {sink.count} events written  {count_text(rate)}/s  "
+                         f"{lost} lost  (Ctrl-C stops)  to {args.output}")
+
     try:
         while not monitor.finished:
             emit(monitor.poll())
+            show_status()
         if signalled[0] and not to_file:
             # stopped by a signal: the last events go out if the reader takes
             # them, but a reader that stopped reading must not hold the exit
@@ -159,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
                                 f"stopped after {sink.count} events") from None
         discard_stdout()  # the reader went away (`| head`), or stopped reading after our stop
     finally:
+        if status_line is not None:
+            status_line.close()
         monitor.close()
         try:
             sink.close()
@@ -170,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
             pass  # said above; the events written so far are in place
         blocking_again()
         lost, late = monitor.lost_total, monitor.late_events
-        sys.stderr.write(f"bpfwatch: {monitor.events_seen} events, {lost} lost"
+        sys.stderr.write(("bpfwatch: the followed processes have all exited\n" if monitor.tree_gone else "")
+                         + f"bpfwatch: {monitor.events_seen} events, {lost} lost"
                          + (" (raise --ring-size or narrow the filters)" if lost else "")
                          + (f", {late} out of order (later than --max-delay)" if late else "") + "\n")
     return status

@@ -37,12 +37,17 @@ def _rate(pps: float) -> str:
 def _table(rep: dict[str, Any], desc: str) -> Any:
     from rich.table import Table
 
-    t = Table(title=f"xdp-stats {desc}: {_rate(rep['pps'])} pkt/s, {_rate(rep['bps'])}bit/s "
-                    f"(total {rep['total']['packets']} pkts)")
-    for col in ("class", "pkt/s", "bit/s", "packets", "bytes"):
+    tot = rep["total"]
+    t = Table(title=f"xdp-stats {desc}: {_rate(rep['pps'])} pkt/s, {_rate(rep['bps'])}bit/s",
+              caption=f"pkt/s and bit/s: over the last {rep['interval_s']:g} s; packets and bytes: totals "
+                      f"since attach ({tot['seconds']:.0f} s)")
+    for col in ("class", "pkt/s", "bit/s", "packets (total)", "bytes (total)"):
         t.add_column(col, justify="right" if col != "class" else "left")
-    for name, v in [*rep["l3"].items(), *(("  " + k, x) for k, x in rep["l4"].items())]:
-        t.add_row(name, _rate(v["pps"]), _rate(v["bps"]), str(v["packets"]), str(v["bytes"]))
+    rows = [(n, v, tot["l3"][n]) for n, v in rep["l3"].items()]
+    rows += [("  " + n, v, tot["l4"][n]) for n, v in rep["l4"].items()]
+    for name, v, total in rows:
+        t.add_row(name, _rate(v["pps"]), _rate(v["bps"]), str(total["packets"]), str(total["bytes"]))
+    t.add_row("all", _rate(rep["pps"]), _rate(rep["bps"]), str(tot["packets"]), str(tot["bytes"]), style="bold")
     return t
 
 

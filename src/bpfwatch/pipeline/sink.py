@@ -139,34 +139,78 @@ def details(ev: dict[str, Any]) -> str:
     return ""
 
 
-class TableSink:
-    HEADER = f"{'TIME':<15} {'EVENT':<8} {'PID':>7} {'PPID':>7} {'USER':<10} {'COMM':<16} DETAILS"
+def _cut(s: str, width: int) -> str:
+    """s in at most width characters: cut in the middle, so the start (a
+    path's directory, a peer) and the end (a file name, a result) both show."""
+    if width <= 0 or len(s) <= width:
+        return s
+    if width < 8:
+        return s[: width - 1] + "…"
+    head = width // 3
+    return s[:head] + "…" + s[len(s) - (width - head - 1):]
 
-    def __init__(self, stream: TextIO, color: bool | None = None) -> None:
+
+class TableSink:
+    """Events as aligned lines. On a terminal the lines fit its width: below
+    120 columns PPID and USER give way to DETAILS, and DETAILS is cut to the
+    width with an ellipsis (`wide` keeps all of it, as files and pipes do)."""
+
+    WIDE_FROM = 120
+
+    def __init__(self, stream: TextIO, color: bool | None = None, width: int | None = None) -> None:
         self.stream = stream
         self.color = use_color(stream) if color is None else color
+        self.width = width  # None: no limit
         self.count = 0
         self._header_done = False
+        self.narrow = width is not None and width < self.WIDE_FROM
+
+    @classmethod
+    def for_stream(cls, stream: TextIO, wide: bool = False) -> TableSink:
+        """A table for `stream`, as wide as the terminal it is (unless wide)."""
+        width = None
+        if not wide and stream.isatty():
+            try:
+                width = os.get_terminal_size(stream.fileno()).columns
+            except OSError:
+                width = None
+        return cls(stream, width=width)
+
+    @property
+    def header(self) -> str:
+        if self.narrow:
+            return f"{'TIME':<12} {'EVENT':<8} {'PID':>7} {'COMM':<12} DETAILS"
+        return f"{'TIME':<15} {'EVENT':<8} {'PID':>7} {'PPID':>7} {'USER':<10} {'COMM':<16} DETAILS"
 
     def write(self, events: list[dict[str, Any]]) -> None:
         if not events:
             return
         out = []
         if not self._header_done:
-            out.append((_BOLD + self.HEADER + _RESET) if self.color else self.HEADER)
+            out.append((_BOLD + self.header + _RESET) if self.color else self.header)
             self._header_done = True
+        narrow, width = self.narrow, self.width
         for ev in events:
             sec, ns = divmod(ev["ts"], 1_000_000_000)
-            clock = time.strftime("%H:%M:%S", time.localtime(sec)) + f".{ns // 1000:06d}"
+            clock = time.strftime("%H:%M:%S", time.localtime(sec))
             label = _LABEL.get(ev["type"]) or ev["type"].split(".", 1)[1].upper()
-            user = ev["user"] or str(ev["uid"])
-            line = (f"{clock:<15} {label:<8} {ev['pid']:>7} {ev['ppid']:>7} {user[:10]:<10} "
-                    f"{ev['comm'][:16]:<16} {details(ev)}")
+            if narrow:
+                clock += f".{ns // 1_000_000:03d}"
+                line = f"{clock:<12} {label:<8} {ev['pid']:>7} {display(ev['comm'])[:12]:<12} "
+            else:
+                clock += f".{ns // 1000:06d}"
+                user = ev["user"] or str(ev["uid"])
+                line = (f"{clock:<15} {label:<8} {ev['pid']:>7} {ev['ppid']:>7} {display(user)[:10]:<10} "
+                        f"{display(ev['comm'])[:16]:<16} ")
+            detail = display(details(ev))
+            if width is not None:
+                detail = _cut(detail, width - len(line) - 1)  # the last column stays empty: no wrap
+            line += detail
             if self.color:
                 color = _RED if failed(ev) else _FAMILY_COLORS.get(ev["type"].split(".", 1)[0], "")
-                line = f"{_DIM}{clock}{_RESET} {color}{line[16:]}{_RESET}"
+                line = f"{_DIM}{clock}{_RESET} {color}{line[len(clock) + 1:]}{_RESET}"
             out.append(line)
-        self.stream.write(display("\n".join(out)) + "\n")
+        self.stream.write("\n".join(out) + "\n")
         self.stream.flush()
         self.count += len(events)
 

@@ -41,6 +41,7 @@ class RunOptions:
     timeline_path: str | None = None       # JSON lines of samples and lifecycle records
     process_samples: bool = True           # per-process lines in the timeline
     on_start: Callable[[], None] | None = None  # called once the kernel tracks the target
+    on_tick: Callable[[Collector], None] | None = None  # called on every turn of the loop (a status line)
 
 
 def _boot_ns() -> int:
@@ -171,6 +172,8 @@ class Profiler:
                 poller.wait(max(0.0, min(next_sample - now, 0.1)))
                 self._drain(c, t0)
                 c.harvest_due()
+                if self.opts.on_tick is not None:
+                    self.opts.on_tick(c)
                 if ended():
                     break
                 if self._stop_reason:
