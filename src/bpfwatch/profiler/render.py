@@ -77,7 +77,9 @@ def category_table(doc: dict[str, Any]) -> Table:
 
 def render(doc: dict[str, Any], out: TextIO, top: int | None = None, color: bool | None = None) -> None:
     con = Console(file=out, highlight=False, color_system="auto" if color is None or color else None,
-                  force_terminal=color, soft_wrap=True)
+                  force_terminal=color)
+    if not con.is_terminal:
+        con.soft_wrap = True  # files and pipes: whole lines, never folded at 80 columns
     who = " ".join(doc["command"]) if doc["command"] else f"process {doc['attach_pid']}"
     if doc["signal"]:
         how = f"killed by signal {doc['signal']}"
@@ -94,22 +96,36 @@ def render(doc: dict[str, Any], out: TextIO, top: int | None = None, color: bool
     con.print(category_table(doc))
     tm, rs, b, s_all = doc["time"], doc["resources"], doc["behavior"], doc["syscalls"]
     off = tm["off_cpu_s"]
-    con.print(f"[bold]time[/]       wall {tm['wall_s']:.3f} s, on-CPU {tm['on_cpu_s']:.3f} s "
-              f"(user {tm['user_s']:.3f}, sys {tm['system_s']:.3f})")
-    con.print(f"[bold]off-CPU[/]    runnable {off['runnable']:.3f} s, I/O wait {off['io_wait']:.3f} s, "
-              f"sleeping {off['sleep']:.3f} s")
-    con.print(f"[bold]memory[/]     peak RSS {human_bytes(rs['peak_rss_bytes'])}, page faults "
-              f"{rs['minor_faults']} minor, {rs['major_faults']} major")
-    con.print(f"[bold]tasks[/]      {rs['processes']} processes, {rs['threads_created']} threads created")
-    con.print(f"[bold]I/O[/]        read {human_bytes(rs['read_chars'])} (disk {human_bytes(rs['read_bytes'])}), "
-              f"written {human_bytes(rs['write_chars'])} (disk {human_bytes(rs['write_bytes'])})")
-    con.print(f"[bold]network[/]    sent {human_bytes(rs['net_tx_bytes'])}, received {human_bytes(rs['net_rx_bytes'])}")
     child_wait = s_all.get("child_wait_s", 0.0)
-    if child_wait:
-        con.print(f"[bold]children[/]   waited {child_wait:.3f} s for children in wait4/waitid "
-                  "(their time, not the tree's own blocking)")
+    wait_note = f" ({child_wait:.3f} s of it waiting for children)" if child_wait else ""
     inten = ", ".join(f"{k.removesuffix('_intensity')} {v:.0%}" for k, v in b["intensities"].items())
-    con.print(f"[bold]verdict[/]    {b['classification']}: {b['reason']} ({inten})")
+    facts = [
+        ("time", f"wall {tm['wall_s']:.3f} s, on-CPU {tm['on_cpu_s']:.3f} s "
+                 f"(user {tm['user_s']:.3f}, sys {tm['system_s']:.3f})"),
+        ("off-CPU", f"runnable {off['runnable']:.3f} s, I/O wait {off['io_wait']:.3f} s, "
+                    f"sleeping {off['sleep']:.3f} s{wait_note}"),
+        ("memory", f"peak RSS {human_bytes(rs['peak_rss_bytes'])}, page faults "
+                   f"{rs['minor_faults']} minor, {rs['major_faults']} major"),
+        ("tasks", f"{rs['processes']} processes, {rs['threads_created']} threads created"),
+        ("I/O", f"read {human_bytes(rs['read_chars'])} (disk {human_bytes(rs['read_bytes'])}), "
+                f"written {human_bytes(rs['write_chars'])} (disk {human_bytes(rs['write_bytes'])})"),
+        ("network", f"sent {human_bytes(rs['net_tx_bytes'])}, received {human_bytes(rs['net_rx_bytes'])}"),
+    ]
+    if child_wait:
+        facts.append(("children", f"waited {child_wait:.3f} s for children in wait4/waitid "
+                                  "(their time, not the tree's own blocking)"))
+    facts.append(("verdict", f"{b['classification']}: {b['reason']} ({inten})"))
+    if con.is_terminal:
+        # a terminal gets the facts wrapped under their text, not under the labels
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold", no_wrap=True, min_width=10)
+        grid.add_column(overflow="fold")
+        for label, text in facts:
+            grid.add_row(label, text)
+        con.print(grid)
+    else:
+        for label, text in facts:
+            con.print(f"[bold]{label:<10}[/] {text}")
     s = doc["syscalls"]
     notes = [f"{s['total']} syscalls, {s['rate_per_s']:.0f}/s"]
     if doc["lost_events"]:
