@@ -238,7 +238,10 @@ class TopModel:
             row.exe = st.exe
         for key, row in list(self.rows.items()):
             if key not in fresh:
-                if now - row.last_active > KEEP_IDLE_S:
+                # idle rows stay a while (a pause in a busy process); rows of processes
+                # that have all exited go at once: a build would leave hundreds
+                gone = all(self.pids.get(p) is None or self.pids[p].exited_at is not None for p in row.pids)
+                if gone or now - row.last_active > KEEP_IDLE_S:
                     del self.rows[key]
                 else:
                     row.rates = dict.fromkeys(RATE_KEYS, 0.0)
