@@ -22,7 +22,7 @@ STAMP_TEST := build/.test-deps
 STAMP_VENV := $(VENV)/.installed
 ARGS       ?=
 
-.PHONY: all deps venv bpf testbpf run test test-peers fuzz lint bench fleet-demo man clean distclean
+.PHONY: all deps venv bpf testbpf run test test-peers test-kernel fuzz lint bench fleet-demo man clean distclean
 
 all: bpf venv
 
@@ -90,6 +90,12 @@ lint: venv
 
 bench: bpf venv
 	$(VPY) bench/run_all.py
+
+# the kernel tests on a Debian kernel in QEMU (docs/kernels.md): make test-kernel [KERNEL=6.1] [SUITE=smoke]
+KERNEL ?= 6.1
+SUITE  ?= full
+test-kernel: bpf testbpf venv $(STAMP_TEST)
+	KERNEL=$(KERNEL) SUITE=$(SUITE) bash scripts/test-kernel.sh
 
 # the man page, generated from the parser (tests/test_terminal.py holds it current)
 man: venv

@@ -33,8 +33,13 @@ def _bpf_unavailable() -> str | None:
     return None
 
 
+IN_VM = os.environ.get("BPFWATCH_IN_VM") == "1"  # inside make test-kernel's VM (scripts/test-kernel.sh)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kernel: loads real BPF programs")
+    config.addinivalue_line("markers", "smoke_vm: one test per sensor, for the CI run on another kernel in a VM")
+    config.addinivalue_line("markers", "host_only: measures time or needs this host's services; not in the VM")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

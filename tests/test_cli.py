@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from bpfwatch.schema import event_schema
-from conftest import BPFWATCH, wait_programs
+from conftest import BPFWATCH, IN_VM, wait_programs
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -202,6 +202,7 @@ def test_missing_capabilities_named_with_remedies():
     assert "sudo" in line and "setcap" in line and "AmbientCapabilities" in line
 
 
+@pytest.mark.smoke_vm
 @pytest.mark.kernel
 def test_doctor_json_reports_this_kernel():
     proc = run_cli("doctor", "--json", timeout=120)
@@ -223,6 +224,9 @@ def test_doctor_json_reports_this_kernel():
 
     if kernel.config_value("CONFIG_KPROBES") == "n":
         assert "CONFIG_KPROBES" in checks["program kprobe"]["detail"]
+    if IN_VM:  # a distribution kernel (make test-kernel): kprobes, trampolines and the BPF LSM all work
+        for kind in ("kprobe", "fentry", "fexit", "lsm"):
+            assert checks[f"program {kind}"]["status"] == "ok", checks[f"program {kind}"]
     assert wait_programs("bw_probe", loaded=False, timeout=5)
 
 

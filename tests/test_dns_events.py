@@ -85,6 +85,7 @@ def test_glibc_resolver_sends_a_and_aaaa_together(tmp_path):
     assert all(r["latency_ns"] is not None for r in responses.values())
 
 
+@pytest.mark.smoke_vm
 @pytest.mark.kernel
 def test_malformed_message_is_reported_not_fatal():
     with DnsServer() as server, bpfwatch.Monitor(follow=ME, types=["dns.*"]) as m:

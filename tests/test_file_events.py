@@ -79,6 +79,7 @@ def test_every_file_operation(tmp_path):
         assert e["type"] == "file.io" or e is miss or e["error"] is None
 
 
+@pytest.mark.smoke_vm
 def test_file_io_exact_counts_and_exit_flush(tmp_path):
     d = os.path.realpath(tmp_path)
     code = f"""

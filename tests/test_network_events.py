@@ -54,6 +54,7 @@ def _wait_closes(m, n):
     return collect(m, lambda ev: len([e for e in ev if e["type"] == "network.close"]) >= n)
 
 
+@pytest.mark.smoke_vm
 @pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
 def test_tcp_exact_bytes_both_sides(family, host):
     up, down = 1_234_567, 98_765

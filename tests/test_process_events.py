@@ -31,6 +31,7 @@ def _run_and_collect(argv, **popen):
     return p, events
 
 
+@pytest.mark.smoke_vm
 @pytest.mark.parametrize("args", [
     ["a b", "c"],
     ['quote"d', "it's", "back\\slash"],

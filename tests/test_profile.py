@@ -50,6 +50,7 @@ def strace_counts(argv: list[str]) -> dict[str, int]:
     return rows
 
 
+@pytest.mark.smoke_vm
 def test_counts_equal_strace(no_leaks):
     argv = [sys.executable, WORKLOADS, "syscalls", "20000", "10000", "/etc/hostname"]
     doc = profile_command(argv)

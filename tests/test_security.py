@@ -177,6 +177,7 @@ def test_setuid_root_helper_run_by_nobody_is_privilege_escalation(findings):
     assert not [x for x in events if x["exe"] == f"{root}/bw_suid_id" and x["uid"] == 0]
 
 
+@pytest.mark.smoke_vm
 def test_credential_syscalls(findings):
     _root, events = findings
     creds = _by(events, "credential_change")

@@ -72,6 +72,13 @@ int BPF_PROG(bw_sc_exit, struct pt_regs *regs, long ret)
 		if (!st)
 			return 0;
 	}
+	/* the name of the program now running: an entry made before an exec (bash
+	 * reading its locale, then exec'ing cat) takes the new name; comparing 8
+	 * bytes first keeps the common case to one read */
+	__u64 name = 0;
+	bpf_probe_read_kernel(&name, sizeof(name), task->comm);
+	if (name != *(__u64 *)st->comm)
+		bpf_get_current_comm(&st->comm, sizeof(st->comm));
 	__sync_fetch_and_add(&st->count, 1);
 	if (ret < 0 && ret > -4096)
 		__sync_fetch_and_add(&st->errors, 1);

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Runs bpfwatch's kernel tests on another kernel: a Debian kernel package booted
+# in QEMU with virtme-ng, on this machine's root filesystem (shared over 9p,
+# read-only; the results come back through one writable directory), with the
+# BPF objects built here. CO-RE is the claim this proves.
+#
+#   scripts/test-kernel.sh                 # Debian 12's kernel (6.1), the full kernel suite
+#   KERNEL=6.1.0-54-amd64 SUITE=smoke ...  # one exact kernel; boot, doctor, one test per sensor
+#
+# KVM is used when it works here, else pure emulation (TCG), and the script says
+# which. Exit status: the tests'.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+KERNEL=${KERNEL:-6.1}
+SUITE=${SUITE:-full}
+CPUS=${CPUS:-2}
+MEMORY=${MEMORY:-4G}
+OUT=$ROOT/build/test-kernel
+VNG_VENV=$ROOT/build/vng-venv
+say() { echo "test-kernel: $*" >&2; }
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+# the generic flavour: the cloud flavour has no 9p, so the host's root cannot be shared
+if ! ls /boot/vmlinuz-"$KERNEL"*-amd64 >/dev/null 2>&1; then
+    [ -n "$(ls /var/lib/apt/lists/*Packages 2>/dev/null | head -1)" ] || apt-get update -q >&2
+    pkg=$(apt-cache search --names-only "^linux-image-${KERNEL//./\\.}.*-amd64-unsigned$" | awk '{print $1}' \
+          | grep -v -e cloud -e rt- | sort -V | tail -1)
+    [ -n "$pkg" ] || { say "no Debian kernel package matches '$KERNEL' (linux-image-$KERNEL*-amd64-unsigned)"; exit 2; }
+    need+=("$pkg")
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then say "missing Debian packages: ${need[*]}; run as root to install them"; exit 2; fi
+    say "installing ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2
+fi
+VMLINUZ=$(ls /boot/vmlinuz-"$KERNEL"*-amd64 | grep -v cloud | sort -V | tail -1)
+RELEASE=${VMLINUZ#/boot/vmlinuz-}
+if [ ! -x "$VNG_VENV/bin/vng" ]; then
+    say "installing virtme-ng in $VNG_VENV"
+    python3 -m venv "$VNG_VENV"
+    "$VNG_VENV/bin/pip" install -q "virtme-ng==1.42" >&2
+fi
+
+# KVM if it really boots a guest here (on some hosts it aborts: "failed to set MSR 0x10a")
+accel=(--disable-kvm)
+how="emulation (TCG): no /dev/kvm"
+if [ -e /dev/kvm ]; then
+    if timeout 120 "$VNG_VENV/bin/vng" --run "$VMLINUZ" --user root --cpus 1 --memory 1G -e "true" \
+            >/dev/null 2>&1; then
+        accel=()
+        how="KVM"
+    else
+        how="emulation (TCG): KVM is present but cannot run a guest here"
+    fi
+fi
+say "booting $RELEASE with $how, $CPUS CPUs, $MEMORY; suite: $SUITE"
+
+rm -rf "$OUT" && mkdir -p "$OUT"
+case "$SUITE" in
+    smoke) select=(-m "kernel and smoke_vm") ;;
+    full)  select=(-m "kernel and not host_only") ;;
+    *) say "SUITE must be smoke or full"; exit 2 ;;
+esac
+# inside: the same venv and objects; nothing written to the shared (read-only)
+# root but the results directory; the guest's own /tmp is its memory
+inner=$(cat <<EOF
+set -e
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+export BPFWATCH_IN_VM=1 BPFWATCH_REQUIRE_BPF=1 PYTHONDONTWRITEBYTECODE=1 TMPDIR=/tmp HOME=/tmp
+cd "$ROOT"
+uname -r > "$OUT/kernel"
+.venv/bin/python -m bpfwatch.cli.main doctor --json > "$OUT/doctor.json" || true
+.venv/bin/python -m pytest -p no:cacheprovider -q -ra ${select[*]@Q} --junitxml="$OUT/junit.xml" tests/ \
+    ${ARGS:-} 2>&1 | tee "$OUT/pytest.log"
+exit \${PIPESTATUS[0]}
+EOF
+)
+start=$(date +%s)
+set +e
+"$VNG_VENV/bin/vng" --run "$VMLINUZ" "${accel[@]}" --user root --cpus "$CPUS" --memory "$MEMORY" \
+    --rwdir "$OUT" -e "bash -c $(printf %q "$inner")"
+status=$?
+set -e
+say "$RELEASE ($how): tests exited $status after $(( $(date +%s) - start )) s; results in $OUT"
+exit $status
