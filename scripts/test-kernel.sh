@@ -6,6 +6,7 @@
 #
 #   scripts/test-kernel.sh                 # Debian 12's kernel (6.1), the full kernel suite
 #   KERNEL=6.1.0-54-amd64 SUITE=smoke ...  # one exact kernel; boot, doctor, one test per sensor
+#   CMD='.venv/bin/python -m bpfwatch.cli.main doctor' ...   # a command of your own in the VM
 #
 # KVM is used when it works here, else pure emulation (TCG), and the script says
 # which. Exit status: the tests'.
@@ -18,10 +19,12 @@ CPUS=${CPUS:-2}
 MEMORY=${MEMORY:-4G}
 OUT=$ROOT/build/test-kernel
 VNG_VENV=$ROOT/build/vng-venv
+export PATH="$VNG_VENV/bin:$PATH"  # vng runs its own virtme-run
 say() { echo "test-kernel: $*" >&2; }
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v busybox >/dev/null || need+=(busybox-static)  # virtme-ng builds its initramfs with it
 # the generic flavour: the cloud flavour has no 9p, so the host's root cannot be shared
 if ! ls /boot/vmlinuz-"$KERNEL"*-amd64 >/dev/null 2>&1; then
     [ -n "$(ls /var/lib/apt/lists/*Packages 2>/dev/null | head -1)" ] || apt-get update -q >&2
@@ -65,7 +68,7 @@ case "$SUITE" in
 esac
 # inside: the same venv and objects; nothing written to the shared (read-only)
 # root but the results directory; the guest's own /tmp is its memory
-inner=$(cat <<EOF
+cat > "$OUT/inner.sh" <<EOF
 set -e
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
@@ -73,16 +76,23 @@ export BPFWATCH_IN_VM=1 BPFWATCH_REQUIRE_BPF=1 PYTHONDONTWRITEBYTECODE=1 TMPDIR=
 cd "$ROOT"
 uname -r > "$OUT/kernel"
 .venv/bin/python -m bpfwatch.cli.main doctor --json > "$OUT/doctor.json" || true
-.venv/bin/python -m pytest -p no:cacheprovider -q -ra ${select[*]@Q} --junitxml="$OUT/junit.xml" tests/ \
-    ${ARGS:-} 2>&1 | tee "$OUT/pytest.log"
-exit \${PIPESTATUS[0]}
+set +e
+if [ -n "${CMD:-}" ]; then  # a command of your own instead of the tests: CMD='bpfwatch doctor'
+    ${CMD:-} > "$OUT/cmd.log" 2>&1
+    echo \$? > "$OUT/status"
+    cat "$OUT/cmd.log"
+    exit
+fi
+.venv/bin/python -m pytest -p no:cacheprovider -q -ra ${select[*]@Q} --junitxml="$OUT/junit.xml" tests/ ${ARGS:-} \
+    > "$OUT/pytest.log" 2>&1
+echo \$? > "$OUT/status"
+tail -n 40 "$OUT/pytest.log"
 EOF
-)
 start=$(date +%s)
 set +e
 "$VNG_VENV/bin/vng" --run "$VMLINUZ" "${accel[@]}" --user root --cpus "$CPUS" --memory "$MEMORY" \
-    --rwdir "$OUT" -e "bash -c $(printf %q "$inner")"
-status=$?
+    --rwdir "$OUT" -e "bash $OUT/inner.sh"
 set -e
+status=$(cat "$OUT/status" 2>/dev/null || echo 1)
 say "$RELEASE ($how): tests exited $status after $(( $(date +%s) - start )) s; results in $OUT"
-exit $status
+exit "$status"

@@ -491,8 +491,9 @@ def test_kprobe_fentry_fexit_lsm_load_attach_and_fire_where_the_kernel_allows(ki
         return
     from bpfwatch.programs import load
 
+    kind_name, _, target = spec.partition(":")
     with load(obj_path) as obj:
-        a = obj.attach(spec)
+        a = obj.attach(kind_name, name=target)
         assert a.link_id()
         fire()
         raw = obj.obj.map("bw_hits").lookup((0).to_bytes(4, "little"))

@@ -830,7 +830,8 @@ def _load_failure(path: str, err: int, lines: list[str]) -> str:
     verifier: list[str] = []
     inside = False
     prog = ""
-    for line in lines:
+    # libbpf's messages may hold several lines each: look at lines, not messages
+    for line in (x for message in lines for x in message.splitlines()):
         if "-- BEGIN PROG LOAD LOG --" in line:
             inside, verifier = True, []
             continue
@@ -838,7 +839,8 @@ def _load_failure(path: str, err: int, lines: list[str]) -> str:
             inside = False
             continue
         if inside:
-            verifier.extend(x for x in line.splitlines() if x.strip())
+            if line.strip():
+                verifier.append(line)
         elif "prog '" in line and "failed to load" in line:
             prog = line.split("prog '", 1)[1].split("'", 1)[0]
     reason = "the kernel refused it (EPERM)" if err == errno_mod.EPERM else strerror(err)

@@ -91,6 +91,20 @@ static __always_inline void bw_output_var(void *data, __u64 size, __u64 cap)
 	bw_output(data, padded <= cap ? padded : size);
 }
 
+/* Before Linux 6.16 sched_process_exit does not say whether the whole thread
+ * group died: it did when no live thread is left, but the last threads of a
+ * process may all see that, so only the first to claim the process in `seen`
+ * (an LRU hash of u64 -> u8, one per object) is its exit. */
+static __always_inline int bw_group_dead_old(struct task_struct *task, void *seen)
+{
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	__u64 key = ((__u64)BPF_CORE_READ(task, tgid) << 32) ^ BPF_CORE_READ(task, group_leader, start_boottime);
+	__u8 one = 1;
+
+	return bpf_map_update_elem(seen, &key, &one, BPF_NOEXIST) == 0;
+}
+
 static __always_inline void bw_fill_hdr(struct bw_hdr *h, __u32 type, struct task_struct *task)
 {
 	h->ts_boot_ns = bpf_ktime_get_boot_ns();

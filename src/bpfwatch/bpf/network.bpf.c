@@ -9,6 +9,7 @@
 BW_LAYOUT(struct bw_tcp_event, tcp_event);
 BW_LAYOUT(struct bw_udp_event, udp_event);
 BW_LAYOUT(enum bw_tcp_kind, tcp_kind);
+BW_LAYOUT(enum bw_bytes_source, bytes_source);
 
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
@@ -95,6 +96,34 @@ static __always_inline void set_owner(struct bw_sock_info *i, struct task_struct
 	BPF_CORE_READ_STR_INTO(&i->comm, task, comm);
 }
 
+#define BW_SEND_SHUTDOWN 2
+
+/* The bytes the application sent and received, from TCP's own per-socket
+ * totals: bytes_acked counts the sequence numbers the peer acknowledged and
+ * bytes_received those that arrived. Both count a FIN (ours once acked, the
+ * peer's once received), and an active open counts its SYN too (its snd_una
+ * starts at the ISN; a passive open's starts after it). Taking those out leaves
+ * the payload, exactly, for connections that end with FINs. */
+static __always_inline void tcp_payload_bytes(const struct sock *sk, const struct tcp_sock *tp,
+					      const struct bw_sock_info *who, struct bw_tcp_event *e)
+{
+	__u64 acked = BPF_CORE_READ(tp, bytes_acked), rcvd = BPF_CORE_READ(tp, bytes_received);
+	__u32 shutdown = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown);
+	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	int done = bpf_core_enum_value(enum sock_flags, SOCK_DONE);  /* set when the peer's FIN arrived */
+
+	if (who->role == BW_ROLE_CLIENT && acked)
+		acked--;
+	if ((shutdown & BW_SEND_SHUTDOWN) && acked &&
+	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+		acked--;
+	if (((flags >> done) & 1) && rcvd)
+		rcvd--;
+	e->bytes_sent = acked;
+	e->bytes_received = rcvd;
+	e->bytes_from = BW_BYTES_TCP_EXACT;
+}
+
 static __always_inline void emit_tcp_event(const struct sock *sk, struct bw_sock_info *who, __u32 kind,
 					   int old, int new)
 {
@@ -128,12 +157,16 @@ static __always_inline void emit_tcp_event(const struct sock *sk, struct bw_sock
 	e->new_state = new;
 	e->latency_ns = who->established_ns ? who->established_ns - who->start_ns : 0;
 	e->duration_ns = now - (who->established_ns ? who->established_ns : who->start_ns);
-	e->bytes_sent = BPF_CORE_READ(tp, bytes_acked);
-	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	if (who->counted) {
+		e->bytes_sent = who->app_sent;
+		e->bytes_received = who->app_received;
+		e->bytes_from = BW_BYTES_APP;
+	} else {
+		tcp_payload_bytes(sk, tp, who, e);
+	}
 	e->retransmits = BPF_CORE_READ(tp, total_retrans);
 	e->segs_in = BPF_CORE_READ(tp, segs_in);
 	e->segs_out = BPF_CORE_READ(tp, segs_out);
-	e->tcp_pad = 0;
 	bw_submit(e);
 }
 

@@ -14,6 +14,11 @@ enum bw_tcp_kind {
 
 enum bw_sock_role { BW_ROLE_UNKNOWN = 0, BW_ROLE_CLIENT = 1, BW_ROLE_SERVER = 2, BW_ROLE_LISTENER = 3 };
 
+/* bytes_sent/received of a close: TCP's counters as they are (they include the
+ * SYN and FIN sequence numbers), or with those taken out (exact: Linux < 6.2),
+ * or the application's bytes counted at sock_send/recv_length (Linux >= 6.2). */
+enum bw_bytes_source { BW_BYTES_TCP = 0, BW_BYTES_TCP_EXACT = 1, BW_BYTES_APP = 2 };
+
 /* Listening sockets by local port: a connection a listener receives is
  * attributed to the listener's owner until accept() names its own. */
 struct bw_listen_key {
@@ -58,7 +63,7 @@ struct bw_tcp_event {
 	__u32 retransmits;
 	__u32 segs_in;
 	__u32 segs_out;
-	__u32 tcp_pad;
+	__u32 bytes_from;    /* enum bw_bytes_source: where bytes_sent/received come from */
 };
 
 struct bw_udp_key {

@@ -287,17 +287,7 @@ int BPF_PROG(bw_proc_exit, struct task_struct *task, bool group_dead)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(bw_proc_exit_old, struct task_struct *task)
 {
-	int group_dead = BPF_CORE_READ(task, signal, live.counter) == 0;
-
-	if (group_dead) {
-		__u64 key = ((__u64)BPF_CORE_READ(task, tgid) << 32) ^
-			    BPF_CORE_READ(task, group_leader, start_boottime);
-		__u8 one = 1;
-
-		if (bpf_map_update_elem(&bw_exit_seen, &key, &one, BPF_NOEXIST))
-			group_dead = 0; /* another thread reported the process: this one is a thread */
-	}
-	return on_exit(task, group_dead);
+	return on_exit(task, bw_group_dead_old(task, &bw_exit_seen));
 }
 
 /* ---- failed execs (opt-in: a sys_exit program costs every syscall) ---------- */

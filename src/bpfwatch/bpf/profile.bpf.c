@@ -334,8 +334,15 @@ static __always_inline __u64 peak_rss(struct task_struct *task)
 	return (__u64)rss > hi ? (__u64)rss : hi;
 }
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(bw_prof_exit, struct task_struct *task, bool group_dead)
+/* Processes whose exit was reported, before Linux 6.16 (bw_group_dead_old). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, __u8);
+} bw_prof_exit_seen SEC(".maps");
+
+static __always_inline int on_exit(struct task_struct *task, int group_dead)
 {
 	__u32 tid = BPF_CORE_READ(task, pid), zero = 0;
 	__u32 *v = tid_entry(tid), val, slot;
@@ -398,6 +405,19 @@ int BPF_PROG(bw_prof_exit, struct task_struct *task, bool group_dead)
 	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
 	bw_submit(e);
 	return 0;
+}
+
+/* Linux >= 6.16 passes group_dead; Python loads one of the two (autoload). */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(bw_prof_exit, struct task_struct *task, bool group_dead)
+{
+	return on_exit(task, group_dead);
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(bw_prof_exit_old, struct task_struct *task)
+{
+	return on_exit(task, bw_group_dead_old(task, &bw_prof_exit_seen));
 }
 
 /* ---- off-CPU time ------------------------------------------------------- */

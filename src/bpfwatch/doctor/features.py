@@ -68,7 +68,8 @@ def _explain(feature: str, stage: str, err: int) -> tuple[str, str]:
     return f"{stage} failed: {L.strerror(err)}", ""
 
 
-def _attach(feature: str, prog: L.Program) -> None:
+def _attach(feature: str, prog: L.Program) -> str | None:
+    """Attaches a probe; returns what it used when that is not what PROBES says."""
     if feature == "uprobe":
         libc = ctypes.util.find_library("c") or "libc.so.6"
         path = next((p for p in (f"/lib/x86_64-linux-gnu/{libc}", f"/usr/lib/{libc}", f"/lib/{libc}",
@@ -77,8 +78,15 @@ def _attach(feature: str, prog: L.Program) -> None:
     elif feature == "xdp":
         prog.attach_xdp(socket.if_nametoindex("lo"))
     elif feature == "tc":
-        fd = L.link_create(prog.fd, socket.if_nametoindex("lo"), BPF_TCX_INGRESS)
-        os.close(fd)
+        lo = socket.if_nametoindex("lo")
+        try:
+            os.close(L.link_create(prog.fd, lo, BPF_TCX_INGRESS))
+        except BpfError as e:
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            # before Linux 6.6 (no tcx): a filter in a clsact qdisc, removed at once
+            L.tc_clsact_detach(*L.tc_clsact_attach(lo, False, prog.fd))
+            return "tc classifier (clsact on lo; tcx needs Linux >= 6.6)"
     elif feature == "cgroup_skb":
         root = cgroup2_root()
         if root is None:
@@ -90,6 +98,7 @@ def _attach(feature: str, prog: L.Program) -> None:
             os.close(fd)
     else:
         prog.attach()
+    return None
 
 
 def probe(feature: str) -> Feature:
@@ -107,11 +116,11 @@ def probe(feature: str) -> Feature:
             reason, remedy = _explain(feature, "load", e.errno)
             return Feature(feature, False, reason, remedy)
         try:
-            _attach(feature, obj.program(prog_name))
+            used = _attach(feature, obj.program(prog_name))
         except BpfError as e:
             reason, remedy = _explain(feature, "attach", e.errno)
             return Feature(feature, False, reason, remedy)
-    return Feature(feature, True, f"loads and attaches: {what}")
+    return Feature(feature, True, f"loads and attaches: {used or what}")
 
 
 def probe_ringbuf() -> Feature:

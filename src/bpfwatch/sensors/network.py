@@ -109,6 +109,7 @@ class NetworkSensor(Sensor):
         self.udp_key_dtype = struct_dtype(btf, "bw_udp_key")
         self.udp_stats_dtype = struct_dtype(btf, "bw_udp_stats")
         self.sock_dtype = struct_dtype(btf, "bw_sock_info")
+        self._bytes_raw = enum_values(btf, "bw_bytes_source")["BW_BYTES_TCP"]
         self._kind_names = {v: TCP_KINDS[k] for k, v in enum_values(btf, "bw_tcp_kind").items()}
         self.decoders = {ids["BW_EV_TCP"]: self._decode_tcp, ids["BW_EV_UDP"]: self._decode_udp}
 
@@ -134,12 +135,10 @@ class NetworkSensor(Sensor):
             ev["error"] = errno.errorcode.get(err, f"E{err}") if err else (None if ok else "ECONNABORTED")
             ev["latency_ns"] = r.latency_ns if ok else r.duration_ns
         elif kind == "network.close":
-            # application bytes when counted (exact); else TCP's own counters,
-            # which include the SYN and FIN sequence numbers
-            exact = bool(r.counted)
-            ev.update(bytes_sent=r.app_sent if exact else r.bytes_sent,
-                      bytes_received=r.app_received if exact else r.bytes_received,
-                      bytes_exact=exact,
+            # the application's bytes: counted at sock_send/recv_length (6.2+), or
+            # TCP's totals without the SYN and FIN sequence numbers (bytes_from)
+            ev.update(bytes_sent=r.bytes_sent, bytes_received=r.bytes_received,
+                      bytes_exact=r.bytes_from != self._bytes_raw,
                       duration_ns=r.duration_ns, closed_by=CLOSERS.get(r.closer),
                       retransmits=r.retransmits, segs_in=r.segs_in, segs_out=r.segs_out,
                       role=ROLES.get(r.role))

@@ -113,6 +113,10 @@ class ProfileSensor(Sensor):
                           ("clone", "clone3", "fork", "vfork", "execve", "execveat", "exit", "exit_group",
                            "rt_sigreturn")})
         obj.program("bw_prof_sys_enter").autoload = self.popts.latency
+        # Linux >= 6.16 says in the tracepoint whether the whole group died
+        new_exit = (L.tracepoint_args("sched_process_exit") or 1) >= 2
+        obj.program("bw_prof_exit").autoload = new_exit
+        obj.program("bw_prof_exit_old").autoload = not new_exit
         # sock_{send,recv}_length arrived in Linux 6.3; without them no network bytes
         self.net_exact = L.kernel_has_tracepoint("sock_send_length")
         for prog in ("bw_prof_send", "bw_prof_recv"):
