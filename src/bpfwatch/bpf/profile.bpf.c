@@ -319,18 +319,33 @@ int BPF_PROG(bw_prof_exec, struct task_struct *task, pid_t old_pid, struct linux
 
 /* High-water RSS in pages: the kernel updates hiwater_rss lazily, so also
  * take the current counters (file, anon, shmem; percpu counters' totals). */
+/* Before Linux 6.2 the counters were atomics in one struct, not percpu_counters. */
+struct mm_rss_stat___pre62 {
+	atomic_long_t count[4];
+};
+struct mm_struct___pre62 {
+	struct mm_rss_stat___pre62 rss_stat;
+};
+
 static __always_inline __u64 peak_rss(struct task_struct *task)
 {
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	struct mm_struct___pre62 *old = (void *)mm;
 	__s64 rss = 0, c;
 	__u64 hi;
 
 	if (!mm)
 		return 0;
 	hi = BPF_CORE_READ(mm, hiwater_rss);
-	c = BPF_CORE_READ(mm, rss_stat[0].count); rss += c > 0 ? c : 0;
-	c = BPF_CORE_READ(mm, rss_stat[1].count); rss += c > 0 ? c : 0;
-	c = BPF_CORE_READ(mm, rss_stat[3].count); rss += c > 0 ? c : 0;
+	if (bpf_core_field_exists(mm->rss_stat[0].count)) {
+		c = BPF_CORE_READ(mm, rss_stat[0].count); rss += c > 0 ? c : 0;
+		c = BPF_CORE_READ(mm, rss_stat[1].count); rss += c > 0 ? c : 0;
+		c = BPF_CORE_READ(mm, rss_stat[3].count); rss += c > 0 ? c : 0;
+	} else if (bpf_core_field_exists(old->rss_stat.count)) {
+		c = BPF_CORE_READ(old, rss_stat.count[0].counter); rss += c > 0 ? c : 0;
+		c = BPF_CORE_READ(old, rss_stat.count[1].counter); rss += c > 0 ? c : 0;
+		c = BPF_CORE_READ(old, rss_stat.count[3].counter); rss += c > 0 ? c : 0;
+	}
 	return (__u64)rss > hi ? (__u64)rss : hi;
 }
 
