@@ -22,7 +22,7 @@ STAMP_TEST := build/.test-deps
 STAMP_VENV := $(VENV)/.installed
 ARGS       ?=
 
-.PHONY: all deps venv bpf testbpf run test test-peers test-kernel fuzz lint bench fleet-demo man clean distclean
+.PHONY: all deps venv bpf testbpf run test test-peers test-kernel dist deb test-install fuzz lint bench fleet-demo man clean distclean
 
 all: bpf venv
 
@@ -96,6 +96,20 @@ KERNEL ?= 6.1
 SUITE  ?= full
 test-kernel: bpf testbpf venv $(STAMP_TEST)
 	KERNEL=$(KERNEL) SUITE=$(SUITE) bash scripts/test-kernel.sh
+
+# a wheel and an sdist with the compiled CO-RE objects (x86_64), and a Debian package (docs/install.md)
+WHEEL_PLAT := manylinux_2_17_x86_64
+dist: bpf venv
+	rm -rf dist build/lib build/bdist.*
+	$(VENV)/bin/pip install -q build==1.6.1
+	$(VPY) -m build --outdir dist -C--build-option=--plat-name=$(WHEEL_PLAT) .
+
+deb: dist
+	bash scripts/build-deb.sh
+
+# both, installed on fresh Debian roots (mmdebstrap) and used for real
+test-install: deb
+	bash scripts/test-install.sh
 
 # the man page, generated from the parser (tests/test_terminal.py holds it current)
 man: venv

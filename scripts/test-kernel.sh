@@ -72,7 +72,7 @@ cat > "$OUT/inner.sh" <<EOF
 set -e
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
-export BPFWATCH_IN_VM=1 BPFWATCH_REQUIRE_BPF=1 PYTHONDONTWRITEBYTECODE=1 TMPDIR=/tmp HOME=/tmp
+export BPFWATCH_IN_VM=1 BPFWATCH_REQUIRE_BPF=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TMPDIR=/tmp HOME=/tmp
 cd "$ROOT"
 uname -r > "$OUT/kernel"
 .venv/bin/python -m bpfwatch.cli.main doctor --json > "$OUT/doctor.json" || true
@@ -83,7 +83,7 @@ if [ -n "${CMD:-}" ]; then  # a command of your own instead of the tests: CMD='b
     cat "$OUT/cmd.log"
     exit
 fi
-.venv/bin/python -m pytest -p no:cacheprovider -q -ra ${select[*]@Q} --junitxml="$OUT/junit.xml" tests/ ${ARGS:-} \
+.venv/bin/python -m pytest -p no:cacheprovider -v -ra --tb=short --durations=25 ${select[*]@Q} --junitxml="$OUT/junit.xml" tests/ ${ARGS:-} \
     > "$OUT/pytest.log" 2>&1
 echo \$? > "$OUT/status"
 tail -n 40 "$OUT/pytest.log"

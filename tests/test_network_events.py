@@ -55,9 +55,9 @@ def _wait_closes(m, n):
 
 
 @pytest.mark.smoke_vm
+@pytest.mark.parametrize("up, down", [(1_234_567, 98_765), (12_345, 777)])
 @pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
-def test_tcp_exact_bytes_both_sides(family, host):
-    up, down = 1_234_567, 98_765
+def test_tcp_exact_bytes_both_sides(family, host, up, down):
     with bpfwatch.Monitor(follow=ME, types=["network.*"]) as m:
         sport, cport = _exchange(family, host, up, down)
         ev = _wait_closes(m, 2)

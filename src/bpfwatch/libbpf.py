@@ -104,6 +104,7 @@ _PROTOTYPES: list[tuple[str, Any, list[Any]]] = [
     ("bpf_map_create", _c_int,
      [_c_int, _c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, _c_void_p]),
     ("bpf_link_create", _c_int, [_c_int, _c_int, _c_int, _c_void_p]),
+    ("libbpf_probe_bpf_helper", _c_int, [_c_int, _c_int, _c_void_p]),
     ("bpf_link_detach", _c_int, [_c_int]),
     ("bpf_obj_pin", _c_int, [_c_int, _c_char_p]),
     ("bpf_obj_get", _c_int, [_c_char_p]),
@@ -856,6 +857,15 @@ def _load_failure(path: str, err: int, lines: list[str]) -> str:
         if detail:
             msg += f" ({detail})"
     return msg
+
+
+PROG_TYPE_SOCKET_FILTER = 1
+HELPER_IDS = {"bpf_loop": 181, "bpf_ringbuf_reserve": 131, "bpf_get_current_task_btf": 158}
+
+
+def helper_available(name: str, prog_type: int = PROG_TYPE_SOCKET_FILTER) -> bool:
+    """Whether the kernel offers a BPF helper (libbpf loads a tiny program to see)."""
+    return lib().libbpf_probe_bpf_helper(prog_type, HELPER_IDS[name], None) == 1
 
 
 def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str = "") -> int:

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from bpfwatch import caps, limits, procfs
-from bpfwatch.errors import UsageError
+from bpfwatch import caps, kernel_support, limits, procfs
+from bpfwatch.errors import BpfError, UsageError
 from bpfwatch.events.clock import BootClock
 from bpfwatch.events.ids import exec_id
 from bpfwatch.events.model import exec_from_proc
@@ -202,6 +202,7 @@ class Monitor:
 
     def start(self) -> Monitor:
         caps.require_tracing()
+        kernel_support.check_cheap()
         try:
             proc = ProcessSensor(self.process_options, self.options, self.scope)
             proc.open(attach=False)
@@ -231,6 +232,10 @@ class Monitor:
             self._poller.add(proc.ring)  # type: ignore[arg-type]
             self._wakeup = Wakeup()
             self._poller.add_wakeup(self._wakeup.fd)
+        except BpfError as err:
+            self.close()
+            # a kernel older than a feature the sensors need: say which, not the verifier's words
+            raise kernel_support.explain() or err from err
         except BaseException:
             self.close()
             raise

@@ -101,7 +101,18 @@ def _attach(feature: str, prog: L.Program) -> str | None:
     return None
 
 
+def _pretended(feature: str) -> Feature | None:
+    from bpfwatch.kernel_support import pretended
+
+    if feature in pretended():
+        return Feature(feature, False, "missing (pretended: BPFWATCH_PRETEND_MISSING)",
+                       "unset BPFWATCH_PRETEND_MISSING")
+    return None
+
+
 def probe(feature: str) -> Feature:
+    if (fake := _pretended(feature)) is not None:
+        return fake
     prog_name, what = PROBES[feature]
     try:
         obj = L.BpfObject(str(object_path("probes")))
@@ -124,6 +135,8 @@ def probe(feature: str) -> Feature:
 
 
 def probe_ringbuf() -> Feature:
+    if (fake := _pretended("ringbuf")) is not None:
+        return fake
     try:
         fd = L.map_create(L.MAP_TYPE_RINGBUF, 0, 0, 4096, "bw_probe_rb")
     except BpfError as e:
@@ -131,6 +144,10 @@ def probe_ringbuf() -> Feature:
                        "needs Linux >= 5.8")
     os.close(fd)
     return Feature("ringbuf", True, "ring buffer maps can be created")
+
+
+def helper_available(name: str) -> bool:
+    return L.helper_available(name)
 
 
 def probe_all() -> list[Feature]:

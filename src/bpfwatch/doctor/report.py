@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 from bpfwatch import caps
@@ -48,7 +47,9 @@ def _kernel() -> Check:
 
 
 def _btf() -> Check:
-    if os.path.exists("/sys/kernel/btf/vmlinux"):
+    from bpfwatch.kernel_support import has
+
+    if has("btf"):
         return Check("btf", "ok", "/sys/kernel/btf/vmlinux present", essential=True)
     return Check("btf", "fail", "no kernel BTF at /sys/kernel/btf/vmlinux",
                  "use a kernel built with CONFIG_DEBUG_INFO_BTF=y", True)
@@ -140,8 +141,10 @@ TRACEPOINTS = {
     "sys_exit": ("file, network, dns", "file.*, accept, UDP flows, DNS", False),
     "inet_sock_set_state": ("network", "TCP connect/close", False),
     "tcp_destroy_sock": ("network", "network.close summaries", False),
-    "sock_send_length": ("network", "exact application bytes (Linux >= 6.2)", False),
-    "sock_recv_length": ("network", "exact application bytes (Linux >= 6.2)", False),
+    "sock_send_length": ("network, dns, run", "bytes at each send: DNS over TCP, run's network bytes, live TCP "
+                         "bytes in top (network.close bytes stay exact without it)", False),
+    "sock_recv_length": ("network, dns, run", "bytes at each receive: DNS over TCP, run's network bytes, live TCP "
+                         "bytes in top (network.close bytes stay exact without it)", False),
 }
 
 
@@ -150,7 +153,7 @@ def _tracepoints() -> list[Check]:
     for tp, (sensor, gives, essential) in TRACEPOINTS.items():
         ok = L.kernel_has_tracepoint(tp)
         remedy = "" if ok else ("bpfwatch cannot run without it" if essential else
-                                f"the {sensor} sensor works without {gives}")
+                                f"the rest of {sensor} works without it (the tracepoint is not in this kernel)")
         out.append(Check(f"tracepoint {tp}", "ok" if ok else ("fail" if essential else "warn"),
                          f"{sensor}: {gives}", remedy, essential))
     return out

@@ -15,8 +15,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from bpfwatch import procfs
-from bpfwatch.errors import BpfwatchError, UsageError
+from bpfwatch import kernel_support, procfs
+from bpfwatch.errors import BpfError, BpfwatchError, UsageError
 from bpfwatch.pipeline.sink import open_file
 from bpfwatch.profiler import summary
 from bpfwatch.profiler.launch import FORWARDED, HeldChild
@@ -120,7 +120,11 @@ class Profiler:
 
     @contextlib.contextmanager
     def _loaded(self) -> Iterator[None]:
-        self.sensor.open()
+        kernel_support.check_cheap()
+        try:
+            self.sensor.open()
+        except BpfError as err:
+            raise kernel_support.explain() or err from err
         try:
             if self.opts.timeline_path:
                 self._timeline = open_file(self.opts.timeline_path, "wb")
