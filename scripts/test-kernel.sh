@@ -6,6 +6,7 @@
 #
 #   scripts/test-kernel.sh                 # Debian 12's kernel (6.1), the full kernel suite
 #   KERNEL=6.1.0-54-amd64 SUITE=smoke ...  # one exact kernel; boot, doctor, one test per sensor
+#   TESTS="tests/test_file_events.py" ...   # only these test files
 #   CMD='.venv/bin/python -m bpfwatch.cli.main doctor' ...   # a command of your own in the VM
 #
 # KVM is used when it works here, else pure emulation (TCG), and the script says
@@ -83,7 +84,7 @@ if [ -n "${CMD:-}" ]; then  # a command of your own instead of the tests: CMD='b
     cat "$OUT/cmd.log"
     exit
 fi
-.venv/bin/python -m pytest -p no:cacheprovider -v -ra --tb=short --durations=25 ${select[*]@Q} --junitxml="$OUT/junit.xml" tests/ ${ARGS:-} \
+.venv/bin/python -m pytest -p no:cacheprovider -v -ra --tb=short --durations=25 ${select[*]@Q} --junitxml="$OUT/junit.xml" ${TESTS:-tests/} ${ARGS:-} \
     > "$OUT/pytest.log" 2>&1
 echo \$? > "$OUT/status"
 tail -n 40 "$OUT/pytest.log"

@@ -72,7 +72,8 @@ def test_trace_json_to_file_validates_against_schema(tmp_path, no_leaks):
     out = tmp_path / "events.jsonl"
     trace = subprocess.Popen([*BPFWATCH, "trace", "--follow", str(os.getpid()), "-o", str(out),
                               "--duration", "3"], stderr=subprocess.PIPE, text=True, env=ENV)
-    time.sleep(1.5)  # started
+    ready = trace.stderr.readline()  # loaded: nothing from now on is missed, however slow the start
+    assert ready.startswith("bpfwatch: ready"), ready
     subprocess.run([sys.executable, "-c", "import os; os.fork() or os._exit(4)"], check=True)
     subprocess.run(["/bin/echo", "hello", "wörld"], check=True, stdout=subprocess.DEVNULL)
     _, err = trace.communicate(timeout=30)
@@ -121,7 +122,7 @@ def test_reader_going_away_is_not_an_error(no_leaks):
     # `bpfwatch trace | head -1`: stdout closes under us
     trace = subprocess.Popen([*BPFWATCH, "trace", "--format", "json", "--follow", str(os.getpid())],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
-    time.sleep(1.5)
+    assert trace.stderr.readline().startswith(b"bpfwatch: ready")
     trace.stdout.close()
     for _ in range(5):
         subprocess.run(["/bin/true"], check=True)

@@ -191,8 +191,10 @@ def test_follow_three_level_tree_only():
 
 
 def test_pid_filter_excludes_children():
-    root = subprocess.Popen([sys.executable, "-c", "import sys, subprocess; sys.stdin.read(1); "
-                             "subprocess.run(['/bin/true'])"], stdin=subprocess.PIPE)
+    root = subprocess.Popen([sys.executable, "-c", "import sys, subprocess; print('r', flush=True); "
+                             "sys.stdin.read(1); subprocess.run(['/bin/true'])"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    assert root.stdout is not None and root.stdout.readline() == b"r\n"  # its start-up opens are over
     with bpfwatch.Monitor(pid=root.pid) as m:
         root.stdin.write(b"x")
         root.stdin.close()
@@ -294,15 +296,19 @@ def test_snapshot_marks_procfs():
 def test_exec_id_stable_between_monitors():
     """Two monitors (e.g. an agent and its restart) give one fork the same id."""
     with bpfwatch.Monitor(follow=ME) as m1:
-        p = subprocess.Popen([sys.executable, "-c", "import os, time; os.fork() or time.sleep(0.2)"])
+        # the child outlives the first monitor and the start of the second, however slow they are
+        p = subprocess.Popen([sys.executable, "-c", "import os, time; os.fork() or time.sleep(120)"])
         p.wait()
         ev1 = collect(m1, lambda ev: len(_of(ev, "process.exit", p.pid)) == 1)
     (fork,) = _of(ev1, "process.fork", p.pid)
     child = fork["child_pid"]
-    with bpfwatch.Monitor(pid=child, snapshot=True) as m2:
-        snap = m2.poll(0)
-    if snap:  # the child may already be gone
-        assert snap[0]["exec_id"] == fork["child_exec_id"]
+    try:
+        with bpfwatch.Monitor(pid=child, snapshot=True) as m2:
+            snap = m2.poll(0)
+        (seen,) = [e for e in snap if e["pid"] == child]
+        assert seen["exec_id"] == fork["child_exec_id"]
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 def test_every_event_matches_the_schema():

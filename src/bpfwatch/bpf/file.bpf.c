@@ -170,8 +170,12 @@ static __always_inline __u16 put_ustr(__u8 *data, __u32 *off, const char *ustr)
 	__u32 o = *off & (BW_FILE_DATA - 1);
 	long n = bpf_probe_read_user_str(data + o, BW_PATH_MAX, ustr);
 
-	if (n <= 0)
+	if (n < 0)
 		return 0;
+	if (n == 0) {  /* "" on Linux 6.1 (6.18 counts its NUL): still an empty string, not a fault */
+		data[o] = 0;
+		n = 1;
+	}
 	*off = o + n;
 	return n;
 }

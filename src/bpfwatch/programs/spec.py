@@ -141,7 +141,9 @@ def _feature(name: str) -> tuple[bool, str, str]:
 
 @cache
 def tcx_available() -> bool:
-    return _feature("tc")[0]
+    """tcx links (Linux >= 6.6); doctor's tc probe falls back to clsact and says so."""
+    ok, detail, _ = _feature("tc")
+    return ok and "clsact" not in detail
 
 
 def tracefs_root() -> str | None:
