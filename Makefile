@@ -49,7 +49,7 @@ $(BPF_DIR)/%.bpf.o: $(BPF_DIR)/%.bpf.c $(BPF_HDRS) $(VMLINUX)
 bpf: $(BPF_OBJS)
 
 # objects the program-manager tests load (never installed)
-build/testbpf/%.bpf.o: tests/bpf/%.bpf.c $(VMLINUX)
+build/testbpf/%.bpf.o: tests/bpf/%.bpf.c $(wildcard tests/bpf/*.bpf.h) $(VMLINUX)
 	@mkdir -p build/testbpf
 	$(CLANG) $(CFLAGS_BPF) -c $< -o $@
 
