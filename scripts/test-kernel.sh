@@ -52,7 +52,7 @@ accel=(--disable-kvm)
 how="emulation (TCG): no /dev/kvm"
 if [ -e /dev/kvm ]; then
     if timeout 120 "$VNG_VENV/bin/vng" --run "$VMLINUZ" --user root --cpus 1 --memory 1G -e "true" \
-            >/dev/null 2>&1; then
+            < /dev/null 2>&1 | cat > /dev/null; then  # pipefail: vng's status
         accel=()
         how="KVM"
     else
@@ -91,8 +91,10 @@ tail -n 40 "$OUT/pytest.log"
 EOF
 start=$(date +%s)
 set +e
+# through a pipe: QEMU opens the guest's stdout as a file (/proc/self/fd/1), which truncates a
+# log file our own stdout may be, and with it everything written there before (CI's log)
 "$VNG_VENV/bin/vng" --run "$VMLINUZ" "${accel[@]}" --user root --cpus "$CPUS" --memory "$MEMORY" \
-    --rwdir "$OUT" -e "bash $OUT/inner.sh"
+    --rwdir "$OUT" -e "bash $OUT/inner.sh" 2>&1 < /dev/null | cat
 set -e
 status=$(cat "$OUT/status" 2>/dev/null || echo 1)
 say "$RELEASE ($how): tests exited $status after $(( $(date +%s) - start )) s; results in $OUT"
