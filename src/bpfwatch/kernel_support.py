@@ -52,7 +52,9 @@ def has(name: str) -> bool:
     if name == "tp_btf":
         return features.probe("tp_btf").ok
     if name == "bpf_loop":
-        return features.helper_available("bpf_loop")
+        from bpfwatch import libbpf
+
+        return libbpf.helper_available("bpf_loop")
     raise KeyError(name)
 
 

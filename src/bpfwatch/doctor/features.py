@@ -146,9 +146,5 @@ def probe_ringbuf() -> Feature:
     return Feature("ringbuf", True, "ring buffer maps can be created")
 
 
-def helper_available(name: str) -> bool:
-    return L.helper_available(name)
-
-
 def probe_all() -> list[Feature]:
     return [probe(f) for f in PROBES] + [probe_ringbuf()]

@@ -21,7 +21,6 @@ from rich.text import Text
 
 from bpfwatch.errors import UsageError
 from bpfwatch.events.clock import iso8601
-from bpfwatch.events.users import user_name
 from bpfwatch.filters import KEYS, Filter
 from bpfwatch.monitor import Monitor
 from bpfwatch.mounts import cgroup2_root, cgroup_path
@@ -149,10 +148,6 @@ class Top:
         self._sample()
         dt = self.model.refresh(self.accept if self.proc_filter is not None else None)
         seen, self._seen = self.monitor.events_seen - self._seen, self.monitor.events_seen
-        for row in self.model.rows.values():
-            if not row.user.isdigit() or not row.user:
-                continue
-            row.user = user_name(int(row.user)) or row.user
         return self.model.snapshot(dt, seen / dt, self.monitor.lost_total, self.filter_text)
 
     # -- drawing -------------------------------------------------------------------------

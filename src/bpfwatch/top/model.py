@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bpfwatch.events.users import user_name
+
 # columns with a per-second rate, in display order: (key, header, what it counts)
 RATE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("execs", "EXEC/s", "programs started (execs of its children)"),
@@ -234,7 +236,7 @@ class TopModel:
                 row = self.rows[key] = Row(key, self._label(key, st), st.comm, "", set(), rates, now)
             row.rates, row.last_active, row.pids = rates, now, members[key]
             row.comm = st.comm if self.group != "command" else key
-            row.user = st.user or (str(st.uid) if st.uid is not None else "")
+            row.user = st.user or (user_name(st.uid) or str(st.uid) if st.uid is not None else "")
             row.exe = st.exe
         for key, row in list(self.rows.items()):
             if key not in fresh:
