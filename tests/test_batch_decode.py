@@ -10,13 +10,14 @@ import random
 import struct
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpfwatch.btf_dtype import record_struct
+from bpfwatch.btf_dtype import LayoutError, picker, record_struct
 from bpfwatch.pipeline.reorder import ReorderWindow
 from bpfwatch.ringbuf import Run
-from bpfwatch.sensors.base import Sensor, dispatch
+from bpfwatch.sensors.base import Fields, Sensor, dispatch
 
 HDR = np.dtype({"names": ["ts_boot_ns", "type", "pid"], "formats": ["<u8", "<u4", "<u4"],
                 "offsets": [0, 8, 12], "itemsize": 16})
@@ -30,14 +31,16 @@ def _record(i: int, kind: int, tail: bytes, size: int) -> bytes:
     return (fixed + tail).ljust(size, b"\xee")  # padding: stale bytes, as the kernel's size classes leave
 
 
-def _run(records: list[bytes]) -> Run:
-    """Records of one length laid out as the ring does: 8-byte headers, 8-byte aligned."""
+def _run(records: list[bytes], as_memoryview: bool = False) -> Run:
+    """Records of one length laid out as the ring does: 8-byte headers, 8-byte
+    aligned; in an ndarray, or a memoryview as RingBuffer hands them out."""
     length = len(records[0])
     stride = (length + 8 + 7) & ~7
     buf = bytearray(8)
     for r in records:
         buf += r.ljust(stride, b"\0")
-    return Run(length, len(records), stride, np.frombuffer(bytes(buf), dtype=np.uint8), 8)
+    data = memoryview(bytes(buf)) if as_memoryview else np.frombuffer(bytes(buf), dtype=np.uint8)
+    return Run(length, len(records), stride, data, 8)
 
 
 @settings(max_examples=60, deadline=None)
@@ -55,10 +58,36 @@ def test_variable_rows_match_one_by_one(tails, pick):
     assert dicts == [(p, a) for p, a, _, _ in want]
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.binary(max_size=20), min_size=1, max_size=70), st.integers(0, 3), st.booleans())
+def test_fields_match_one_by_one(tails, pick, as_memoryview):
+    """The hot decoders' plain tuples: the chosen fields only, in the record's
+    order, for single records, short runs, long runs and picked indexes."""
+    size = 32 + 64
+    records = [_record(i, 3, t, size) for i, t in enumerate(tails)]
+    run = _run(records, as_memoryview)
+    idx = None if pick == 0 else [i for i in range(len(records)) if i % (pick + 1) == 0]
+    want_ids = list(range(len(records)) if idx is None else idx)
+    f = Fields(REC, "pid a name_len comm")
+    assert [(pid, a) for pid, a, _, _ in f.rows(run, idx)] == [(i, -i) for i in want_ids]
+    got = [(pid, comm.rstrip(b"\0"), tail[:n]) for (pid, _, n, comm), tail in f.rows_with_tail(run, idx)]
+    assert got == [(i, b"c%d" % (i % 7), tails[i]) for i in want_ids]
+    assert all(len(tail) == size - REC.itemsize for _, tail in f.rows_with_tail(run, idx))
+
+
+def test_fields_out_of_order_or_unknown_fail_at_load():
+    with pytest.raises(LayoutError, match="not in the record's order"):
+        picker(REC, ("a", "pid"))
+    with pytest.raises(LayoutError, match="no field nope"):
+        picker(REC, ("pid", "nope"))
+    assert picker(REC, ("pid", "comm")).unpack(record_struct(REC).pack(1, 2, 3, 4, 5, b"ab")) == (3, b"ab\0\0\0\0")
+
+
 def test_short_records_are_skipped():
     run = _run([b"\0" * 20, b"\0" * 20])  # shorter than REC's fixed part
     assert list(Sensor.variable_rows(run, None, REC)) == []
     assert Sensor.rows(run, REC, None) == []
+    assert Fields(REC, "pid").rows(run, None) == [] and Fields(REC, "pid").rows_with_tail(run, None) == []
 
 
 @settings(max_examples=60, deadline=None)
@@ -74,9 +103,11 @@ def test_dispatch_groups_mixed_types(kinds):
             seen.setdefault(kind, []).extend(r.pid for r in Sensor.rows(run, REC, idx))
         return decode
 
-    dispatch(_run(records), {1: decoder(1), 2: decoder(2)}, HDR, [])  # type 3 has no decoder
+    counts = {1: 0, 2: 0}
+    dispatch(_run(records), {1: decoder(1), 2: decoder(2)}, HDR, [], counts)  # type 3 has no decoder
     for k in (1, 2):
         assert seen.get(k, []) == [i for i, x in enumerate(kinds) if x == k]
+        assert counts[k] == kinds.count(k)
     assert 3 not in seen
 
 

@@ -107,9 +107,28 @@ def record_struct(dtype: np.dtype) -> struct.Struct:
     """A struct.Struct with the same layout as dtype: unpacking one record
     this way costs a fraction of numpy's per-call overhead. Byte arrays
     (char[] and __u8[]) come out as bytes."""
+    return picker(dtype, field_names(dtype))
+
+
+@lru_cache(maxsize=128)
+def picker(dtype: np.dtype, names: tuple[str, ...]) -> struct.Struct:
+    """A struct.Struct that unpacks only `names` of a dtype record (the rest
+    is skipped as padding), as a plain tuple: the hot decoders unpack it into
+    locals, which costs a fraction of a named tuple's attribute reads.
+
+    `names` must be in the record's offset order, which is the order the
+    tuple comes in; a decoder written against an older header fails here,
+    at load, instead of reading one field as another."""
+    fields = dtype.fields or {}
+    missing = [n for n in names if n not in fields]
+    if missing:
+        raise LayoutError(f"record has no field {', '.join(missing)}")
+    offsets = [fields[n][1] for n in names]
+    if offsets != sorted(offsets) or len(set(offsets)) != len(offsets):
+        raise LayoutError(f"fields {', '.join(names)} are not in the record's order ({', '.join(field_names(dtype))})")
     fmt, pos = "<", 0
-    for _, (name, (fdt, off)) in sorted(((f[1], (n, f[:2])) for n, f in dtype.fields.items()),
-                                        key=lambda x: x[0]):
+    for name, off in zip(names, offsets, strict=True):
+        fdt = fields[name][0]
         if off > pos:
             fmt += f"{off - pos}x"
         if fdt.kind == "S" or (fdt.subdtype is not None and fdt.subdtype[0] == np.dtype("u1")):
@@ -141,7 +160,12 @@ def record_tuple(dtype: np.dtype) -> type:
 def strided_struct(dtype: np.dtype, stride: int) -> struct.Struct:
     """record_struct(dtype) padded to `stride` bytes, to unpack a run of
     records `stride` apart with one iter_unpack."""
-    st = record_struct(dtype)
+    return padded_struct(record_struct(dtype), stride)
+
+
+@lru_cache(maxsize=256)
+def padded_struct(st: struct.Struct, stride: int) -> struct.Struct:
+    """st padded to `stride` bytes (iter_unpack over records stride apart)."""
     return struct.Struct(st.format + f"{stride - st.size}x") if stride > st.size else st
 
 

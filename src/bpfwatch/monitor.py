@@ -161,6 +161,8 @@ class Monitor:
         self._poller: Poller | None = None
         self._ring: RingBuffer | None = None
         self._decoders: dict[int, Any] = {}
+        self._record_counts: dict[int, int] = {}
+        self._sensor_of: dict[int, Sensor] = {}
         self._wakeup: Wakeup | None = None
         self._stopped = False
         self._deadline: float | None = None
@@ -227,7 +229,9 @@ class Monitor:
             # one ring for all sensors (read through the process sensor): one time
             # line, one mapping's worth of memory; decoders by event type
             self._ring = proc.ring
-            self._decoders = {t: self._counted(s, fn) for s in self.sensors for t, fn in s.decoders.items()}
+            self._decoders = {t: fn for s in self.sensors for t, fn in s.decoders.items()}
+            self._record_counts = dict.fromkeys(self._decoders, 0)
+            self._sensor_of = {t: s for s in self.sensors for t in s.decoders}
             self._poller = Poller()
             self._poller.add(proc.ring)  # type: ignore[arg-type]
             self._wakeup = Wakeup()
@@ -266,17 +270,12 @@ class Monitor:
             self.enrich(snap)
             self._pending = self._select(snap)
 
-    @staticmethod
-    def _counted(sensor: Sensor, fn: Any) -> Any:
-        """fn, counting the kernel records it decodes for its sensor."""
-        def decode(run: Any, idx: list[int] | None, out: list[Event]) -> None:
-            sensor.events += run.count if idx is None else len(idx)
-            fn(run, idx, out)
-        return decode
-
     def _select(self, events: list[Event]) -> list[Event]:
         """The types asked for, through the whole filter (deny wins)."""
-        types, match = self.types, self.filter.match
+        types = self.types
+        if not self.filter.active:
+            return [e for e in events if e["type"] in types]
+        match = self.filter.match
         return [e for e in events if e["type"] in types and match(e)]
 
     def _snapshot_event(self, p: procfs.ProcSnapshot, eid: str) -> Event:
@@ -369,9 +368,9 @@ class Monitor:
         ready = self._poller.wait(wait)
         raw: list[Event] = []
         if ring is not None and (ready or ring.pending_bytes()):
-            decoders, hdr = self._decoders, self.sensors[0].hdr_dtype
+            decoders, hdr, counts = self._decoders, self.sensors[0].hdr_dtype, self._record_counts
             # once stopped, everything left is read: the caller's last poll
-            ring.drain(lambda run: dispatch(run, decoders, hdr, raw),
+            ring.drain(lambda run: dispatch(run, decoders, hdr, raw, counts),
                        None if self._stopped or final else self.batch_bytes)
         for s in self.sensors:
             s.tick(raw, force=self._stopped or final)
@@ -439,12 +438,19 @@ class Monitor:
     def lost_total(self) -> int:
         return sum(self._lost_cache.values())
 
+    def kernel_records(self) -> dict[str, int]:
+        """Records decoded so far, per sensor."""
+        out = {s.name: 0 for s in self.sensors}
+        for t, n in self._record_counts.items():
+            out[self._sensor_of[t].name] += n
+        return out
+
     def stats(self) -> dict[str, Any]:
         return {
             "events": self.events_seen,
             "lost": self.lost(),
             "late": self.late_events,
-            "kernel_records": {s.name: s.events for s in self.sensors},
+            "kernel_records": self.kernel_records(),
             "process_cache": len(self.cache),
             "process_cache_evicted": self.cache.evicted,
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import operator
 import os
 import signal
 import socket
@@ -40,6 +41,7 @@ Source = Monitor | PollSource
 _SECTIONS = {"tp_btf": "BTF tracepoints (tp_btf)", "raw_tp": "raw tracepoints", "raw_tracepoint": "raw tracepoints",
              "tp": "tracepoints", "tracepoint": "tracepoints", "uprobe": "uprobes", "iter": "iterators"}
 STATS_EVERY = 1.0
+_type_of = operator.itemgetter("type")
 
 
 def wanted_types(cfg: AgentConfig) -> set[str]:
@@ -320,7 +322,7 @@ class Agent:
                 events = [e for e in events if e["ts"] >= cut]
         self.redactor(events)
         counts = self.events
-        for t, n in Counter(e["type"] for e in events).items():
+        for t, n in Counter(map(_type_of, events)).items():
             counts[(t, t.split(".", 1)[0])] += n
         if self.capture is not None:
             self.capture.write(events)

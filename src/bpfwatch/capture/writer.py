@@ -16,6 +16,7 @@ import contextlib
 import errno
 import hashlib
 import logging
+import operator
 import os
 import queue
 import re
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from bpfwatch.agent.config import CaptureConfig
 
 WRITE_CHUNK = 256 << 10
+_ts_of = operator.itemgetter("ts")
 _TS = re.compile(rb'^\{"ts":(\d+)', re.M)
 log = logging.getLogger("bpfwatch.agent")
 
@@ -123,7 +125,7 @@ class CaptureWriter:
         if not events:
             return
         buf, ends = dumps_lines(events)
-        stamps = [e["ts"] for e in events]
+        stamps = list(map(_ts_of, events))
         if self._held:
             # writes are failing: queue behind what is held, and try the disk
             # again only every retry_interval, not on every batch

@@ -57,11 +57,16 @@ class BootClock:
 _last_second = [-1, ""]
 
 
-def iso8601(epoch_ns: int) -> str:
-    """2026-11-22T20:03:46.123456789Z"""
-    sec, ns = divmod(epoch_ns, 1_000_000_000)
+def second_text(sec: int) -> str:
+    """2026-11-22T20:03:46: the part of iso8601's text before the fraction."""
     cache = _last_second
     if cache[0] != sec:
         cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         cache[0] = sec
-    return f"{cache[1]}.{ns:09d}Z"
+    return cache[1]  # type: ignore[return-value]
+
+
+def iso8601(epoch_ns: int) -> str:
+    """2026-11-22T20:03:46.123456789Z"""
+    sec, ns = divmod(epoch_ns, 1_000_000_000)
+    return f"{second_text(sec)}.{ns:09d}Z"

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bpfwatch.events.clock import BootClock, iso8601
+from bpfwatch.events.clock import BootClock, second_text
 from bpfwatch.events.users import user_name
 from bpfwatch.process_cache import ProcessCache, ProcInfo
+
+_LIFECYCLE = frozenset(("process.exec", "process.fork", "process.exit"))
 
 
 class Enricher:
@@ -19,27 +21,39 @@ class Enricher:
         self.clock.maybe_resync()
         offset = self.clock.to_epoch_ns(0)
         cache = self.cache
+        get = cache.get
+        # events come in time order and in bursts from one process: the
+        # second's text and the last process looked up are reused
+        last_sec, prefix = -1, ""
+        last_pid, info = -1, None
         for ev in events:
+            ts = ev["ts"]
             if ev["source"] == "ebpf":
-                ev["ts"] = ts = ev["ts"] + offset
-            else:
-                ts = ev["ts"]
-            ev["time"] = iso8601(ts)
+                ts += offset
+                ev["ts"] = ts
+            sec, ns = divmod(ts, 1_000_000_000)
+            if sec != last_sec:
+                last_sec, prefix = sec, second_text(sec)
+            ev["time"] = f"{prefix}.{ns:09d}Z"
             ev["user"] = user_name(ev["uid"])
             kind = ev["type"]
-            if kind == "process.exec":
-                self._exec(ev, cache)
-            elif kind == "process.fork":
-                self._fork(ev, cache)
-            elif kind == "process.exit":
-                self._exit(ev, cache)
-            else:
-                info = cache.get(ev["pid"])
-                if info is not None:
-                    ev["exe"] = ev["exe"] or info.exe
-                    ev["exec_id"] = info.exec_id
-                    ev["ppid"] = ev["ppid"] or info.ppid
-                    ev["cgroup_id"] = ev["cgroup_id"] or info.cgroup_id
+            if kind in _LIFECYCLE:
+                if kind == "process.exec":
+                    self._exec(ev, cache)
+                elif kind == "process.fork":
+                    self._fork(ev, cache)
+                else:
+                    self._exit(ev, cache)
+                last_pid = -1  # the cache changed
+                continue
+            pid = ev["pid"]
+            if pid != last_pid:
+                last_pid, info = pid, get(pid)
+            if info is not None:
+                ev["exe"] = ev["exe"] or info.exe
+                ev["exec_id"] = info.exec_id
+                ev["ppid"] = ev["ppid"] or info.ppid
+                ev["cgroup_id"] = ev["cgroup_id"] or info.cgroup_id
         cache.expire()
 
     @staticmethod

@@ -29,6 +29,18 @@ def port(be16: int) -> int:
     return socket.ntohs(be16)
 
 
+def put_addresses(ev: dict[str, Any], fam: int, proto: int, laddr: bytes, lport: int, raddr: bytes,
+                  rport: int) -> None:
+    """Sets an event's address fields from a bw_tuple's raw columns."""
+    ev["protocol"] = PROTOCOLS.get(proto) or str(proto)
+    ev["family"] = FAMILIES.get(fam) or str(fam)
+    n = 4 if fam == socket.AF_INET else 16
+    ev["local_addr"] = _addr_text(fam, laddr[:n])
+    ev["local_port"] = socket.ntohs(lport)
+    ev["remote_addr"] = _addr_text(fam, raddr[:n])
+    ev["remote_port"] = socket.ntohs(rport)
+
+
 def tuple_fields(r: Any) -> dict[str, Any]:
     """The address fields of an event from the flattened bw_tuple columns of
     a record (a dict, or a named tuple from Sensor.rows)."""

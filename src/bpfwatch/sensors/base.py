@@ -11,7 +11,7 @@ import numpy as np
 
 from bpfwatch import libbpf as L
 from bpfwatch.bpf import object_path
-from bpfwatch.btf_dtype import record_struct, record_tuple, strided_struct, struct_dtype
+from bpfwatch.btf_dtype import padded_struct, picker, record_struct, record_tuple, strided_struct, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.ringbuf import RingBuffer, Run
 
@@ -65,28 +65,33 @@ class Scope:
                 "flt_cgroup": (1 if self.cgroups is not None else 0) | (2 if self.deny_cgroups else 0)}
 
 
-def dispatch(run: Run, decoders: dict[int, Decoder], hdr_dtype: np.dtype, out: list[dict[str, Any]]) -> None:
+def dispatch(run: Run, decoders: dict[int, Decoder], hdr_dtype: np.dtype, out: list[dict[str, Any]],
+             counts: dict[int, int] | None = None) -> None:
     """Hands each record of a run to the decoder of its event type (a ring may
-    carry several sensors' records: their type ids are distinct)."""
+    carry several sensors' records: their type ids are distinct), counting
+    the records of each type decoded in `counts`."""
     if run.length < hdr_dtype.itemsize:
         return
+    type_off = hdr_dtype.fields["type"][1]
     if run.count == 1:  # variable-length records come one by one: no numpy here
-        fn = decoders.get(_U32.unpack_from(run.buf, run.offset + hdr_dtype.fields["type"][1])[0])
+        t = _U32.unpack_from(run.buf, run.offset + type_off)[0]
+        fn = decoders.get(t)
         if fn is not None:
             fn(run, None, out)
+            if counts is not None:
+                counts[t] += 1
         return
-    type_off = hdr_dtype.fields["type"][1]
+    groups: dict[int, list[int] | None]
     if run.count <= 32:  # numpy's per-call cost outweighs a short loop
         unpack, buf, base, stride = _U32.unpack_from, run.buf, run.offset + type_off, run.stride
         kinds = [unpack(buf, base + i * stride)[0] for i in range(run.count)]
         first = kinds[0]
-        groups: dict[int, list[int] | None]
         if kinds.count(first) == len(kinds):
             groups = {first: None}
         else:
             groups = {}
             for i, t in enumerate(kinds):
-                groups.setdefault(t, []).append(i)
+                groups.setdefault(t, []).append(i)  # type: ignore[union-attr]
     else:
         types = run.view(hdr_dtype)["type"]
         first = int(types[0])
@@ -98,6 +103,8 @@ def dispatch(run: Run, decoders: dict[int, Decoder], hdr_dtype: np.dtype, out: l
         fn = decoders.get(t)
         if fn is not None:
             fn(run, idx, out)
+            if counts is not None:
+                counts[t] += run.count if idx is None else len(idx)
 
 
 MAX_RING_SIZE = 1 << 30  # the kernel's limit for a BPF ring buffer is lower than this in practice
@@ -136,6 +143,45 @@ class Request:
 
     def types_of(self, family: str) -> set[str]:
         return {t for t in self.types if t.startswith(family + ".")}
+
+
+class Fields:
+    """Chosen fields of one record layout, unpacked as plain tuples (see
+    btf_dtype.picker): what the hot decoders read records with. Records
+    shorter than the layout are skipped."""
+
+    __slots__ = ("names", "size", "struct")
+
+    def __init__(self, dtype: np.dtype, names: str) -> None:
+        self.names = tuple(names.split())
+        self.size = dtype.itemsize
+        self.struct = picker(dtype, self.names)
+
+    def rows(self, run: Run, idx: list[int] | None) -> list[tuple[Any, ...]]:
+        count, stride = run.count, run.stride
+        if run.length < self.size:
+            return []
+        unpack, buf, base = self.struct.unpack_from, run.buf, run.offset
+        if count == 1:
+            return [unpack(buf, base)]
+        if count <= 8 or (idx is not None and len(idx) <= 16):
+            return [unpack(buf, base + i * stride) for i in (range(count) if idx is None else idx)]
+        used = (count - 1) * stride + run.length  # the last record may end the mapping
+        block = buf[base: base + used].tobytes() + bytes(count * stride - used)
+        rows = list(padded_struct(self.struct, stride).iter_unpack(block))
+        return rows if idx is None else [rows[i] for i in idx]
+
+    def rows_with_tail(self, run: Run, idx: list[int] | None) -> list[tuple[tuple[Any, ...], bytes]]:
+        """(fields, the bytes after the fixed part) of each variable-size record."""
+        size, length = self.size, run.length
+        if length < size:
+            return []
+        unpack, stride = self.struct.unpack_from, run.stride
+        blob = run.buf[run.offset: run.offset + (run.count - 1) * stride + length].tobytes()
+        if run.count == 1:
+            return [(unpack(blob), blob[size:])]
+        return [(unpack(blob, o), blob[o + size: o + length])
+                for o in [i * stride for i in (range(run.count) if idx is None else idx)]]
 
 
 class Sensor:

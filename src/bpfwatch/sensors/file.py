@@ -26,7 +26,7 @@ from bpfwatch.errors import UsageError
 from bpfwatch.events.model import common_fields
 from bpfwatch.events.text import text
 from bpfwatch.ringbuf import Run
-from bpfwatch.sensors.base import Request, Scope, Sensor, SensorOptions
+from bpfwatch.sensors.base import Fields, Request, Scope, Sensor, SensorOptions
 
 PATHS_PER_PROCESS = 4096  # remembered paths of open files, per process (oldest forgotten first)
 EXIT_LINGER_S = 1.0  # a process's paths outlive it this long: its file.io records may come later
@@ -108,6 +108,34 @@ def error_name(ret: int) -> str | None:
     return errno.errorcode.get(-ret, f"E{-ret}") if ret < 0 else None
 
 
+# the fields the decoders read, in the records' order (file.h)
+OP_FIELDS = ("ts_boot_ns pid tid cgroup_id file ret length uid kind nr flags mode owner_uid owner_gid "
+             "path1_len dir1_len path2_len dir2_len rflags comm")
+IO_FIELDS = "ts_boot_ns tid tgid file reads writes read_bytes write_bytes first_ns last_ns uid comm closed"
+
+
+@lru_cache(maxsize=4096)  # a workload opens the same few paths over and over
+def op_paths(data: bytes, l1: int, ld1: int, l2: int, ld2: int
+             ) -> tuple[str | None, str | None, str | None, str | None]:
+    """The path, its directory, the second path and its directory of a file
+    record's tail (each NUL-padded; a length of 0 means absent)."""
+    p1 = text(data[:l1].rstrip(b"\0")) if l1 else None
+    o = l1 + ld1
+    d1 = text(data[l1:o].rstrip(b"\0")) if ld1 else None
+    p2 = d2 = None
+    if l2:
+        p2 = text(data[o: o + l2].rstrip(b"\0"))
+        if ld2:
+            d2 = text(data[o + l2: o + l2 + ld2].rstrip(b"\0"))
+    return p1, d1, p2, d2
+
+
+@lru_cache(maxsize=1024)
+def syscall_name(nr: int) -> str:
+    return syscalls.name_of(nr)
+
+
+@lru_cache(maxsize=4096)
 def join_path(directory: str | None, path: str) -> str:
     """An absolute, normalised path from a dir and a path relative to it.
     An empty path names nothing (the call fails with ENOENT): it stays ""."""
@@ -211,6 +239,9 @@ class FileSensor(Sensor):
         self.io_key_dtype = struct_dtype(btf, "bw_fileio_key")
         self.io_stats_dtype = struct_dtype(btf, "bw_fileio_stats")
         self._kind_names = {v: KINDS.get(k) for k, v in enum_values(btf, "bw_file_kind").items()}
+        self.op_fields = Fields(self.op_dtype, OP_FIELDS)
+        self.io_fields = Fields(self.io_dtype, IO_FIELDS)
+        self.path_fields = Fields(self.path_dtype, "tgid file path_len")
         self.decoders = {ids["BW_EV_FILE_OP"]: self._decode_op, ids["BW_EV_FILE_IO"]: self._decode_io,
                          ids["BW_EV_FILE_IOPATH"]: self._decode_path}
 
@@ -232,88 +263,77 @@ class FileSensor(Sensor):
     # -- decoding ---------------------------------------------------------------
 
     def _decode_path(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r, data in self.variable_rows(run, idx, self.path_dtype):
-            self._remember(r.tgid, r.file, text(data[: r.path_len].rstrip(b"\0")))
+        for (tgid, file, path_len), data in self.path_fields.rows_with_tail(run, idx):
+            self._remember(tgid, file, text(data[:path_len].rstrip(b"\0")))
 
     def _decode_io(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r in self.rows(run, self.io_dtype, idx):
-            files = self._paths.get(r.tgid)
-            path = files.pop(r.file, None) if files else None
-            if not self.path_wanted(path):
+        paths, wanted = self._paths, self.path_wanted
+        for (ts, tid, tgid, file, reads, writes, read_bytes, write_bytes, first_ns, last_ns, uid, comm,
+             closed) in self.io_fields.rows(run, idx):
+            files = paths.get(tgid)
+            path = files.pop(file, None) if files else None
+            if not wanted(path):
                 continue
-            out.append({
-                **common_fields("file.io", r.ts_boot_ns, r.tgid, r.tid, 0, r.uid,
-                                cstr(r.comm), None, 0, None),
-                "path": path, "reads": r.reads, "writes": r.writes, "read_bytes": r.read_bytes,
-                "write_bytes": r.write_bytes, "duration_ns": max(r.last_ns - r.first_ns, 0),
-                "closed": bool(r.closed),
-            })
+            ev = common_fields("file.io", ts, tgid, tid, 0, uid, cstr(comm), None, 0, None)
+            ev["path"] = path
+            ev["reads"] = reads
+            ev["writes"] = writes
+            ev["read_bytes"] = read_bytes
+            ev["write_bytes"] = write_bytes
+            ev["duration_ns"] = max(last_ns - first_ns, 0)
+            ev["closed"] = bool(closed)
+            out.append(ev)
 
     def _decode_op(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r, data in self.variable_rows(run, idx, self.op_dtype):
-            ev = self._op_event(r, data)
+        event = self._op_event
+        for row, data in self.op_fields.rows_with_tail(run, idx):
+            ev = event(row, data)
             if ev is not None:
                 out.append(ev)
 
-    def _op_event(self, r: Any, data: bytes) -> dict[str, Any] | None:
-        p1 = d1 = p2 = d2 = None
-        n = r.path1_len
-        if n:
-            p1 = text(data[:n].rstrip(b"\0"))
-        o = n
-        n = r.dir1_len
-        if n:
-            d1 = text(data[o: o + n].rstrip(b"\0"))
-        o += n
-        n = r.path2_len
-        if n:
-            p2 = text(data[o: o + n].rstrip(b"\0"))
-            o += n
-            n = r.dir2_len
-            if n:
-                d2 = text(data[o: o + n].rstrip(b"\0"))
-        kind = self._kind_names.get(r.kind)
-        sysname = syscalls.name_of(r.nr)
-        if kind == "file.unlink" and sysname == "unlinkat" and r.flags & AT_REMOVEDIR:
+    def _op_event(self, row: tuple[Any, ...], data: bytes) -> dict[str, Any] | None:
+        (ts, pid, tid, cgroup_id, file, ret, length, uid, kind_id, nr, flags, mode, owner_uid, owner_gid,
+         l1, ld1, l2, ld2, rflags, comm) = row
+        kind = self._kind_names.get(kind_id)
+        sysname = syscall_name(nr)
+        if kind == "file.unlink" and sysname == "unlinkat" and flags & AT_REMOVEDIR:
             kind = "file.rmdir"
         if kind is None:
             return None
-        ret = r.ret
-        rflags = r.rflags
+        p1, d1, p2, d2 = op_paths(data, l1, ld1, l2, ld2)
         target = None
         if kind == "file.symlink":
             path, target = (join_path(d2, p2) if p2 is not None else None), p1
         elif rflags & PATH1_BY_KEY:
-            path = self._paths.get(r.pid, {}).get(r.file)
+            path = self._paths.get(pid, {}).get(file)
         else:
             path = p1 if rflags & PATH1_RESOLVED or p1 is None else join_path(d1, p1)
-            if p1 == "" and kind != "file.open" and r.flags & AT_EMPTY_PATH:
+            if p1 == "" and kind != "file.open" and flags & AT_EMPTY_PATH:
                 path = d1  # AT_EMPTY_PATH: the call acts on dirfd itself (0x1000 is O_DSYNC to open)
-        if not self.path_wanted(path):
+        if self.fopts.prefixes and not self.path_wanted(path):
             return None
-        if r.file and kind == "file.open":
-            self._remember(r.pid, r.file, path)  # later file.io and f* calls on it need it
-        ev = {
-            **common_fields(kind, r.ts_boot_ns, r.pid, r.tid, 0, r.uid,
-                            cstr(r.comm), None, r.cgroup_id, None),
-            "path": path, "syscall": sysname, "ret": ret, "error": error_name(ret),
-        }
+        if file and kind == "file.open":
+            self._remember(pid, file, path)  # later file.io and f* calls on it need it
+        ev = common_fields(kind, ts, pid, tid, 0, uid, cstr(comm), None, cgroup_id, None)
+        ev["path"] = path
+        ev["syscall"] = sysname
+        ev["ret"] = ret
+        ev["error"] = error_name(ret) if ret < 0 else None
         if rflags & (PATH1_TRUNC | PATH2_TRUNC):
             ev["path_truncated"] = True
         if kind == "file.open":
-            flags = r.flags
-            ev["flags"] = open_flag_names(flags)
+            ev["flags"] = list(_open_flag_names(flags))
             # O_TMPFILE includes O_DIRECTORY's bit: all of its bits, not any, mean a mode was given
             creates = flags & os.O_CREAT or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE)
-            ev["mode"] = r.mode & 0o7777 if creates else None
+            ev["mode"] = mode & 0o7777 if creates else None
             ev["fd"] = ret if ret >= 0 else None
         elif kind in ("file.mkdir", "file.chmod"):
-            ev["mode"] = r.mode & 0o7777
+            ev["mode"] = mode & 0o7777
         elif kind == "file.chown":
-            ev["owner_uid"] = None if r.owner_uid == 0xFFFFFFFF else r.owner_uid
-            ev["owner_gid"] = None if r.owner_gid == 0xFFFFFFFF else r.owner_gid
+            ev["owner_uid"] = None if owner_uid == 0xFFFFFFFF else owner_uid
+            ev["owner_gid"] = None if owner_gid == 0xFFFFFFFF else owner_gid
         elif kind == "file.truncate":
-            ev["length"] = r.length
+            ev["length"] = length
         elif kind in ("file.rename", "file.link"):
             ev["new_path"] = join_path(d2, p2) if p2 is not None else None
         elif kind == "file.symlink":

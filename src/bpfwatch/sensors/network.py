@@ -20,9 +20,9 @@ from bpfwatch import syscalls
 from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.model import common_fields
-from bpfwatch.protocols.inet import tuple_fields
+from bpfwatch.protocols.inet import put_addresses, tuple_fields
 from bpfwatch.ringbuf import Run
-from bpfwatch.sensors.base import Request, Scope, Sensor, SensorOptions
+from bpfwatch.sensors.base import Fields, Request, Scope, Sensor, SensorOptions
 
 NETWORK_TYPES = ["network.accept", "network.close", "network.connect", "network.state", "network.udp"]
 DEFAULT_TYPES = set(NETWORK_TYPES) - {"network.state"}  # every state change is opt-in
@@ -31,6 +31,10 @@ TCP_KINDS = {"BW_TCP_CONNECT": "network.connect", "BW_TCP_ACCEPT": "network.acce
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
               6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
               12: "NEW_SYN_RECV"}
+# the fields the TCP decoder reads, in the record's order (network.h)
+TCP_FIELDS = ("ts_boot_ns laddr raddr lport rport family proto owner_pid owner_tid owner_uid role cgroup_id closer "
+              "comm latency_ns duration_ns bytes_sent bytes_received kind err old_state new_state retransmits "
+              "segs_in segs_out bytes_from")
 ROLES = {0: None, 1: "client", 2: "server", 3: "listener"}
 CLOSERS = {0: None, 1: "local", 2: "remote"}
 CONNECT_RESULTS = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timeout", errno.EHOSTUNREACH: "unreachable",
@@ -111,40 +115,47 @@ class NetworkSensor(Sensor):
         self.sock_dtype = struct_dtype(btf, "bw_sock_info")
         self._bytes_raw = enum_values(btf, "bw_bytes_source")["BW_BYTES_TCP"]
         self._kind_names = {v: TCP_KINDS[k] for k, v in enum_values(btf, "bw_tcp_kind").items()}
+        self.tcp_fields = Fields(self.tcp_dtype, TCP_FIELDS)
         self.decoders = {ids["BW_EV_TCP"]: self._decode_tcp, ids["BW_EV_UDP"]: self._decode_udp}
 
     def _decode_tcp(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        out.extend(ev for r in self.rows(run, self.tcp_dtype, idx) if (ev := self._tcp(r)) is not None)
+        event = self._tcp
+        out.extend(ev for row in self.tcp_fields.rows(run, idx) if (ev := event(row)) is not None)
 
     def _decode_udp(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         out.extend(self._udp(r) for r in self.rows(run, self.udp_dtype, idx))
 
-    def _tcp(self, r: Any) -> dict[str, Any] | None:
-        kind = self._kind_names.get(r.kind)
+    def _tcp(self, row: tuple[Any, ...]) -> dict[str, Any] | None:
+        (ts, laddr, raddr, lport, rport, family, proto, pid, tid, uid, role, cgroup_id, closer, comm, latency_ns,
+         duration_ns, bytes_sent, bytes_received, kind_id, err, old_state, new_state, retransmits, segs_in,
+         segs_out, bytes_from) = row
+        kind = self._kind_names.get(kind_id)
         if kind is None or kind not in self.nopts.types:
             return None
-        ev = {
-            **common_fields(kind, r.ts_boot_ns, r.owner_pid, r.owner_tid, 0, r.owner_uid,
-                            cstr(r.comm), None, r.cgroup_id, None),
-            **tuple_fields(r),
-        }
+        ev = common_fields(kind, ts, pid, tid, 0, uid, cstr(comm), None, cgroup_id, None)
+        put_addresses(ev, family, proto, laddr, lport, raddr, rport)
         if kind == "network.connect":
-            ok = r.new_state == 1
-            err = r.err if not ok else 0
+            ok = new_state == 1
+            err = err if not ok else 0
             ev["result"] = "established" if ok else CONNECT_RESULTS.get(err, "error")
             ev["error"] = errno.errorcode.get(err, f"E{err}") if err else (None if ok else "ECONNABORTED")
-            ev["latency_ns"] = r.latency_ns if ok else r.duration_ns
+            ev["latency_ns"] = latency_ns if ok else duration_ns
         elif kind == "network.close":
             # the application's bytes: counted at sock_send/recv_length (6.2+), or
             # TCP's totals without the SYN and FIN sequence numbers (bytes_from)
-            ev.update(bytes_sent=r.bytes_sent, bytes_received=r.bytes_received,
-                      bytes_exact=r.bytes_from != self._bytes_raw,
-                      duration_ns=r.duration_ns, closed_by=CLOSERS.get(r.closer),
-                      retransmits=r.retransmits, segs_in=r.segs_in, segs_out=r.segs_out,
-                      role=ROLES.get(r.role))
+            ev["bytes_sent"] = bytes_sent
+            ev["bytes_received"] = bytes_received
+            ev["bytes_exact"] = bytes_from != self._bytes_raw
+            ev["duration_ns"] = duration_ns
+            ev["closed_by"] = CLOSERS.get(closer)
+            ev["retransmits"] = retransmits
+            ev["segs_in"] = segs_in
+            ev["segs_out"] = segs_out
+            ev["role"] = ROLES.get(role)
         elif kind == "network.state":
-            ev.update(old_state=TCP_STATES.get(r.old_state, str(r.old_state)),
-                      new_state=TCP_STATES.get(r.new_state, str(r.new_state)), role=ROLES.get(r.role))
+            ev["old_state"] = TCP_STATES.get(old_state, str(old_state))
+            ev["new_state"] = TCP_STATES.get(new_state, str(new_state))
+            ev["role"] = ROLES.get(role)
         return ev
 
     def _udp(self, r: Any) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from bpfwatch.events.ids import exec_id, tick_floor
 from bpfwatch.events.model import common_fields
 from bpfwatch.events.text import text
 from bpfwatch.ringbuf import Run
-from bpfwatch.sensors.base import Scope, Sensor, SensorOptions
+from bpfwatch.sensors.base import Fields, Scope, Sensor, SensorOptions
 
 ARGS_MAX = 128 * 1024  # BW_ARGS_MAX in process.h: the most argv bytes captured
 
@@ -140,6 +140,10 @@ class ProcessSensor(Sensor):
         self.fork_dtype = struct_dtype(btf, "bw_fork_event")
         self.exit_dtype = struct_dtype(btf, "bw_exit_event")
         self.fail_dtype = struct_dtype(btf, "bw_exec_fail_event")
+        self.fork_fields = Fields(self.fork_dtype, "ts_boot_ns pid tid cgroup_id clone_flags "
+                                  "child_start_boot_ns ppid uid child_pid child_tid flags comm")
+        self.exit_fields = Fields(self.exit_dtype, "ts_boot_ns pid tid cgroup_id start_boot_ns utime_ns "
+                                  "stime_ns ppid uid exit_code flags comm")
         self.decoders = {ids["BW_EV_EXEC"]: self._decode_exec, ids["BW_EV_FORK"]: self._decode_fork,
                          ids["BW_EV_EXIT"]: self._decode_exit, ids["BW_EV_EXEC_FAIL"]: self._decode_exec_fail}
 
@@ -214,25 +218,31 @@ class ProcessSensor(Sensor):
             })
 
     def _decode_fork(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r in self.rows(run, self.fork_dtype, idx):
-            cpid, cstart = r.child_pid, r.child_start_boot_ns
-            out.append({
-                **common_fields("process.fork", r.ts_boot_ns, r.pid, r.tid, r.ppid, r.uid,
-                                cstr(r.comm), None, r.cgroup_id, None),
-                "child_pid": cpid, "child_tid": r.child_tid, "thread": bool(r.flags & FORK_THREAD),
-                "clone_flags": clone_flag_names(r.clone_flags), "child_start_boot_ns": cstart,
-                "child_exec_id": exec_id(cpid, tick_floor(cstart)),
-            })
+        for (ts, pid, tid, cgroup_id, clone_flags, cstart, ppid, uid, cpid, ctid, flags,
+             comm) in self.fork_fields.rows(run, idx):
+            ev = common_fields("process.fork", ts, pid, tid, ppid, uid, cstr(comm), None, cgroup_id, None)
+            ev["child_pid"] = cpid
+            ev["child_tid"] = ctid
+            ev["thread"] = bool(flags & FORK_THREAD)
+            ev["clone_flags"] = clone_flag_names(clone_flags)
+            ev["child_start_boot_ns"] = cstart
+            ev["child_exec_id"] = exec_id(cpid, tick_floor(cstart))
+            out.append(ev)
 
     def _decode_exit(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r in self.rows(run, self.exit_dtype, idx):
-            ts, pid, start, status = r.ts_boot_ns, r.pid, r.start_boot_ns, r.exit_code
+        for (ts, pid, tid, cgroup_id, start, utime, stime, ppid, uid, status, flags,
+             comm) in self.exit_fields.rows(run, idx):
             code, sig, core = decode_wait_status(status)
-            out.append({
-                **common_fields("process.exit", ts, pid, r.tid, r.ppid, r.uid, cstr(r.comm), None,
-                                r.cgroup_id, exec_id(pid, tick_floor(start))),
-                "exit_code": code, "signal": sig, "signal_name": signal_name(sig) if sig else None,
-                "core_dumped": core, "status": status, "thread": bool(r.flags & EXIT_THREAD),
-                "duration_ns": max(ts - start, 0), "start_boot_ns": start,
-                "user_time_ns": r.utime_ns, "system_time_ns": r.stime_ns,
-            })
+            ev = common_fields("process.exit", ts, pid, tid, ppid, uid, cstr(comm), None, cgroup_id,
+                               exec_id(pid, tick_floor(start)))
+            ev["exit_code"] = code
+            ev["signal"] = sig
+            ev["signal_name"] = signal_name(sig) if sig else None
+            ev["core_dumped"] = core
+            ev["status"] = status
+            ev["thread"] = bool(flags & EXIT_THREAD)
+            ev["duration_ns"] = max(ts - start, 0)
+            ev["start_boot_ns"] = start
+            ev["user_time_ns"] = utime
+            ev["system_time_ns"] = stime
+            out.append(ev)
