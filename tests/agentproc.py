@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bpfwatch.capture import reader
-from conftest import BPFWATCH, ROOT
+from conftest import BPFWATCH, ROOT, WAIT_SCALE
 
 
 def free_port() -> int:
@@ -41,7 +41,7 @@ class AgentProc:
         return self.log_path.read_text()
 
     def wait_log(self, text: str, timeout: float = 20.0, after: int = 0) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * WAIT_SCALE
         while text not in self.log[after:]:
             if self.proc.poll() is not None:
                 raise AssertionError(f"agent exited ({self.proc.returncode}) before '{text}':\n{self.log}")
@@ -53,7 +53,7 @@ class AgentProc:
         return list(reader.read(str(self.capture), **kw))
 
     def wait_events(self, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 15.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * WAIT_SCALE
         while True:
             evs = self.events()
             if pred(evs):

@@ -34,6 +34,9 @@ def _bpf_unavailable() -> str | None:
 
 
 IN_VM = os.environ.get("BPFWATCH_IN_VM") == "1"  # inside make test-kernel's VM (scripts/test-kernel.sh)
+# how much longer a wait for something to happen may take: an emulated CPU is
+# several times slower (waits only; no assertion is about speed)
+WAIT_SCALE = 4.0 if IN_VM else 1.0
 
 
 def pytest_configure(config: pytest.Config) -> None:

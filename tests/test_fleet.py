@@ -92,6 +92,7 @@ def agent_toml(work: Path, servers: list[str], host: str, root: Path | None = No
     own files (under `root`) are left out: on one host, the collector's
     writes would be events to collect, whose writes would be events, and so
     on (the servers write their stores on every heartbeat)."""
+    nats.setdefault("stream_max_bytes", "256MB")  # fits a small disk (the VM's /tmp); the default is 10 GB
     extra = "\n".join(f"{k} = {orjson.dumps(v).decode()}" for k, v in nats.items())
     root = root or work
     skip = [str(root / "store"), str(root / "nats")]
@@ -233,6 +234,7 @@ def assert_store_has_exactly(servers: str | list[str], store: Path, mark: str, n
 
 
 @pytest.mark.kernel
+@pytest.mark.host_only  # a paced load and a timed outage
 def test_server_stopped_30s_under_load_is_replayed_exactly_once(tmp_path, nats):
     host = f"bw-out-{uuid.uuid4().hex[:6]}"
     mark = f"outage-{uuid.uuid4().hex[:8]}"
@@ -254,6 +256,7 @@ def test_server_stopped_30s_under_load_is_replayed_exactly_once(tmp_path, nats):
 
 
 @pytest.mark.kernel
+@pytest.mark.host_only  # a paced load and a timed outage
 def test_agent_killed_mid_batch_sends_nothing_twice(tmp_path, nats):
     """kill -9 while batches flow: the restarted agent sends its pending range
     again with the same ids; what the capture holds reaches the store once."""
@@ -272,6 +275,16 @@ def test_agent_killed_mid_batch_sends_nothing_twice(tmp_path, nats):
     captured = captured_marks(tmp_path / "capture", mark)
     assert captured > 100
     assert_store_has_exactly(nats.url, tmp_path / "store", mark, captured)
+
+
+async def _stream_messages(url: str, stream: str) -> int:
+    import nats as natspy
+
+    nc = await natspy.connect(servers=[url])
+    try:
+        return int((await nc.jetstream().stream_info(stream)).state.messages)
+    finally:
+        await nc.close()
 
 
 async def _stream_leader(urls: list[str], stream: str) -> str:
@@ -682,6 +695,31 @@ def test_agent_with_wrong_credentials_says_so_once_and_keeps_capturing(tmp_path)
             lines = [x for x in a.log.splitlines() if "Authorization Violation" in x]
             assert len(lines) == 1, lines
             assert a.stop() == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.kernel
+def test_stream_larger_than_the_servers_store_is_named_with_its_key(tmp_path):
+    """The default stream limit (10 GB) on a server whose JetStream has less:
+    the agent says which setting to lower, once, and keeps capturing."""
+    conf = 'listen: "127.0.0.1:{port}"\njetstream { store_dir: "{store}", max_file_store: 64MB }\n'
+    server = NatsServer(tmp_path, config=conf).start()
+    try:
+        with agent(tmp_path, agent_toml(tmp_path, [server.url], "bw-small-store", stream_max_bytes="10GB")) as a:
+            a.wait_log("agent running")
+            a.wait_log("outputs.nats.stream_max_bytes", timeout=30)
+            assert "insufficient storage resources" in a.log and "max_file_store" in a.log
+            marked_execs("smallstore-mark", 2)
+            a.wait_events(lambda evs: sum(1 for e in evs if "smallstore-mark" in (e.get("argv") or [])) == 2)
+            # the remedy: a smaller limit, and a reload
+            a.config.write_text(agent_toml(tmp_path, [server.url], "bw-small-store", stream_max_bytes="32MB"))
+            mark = len(a.log)
+            a.proc.send_signal(signal.SIGHUP)
+            a.wait_log("config reloaded", after=mark)
+            a.wait_log("nats output connected", after=mark, timeout=30)
+            assert a.stop() == 0
+        assert asyncio.run(_stream_messages(server.url, "BPFWATCH_EVENTS")) > 0  # what waited was sent
     finally:
         server.stop()
 

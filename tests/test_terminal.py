@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bpfwatch import procfs
 from bpfwatch.cli.main import build_parser
 from conftest import BPFWATCH, ROOT, wait_programs
 from terminal import Terminal
@@ -196,16 +197,41 @@ def test_mcp_in_a_terminal_says_so_and_ctrl_c_ends_it() -> None:
 
 @pytest.mark.kernel
 def test_follow_ends_when_the_tree_is_gone(no_leaks: None) -> None:
-    child = subprocess.Popen(["bash", "-c", "sleep 0.8; cat /etc/hostname > /dev/null; (sleep 0.3) & wait"])
+    # the child works once trace is ready, however slow the start (an emulated kernel)
+    child = subprocess.Popen(["bash", "-c", "read go; cat /etc/hostname > /dev/null; (sleep 0.3) & wait"],
+                             stdin=subprocess.PIPE, text=True)
     t0 = time.monotonic()
-    out = subprocess.run([*BPFWATCH, "trace", "-f", str(child.pid), "--format", "json", "-d", "60"],
-                         capture_output=True, text=True, timeout=90)
-    took = time.monotonic() - t0
+    trace = subprocess.Popen([*BPFWATCH, "trace", "-f", str(child.pid), "--format", "json", "-d", "600"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert trace.stderr.readline().startswith("bpfwatch: ready")
+    ready_after = time.monotonic() - t0
+    child.stdin.write("go\n")
+    child.stdin.close()
+    out, err = trace.communicate(timeout=ready_after + 60)
+    took = time.monotonic() - t0 - ready_after
     child.wait()
+    assert trace.returncode == 0, err
+    assert took < 30, took  # the tree's end, not the 600 s of --duration
+    assert "the followed processes have all exited" in err
+    assert '"/etc/hostname"' in out and '"process.exit"' in out
+
+
+@pytest.mark.kernel
+def test_follow_of_an_exited_unreaped_process_ends_at_once(no_leaks: None) -> None:
+    """A zombie (exited, its parent has not reaped it) still has /proc/PID:
+    following it must not wait for the whole --duration."""
+    child = subprocess.Popen(["/bin/true"])
+    deadline = time.monotonic() + 10
+    while procfs.running(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert procfs.exists(child.pid) and not procfs.running(child.pid)  # a zombie: not reaped yet
+    try:
+        out = subprocess.run([*BPFWATCH, "trace", "-f", str(child.pid), "-d", "600"], capture_output=True,
+                             text=True, timeout=120)
+    finally:
+        child.wait()
     assert out.returncode == 0, out.stderr
-    assert took < 30, took  # not the 60 s of --duration
     assert "the followed processes have all exited" in out.stderr
-    assert '"/etc/hostname"' in out.stdout and '"process.exit"' in out.stdout
     assert wait_programs("bw_", loaded=False, timeout=5) or True  # no_leaks checks it
 
 

@@ -335,8 +335,9 @@ class Monitor:
             return
         self._tree_check_at = now + TREE_CHECK_EVERY
         # the kernel drops a process from the tracked set when it exits; one that
-        # exited before the programs loaded is still there, hence the /proc check
-        if not any(procfs.exists(p) for p in self.sensors[0].tracked()):
+        # exited before the programs loaded is still there (a zombie, if its
+        # parent has not reaped it yet), hence the /proc check
+        if not any(procfs.running(p) for p in self.sensors[0].tracked()):
             self._tree_gone_at = now
 
     def poll(self, timeout: float | None = None, final: bool = False) -> list[Event]:

@@ -41,6 +41,9 @@ ERROR_RELOG = 300.0  # seconds before the same problem is logged again
 CURSOR_SYNC_EVERY = 1.0  # seconds between fsyncs of the cursor (a crash of the process loses nothing)
 
 
+JS_INSUFFICIENT_RESOURCES = 10047  # JetStream's error code when a stream's limits exceed its storage
+
+
 @dataclass
 class PublishSettings:
     auth: NatsAuth
@@ -177,7 +180,7 @@ class NatsPublisher:
 
     async def _ensure_stream(self, js: Any) -> None:
         from nats.js.api import StorageType, StreamConfig
-        from nats.js.errors import BadRequestError
+        from nats.js.errors import APIError, BadRequestError
 
         cfg = StreamConfig(name=self.s.stream, subjects=[self.subjects.all_events()], storage=StorageType.FILE,
                            max_age=self.s.stream_max_age, max_bytes=self.s.stream_max_bytes,
@@ -187,6 +190,13 @@ class NatsPublisher:
         except BadRequestError as e:
             # it exists with other settings: keep it (another agent or an operator made it)
             log.info("nats stream %s exists with other settings (%s); using it as it is", self.s.stream, e)
+        except APIError as e:
+            if getattr(e, "err_code", None) == JS_INSUFFICIENT_RESOURCES:
+                raise BpfwatchError(
+                    f"the NATS server cannot reserve {self.s.stream_max_bytes} bytes for stream {self.s.stream} "
+                    f"(JetStream: insufficient storage resources): lower outputs.nats.stream_max_bytes, or give "
+                    f"the server's JetStream more storage (max_file_store)") from None
+            raise
 
     async def _hosts_bucket(self, js: Any) -> Any:
         from nats.js.errors import BucketNotFoundError
