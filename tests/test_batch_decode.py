@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from bpfwatch.btf_dtype import LayoutError, picker, record_struct
 from bpfwatch.pipeline.reorder import ReorderWindow
-from bpfwatch.ringbuf import Run
+from bpfwatch.ringbuf import BUSY_BIT, DISCARD_BIT, RingBuffer, Run
 from bpfwatch.sensors.base import Fields, Sensor, dispatch
 
 HDR = np.dtype({"names": ["ts_boot_ns", "type", "pid"], "formats": ["<u8", "<u4", "<u4"],
@@ -167,3 +167,35 @@ def test_strided_unpack_matches_numpy_view():
     assert [r.pid for r in rows] == view["pid"].tolist()
     assert [r.a for r in rows] == view["a"].tolist()
     assert struct.calcsize(record_struct(REC).format) == REC.itemsize
+
+
+def _ring_bytes(records: list[bytes], flags: list[int]) -> bytes:
+    """Records with the ring's 8-byte headers (length | flags, page offset), 8-byte aligned."""
+    out = bytearray()
+    for r, f in zip(records, flags, strict=True):
+        out += struct.pack("<II", len(r) | f, 0) + r.ljust((len(r) + 7) & ~7, b"\0")
+    return bytes(out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.sampled_from([0, 0, 0, DISCARD_BIT])), min_size=1, max_size=60))
+def test_replayed_ring_hands_out_what_was_recorded(spec):
+    """RingBuffer.replay (the benchmarks' recordings) drains like the kernel's
+    ring: every record once, in order, discarded ones skipped, by runs."""
+    records = [_record(i, 1, b"t" * extra, 32 + extra) for i, (extra, _) in enumerate(spec)]
+    raw = _ring_bytes(records, [f for _, f in spec])
+    ring = RingBuffer.replay(raw)
+    got: list[bytes] = []
+    ring.drain(lambda run: got.extend(bytes(run.record(i)) for i in range(run.count)))
+    assert got == [r for r, (_, f) in zip(records, spec, strict=True) if not f & DISCARD_BIT]
+    assert ring.pending_bytes() == 0 and ring.bytes_consumed == len(raw)
+    ring.close()
+
+
+def test_pending_records_stop_at_one_still_being_written():
+    records = [_record(i, 1, b"", 40) for i in range(4)]
+    raw = _ring_bytes(records, [0, 0, BUSY_BIT, 0])
+    ring = RingBuffer.replay(raw)
+    assert ring.pending_records() == raw[: 2 * 48]  # two whole records; the third is not committed
+    assert ring.drain(lambda run: None) == 2
+    ring.close()

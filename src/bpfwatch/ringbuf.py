@@ -100,6 +100,41 @@ class RingBuffer:
         self._bytes = memoryview(self._prod_mm)[page:]
         self.bytes_consumed = 0
 
+    @classmethod
+    def replay(cls, records: bytes, name: str = "replay") -> RingBuffer:
+        """A ring over recorded bytes (records with their headers, as drained
+        from a real ring): drain() reads them once, exactly as it reads the
+        kernel's. For benchmarks and tests that replay a recording."""
+        ring = cls.__new__(cls)
+        size = 1 << max(12, (len(records) - 1).bit_length())
+        buf = bytearray(size)
+        buf[: len(records)] = records
+        ring.name, ring.size, ring.mask, ring.fd = name, size, size - 1, -1
+        ring._cons_mm = None  # type: ignore[assignment]  # nothing mapped: close() has nothing to do
+        ring._cons = ctypes.c_uint64(0)  # type: ignore[assignment]
+        ring._prod = np.array([len(records)], dtype=np.uint64)
+        ring._data = np.frombuffer(buf, dtype=np.uint8)
+        ring._u32 = memoryview(buf).cast("I")
+        ring._bytes = memoryview(buf)
+        ring.bytes_consumed = 0
+        return ring
+
+    def pending_records(self) -> bytes:
+        """A copy of the committed records not consumed yet (headers
+        included, up to the first one still being written), as replay()
+        takes them: for recording what the next drain reads."""
+        cons, prod = self.consumer_pos, self.producer_pos
+        a, b = cons & self.mask, prod & self.mask
+        if prod == cons:
+            return b""
+        raw = bytes(self._bytes[a:b]) if b > a else bytes(self._bytes[a:]) + bytes(self._bytes[:b])
+        u32 = memoryview(raw).cast("I")
+        end = 0
+        while end < len(raw) and not u32[end >> 2] & BUSY_BIT:
+            end += ((u32[end >> 2] & ~(BUSY_BIT | DISCARD_BIT)) + HDR_SIZE + 7) & ~7
+        u32.release()
+        return raw[:min(end, len(raw))]
+
     def close(self) -> None:
         if self._cons_mm is None:
             return
