@@ -18,6 +18,10 @@ class Wakeup:
             with contextlib.suppress(OSError):
                 os.write(self._w, b"x")
 
+    @property
+    def woken(self) -> bool:
+        return self._woken
+
     def clear(self) -> None:
         if self._woken:
             self._woken = False
