@@ -153,6 +153,8 @@ class Monitor:
         self.snapshot = snapshot
         self.max_delay = max_delay
         self._drained_at = 0.0  # monotonic time of the last read of the ring
+        self._drain_rate = 0.0  # bytes/s the producer wrote between the last two reads
+        self._produced_at_drain = 0
         # records decoded per poll: a consumer that fell behind catches up in
         # bounded batches instead of turning a whole ring into dicts at once
         self.batch_bytes = batch_bytes
@@ -367,14 +369,18 @@ class Monitor:
             due = (oldest + window - time.clock_gettime_ns(time.CLOCK_BOOTTIME)) / 1e9
             wait = 0.0 if due <= 0 else min(wait, due + window / 4e9)
         ring = self._ring
-        if ring is not None and ring.pending_bytes() >= self.batch_bytes:
-            wait = 0.0  # a backlog from the last drain: no wake-up will come for it
+        if ring is not None and ring.pending_bytes():
+            # records already queued may never bring a wake-up: the kernel wakes a
+            # consumer that had caught up, and one written while the last read ran
+            # found it behind (or a backlog over batch_bytes was left): read them,
+            # paced below like any other
+            wait = 0.0
         ready = self._poller.wait(wait)
         if ring is not None and timeout is None and not final:
             self._pace(ring)
         raw: list[Event] = []
         if ring is not None and (ready or ring.pending_bytes()):
-            self._drained_at = time.monotonic()
+            self._note_drain(ring)
             decoders, hdr, counts = self._decoders, self.sensors[0].hdr_dtype, self._record_counts
             # once stopped, everything left is read: the caller's last poll
             ring.drain(lambda run: dispatch(run, decoders, hdr, raw, counts),
@@ -400,9 +406,16 @@ class Monitor:
         is not filling up. Events wait for the reorder window anyway, so
         reading them sooner adds polls and no promptness, and every poll
         costs the consumer its warm caches: at 20k events/s the agent took
-        10.4 us per event at 180 polls/s and 8.0 us at 60 (bench/pipeline_stages.py)."""
-        interval = self.max_delay / READS_PER_WINDOW
+        10.4 us per event at 180 polls/s and 8.0 us at 60 (docs/benchmarks.md).
+
+        The wait ends early once an eighth of the ring is queued, and it is
+        shorter, in finer steps, when the last read's rate would queue that
+        much sooner (a small ring, or a fast producer)."""
         pressure = ring.size // 8
+        interval = self.max_delay / READS_PER_WINDOW
+        if self._drain_rate > 0:
+            interval = min(interval, pressure / self._drain_rate / 2)
+        step = min(PACE_SLICE, interval / 4)
         wakeup = self._wakeup
         while not self._stopped and not (wakeup is not None and wakeup.woken):
             left = self._drained_at + interval - time.monotonic()
@@ -410,7 +423,14 @@ class Monitor:
                 return
             # a sleep, not a wait on the ring: once wakeup_bytes are queued, the
             # kernel wakes the ring's waiters on every record
-            time.sleep(min(left, PACE_SLICE))
+            time.sleep(min(left, step))
+
+    def _note_drain(self, ring: RingBuffer) -> None:
+        """The producer's rate since the last read of the ring, in bytes/s."""
+        now, produced = time.monotonic(), ring.producer_pos
+        if self._drained_at:
+            self._drain_rate = (produced - self._produced_at_drain) / max(now - self._drained_at, 1e-3)
+        self._drained_at, self._produced_at_drain = now, produced
 
     def _in_order(self, raw: list[Event], flush: bool) -> list[Event]:
         """The held events whose window has passed (all of them with flush),
