@@ -140,6 +140,9 @@ class ProcessSensor(Sensor):
         self.fork_dtype = struct_dtype(btf, "bw_fork_event")
         self.exit_dtype = struct_dtype(btf, "bw_exit_event")
         self.fail_dtype = struct_dtype(btf, "bw_exec_fail_event")
+        self.exec_fields = Fields(self.exec_dtype, "ts_boot_ns pid tid cgroup_id start_boot_ns pidns ppid uid gid "
+                                  "euid egid loginuid ns_pid argc args_size args_len exe_len cwd_len pexe_len "
+                                  "flags filename_len interp_len comm pcomm tty")
         self.fork_fields = Fields(self.fork_dtype, "ts_boot_ns pid tid cgroup_id clone_flags "
                                   "child_start_boot_ns ppid uid child_pid child_tid flags comm")
         self.exit_fields = Fields(self.exit_dtype, "ts_boot_ns pid tid cgroup_id start_boot_ns utime_ns "
@@ -150,11 +153,13 @@ class ProcessSensor(Sensor):
     # -- decoding ---------------------------------------------------------------
 
     def _decode_exec(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for r, tail in self.variable_rows(run, idx, self.exec_dtype):
-            out.append(self._exec_event(r, tail))
+        event = self._exec_event
+        out.extend(event(row, tail) for row, tail in self.exec_fields.rows_with_tail(run, idx))
 
-    def _exec_event(self, r: Any, data: bytes) -> dict[str, Any]:
-        exe_len, cwd_len, pexe_len, args_len = r.exe_len, r.cwd_len, r.pexe_len, r.args_len
+    @staticmethod
+    def _exec_event(row: tuple[Any, ...], data: bytes) -> dict[str, Any]:
+        (ts, pid, tid, cgroup_id, start, pidns, ppid, uid, gid, euid, egid, loginuid, ns_pid, argc, args_size,
+         args_len, exe_len, cwd_len, pexe_len, flags, filename_len, interp_len, comm, pcomm, raw_tty) = row
         o = 0
         exe = text(data[o: o + exe_len].rstrip(b"\0")) if exe_len else None
         o += exe_len
@@ -162,38 +167,41 @@ class ProcessSensor(Sensor):
         o += cwd_len
         pexe = text(data[o: o + pexe_len].rstrip(b"\0")) if pexe_len else None
         o += pexe_len
-        filename = text(data[o: o + r.filename_len].rstrip(b"\0")) if r.filename_len else None
-        o += r.filename_len
-        interp = text(data[o: o + r.interp_len].rstrip(b"\0")) if r.interp_len else None
-        o += r.interp_len
+        filename = text(data[o: o + filename_len].rstrip(b"\0")) if filename_len else None
+        o += filename_len
+        interp = text(data[o: o + interp_len].rstrip(b"\0")) if interp_len else None
+        o += interp_len
         args = data[o: o + args_len]
-        flags = r.flags
         memfd = bool(flags & EXEC_EXE_PSEUDO)
         if memfd and exe is not None:
             exe += " (deleted)"  # what the kernel's d_path (/proc/PID/exe, auditd) shows
-        truncated = bool(flags & EXEC_ARGS_TRUNCATED) or args_len < r.args_size
+        truncated = bool(flags & EXEC_ARGS_TRUNCATED) or args_len < args_size
         argv, complete = split_argv(args, truncated)
-        tty = cstr(r.tty) or None
-        extra = {"paths_truncated": True} if flags & EXEC_PATHS_TRUNCATED else {}
+        tty = cstr(raw_tty) or None
         if tty and tty.startswith("pts") and tty[3:].isdigit():
             tty = f"pts/{tty[3:]}"
-        return {
-            **common_fields("process.exec", r.ts_boot_ns, r.pid, r.tid, r.ppid, r.uid,
-                            cstr(r.comm), exe, r.cgroup_id,
-                            exec_id(r.pid, r.ts_boot_ns)),
-            "gid": r.gid, "euid": r.euid, "egid": r.egid,
-            "loginuid": None if r.loginuid == 0xFFFFFFFF else r.loginuid,
-            "argv": argv, "argc": r.argc,
-            "argv_truncated": truncated,
-            "argv_omitted_args": max(r.argc - complete, 0) if truncated else 0,
-            "argv_omitted_bytes": r.args_size - args_len,
-            "filename": filename, "interpreter": interp, "exe_memfd": memfd,
-            "cwd": cwd, "tty": tty, "ns_pid": r.ns_pid, "pidns": r.pidns,
-            "start_boot_ns": r.start_boot_ns,
-            "parent": {"pid": r.ppid, "comm": cstr(r.pcomm), "exe": pexe,
-                       "exec_id": None},
-            **extra,
-        }
+        ev = common_fields("process.exec", ts, pid, tid, ppid, uid, cstr(comm), exe, cgroup_id, exec_id(pid, ts))
+        ev["gid"] = gid
+        ev["euid"] = euid
+        ev["egid"] = egid
+        ev["loginuid"] = None if loginuid == 0xFFFFFFFF else loginuid
+        ev["argv"] = argv
+        ev["argc"] = argc
+        ev["argv_truncated"] = truncated
+        ev["argv_omitted_args"] = max(argc - complete, 0) if truncated else 0
+        ev["argv_omitted_bytes"] = args_size - args_len
+        ev["filename"] = filename
+        ev["interpreter"] = interp
+        ev["exe_memfd"] = memfd
+        ev["cwd"] = cwd
+        ev["tty"] = tty
+        ev["ns_pid"] = ns_pid
+        ev["pidns"] = pidns
+        ev["start_boot_ns"] = start
+        ev["parent"] = {"pid": ppid, "comm": cstr(pcomm), "exe": pexe, "exec_id": None}
+        if flags & EXEC_PATHS_TRUNCATED:
+            ev["paths_truncated"] = True
+        return ev
 
     def _decode_exec_fail(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         for r, data in self.variable_rows(run, idx, self.fail_dtype):
