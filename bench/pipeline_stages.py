@@ -129,7 +129,7 @@ def replay_agent(chunks: list[bytes]) -> dict[str, float]:
     return out
 
 
-def replay_floor(chunks: list[bytes], hdr: Any) -> float:
+def replay_floor(chunks: list[bytes], hdr: Any, types: list[int]) -> float:
     """The least a dict-per-event pipeline does with the same records, per event."""
     fields = Fields(hdr, "ts_boot_ns pid tid")
     buf = bytearray()
@@ -144,15 +144,12 @@ def replay_floor(chunks: list[bytes], hdr: Any) -> float:
             ev["error"] = None
             out.append(ev)
 
-    decoders: dict[int, Any] = {}
+    decoders = dict.fromkeys(types, minimal)  # every event type the agent decodes
     n = 0
     t0 = time.thread_time()
     for chunk in chunks:
         out: list[dict[str, Any]] = []
         ring = RingBuffer.replay(chunk)
-        types = _types(chunk)
-        for t in types - decoders.keys():
-            decoders[t] = minimal
         ring.drain(lambda run, out=out: dispatch(run, decoders, hdr, out))
         for ev in out:
             ev["time"] = iso8601(ev["ts"])
@@ -160,16 +157,6 @@ def replay_floor(chunks: list[bytes], hdr: Any) -> float:
         del buf[:]
         n += len(out)
     return (time.thread_time() - t0) / n * 1e6
-
-
-def _types(chunk: bytes) -> set[int]:
-    """Event type ids in a recording (the u32 after each header's timestamp)."""
-    seen, off = set(), 0
-    while off < len(chunk):
-        length = int.from_bytes(chunk[off: off + 4], "little") & 0x3FFFFFFF
-        seen.add(int.from_bytes(chunk[off + 16: off + 20], "little"))
-        off += (length + 8 + 7) & ~7
-    return seen
 
 
 def main() -> int:
@@ -182,11 +169,11 @@ def main() -> int:
     chunks, live_events = record(args.seconds)
     with tempfile.TemporaryDirectory(prefix="bw-stages-") as work:
         agent, mon = make_agent(Path(work))
-        hdr = mon.sensors[0].hdr_dtype
+        hdr, types = mon.sensors[0].hdr_dtype, list(mon._decoders)
         mon.close()
         agent.close_outputs()
     runs = [replay_agent(chunks) for _ in range(args.runs)]
-    floors = [replay_floor(chunks, hdr) for _ in range(args.runs)]
+    floors = [replay_floor(chunks, hdr, types) for _ in range(args.runs)]
     stages = {k: round(median([r[k] for r in runs]), 3) for k in runs[0] if k != "events"}
     floor = round(median(floors), 3)
     result = {

@@ -157,13 +157,6 @@ def record_tuple(dtype: np.dtype) -> type:
 
 
 @lru_cache(maxsize=256)
-def strided_struct(dtype: np.dtype, stride: int) -> struct.Struct:
-    """record_struct(dtype) padded to `stride` bytes, to unpack a run of
-    records `stride` apart with one iter_unpack."""
-    return padded_struct(record_struct(dtype), stride)
-
-
-@lru_cache(maxsize=256)
 def padded_struct(st: struct.Struct, stride: int) -> struct.Struct:
     """st padded to `stride` bytes (iter_unpack over records stride apart)."""
     return struct.Struct(st.format + f"{stride - st.size}x") if stride > st.size else st

@@ -138,9 +138,6 @@ def running(pid: int) -> bool:
     """pid is a process that has not exited: a zombie (exited, not yet
     reaped by its parent) has a /proc entry but is not running."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+        return stat_fields(pid)[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
         return False
-    state = stat[stat.rfind(b")") + 2: stat.rfind(b")") + 3]  # the field after "(comm)"
-    return state not in (b"Z", b"X", b"")

@@ -99,6 +99,7 @@ def table(machine: str | None = None) -> dict[str, int]:
         raise BpfwatchError(f"no syscall table for {machine}: supported are {', '.join(TABLES)}") from None
 
 
+@lru_cache(maxsize=2048)  # decoders name a syscall per event: half the cost of the two lookups
 def name_of(nr: int, machine: str | None = None) -> str:
     return TABLES.get(machine or HOST, {}).get(nr) or f"syscall_{nr}"
 

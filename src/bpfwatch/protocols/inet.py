@@ -11,33 +11,25 @@ FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
 PROTOCOLS = {6: "tcp", 17: "udp"}
 
 
-def addr_text(family: int, raw: list[int] | bytes) -> str:
-    """An address as text; IPv4-mapped IPv6 (dual-stack sockets) as IPv4."""
-    return _addr_text(family, bytes(raw[:4] if family == socket.AF_INET else raw[:16]))
-
-
 @lru_cache(maxsize=4096)  # addresses repeat: each is formatted once
 def _addr_text(family: int, b: bytes) -> str:
+    """An address as text; IPv4-mapped IPv6 (dual-stack sockets) as IPv4."""
     if family == socket.AF_INET:
         return str(ipaddress.IPv4Address(b))
     a = ipaddress.IPv6Address(b)
     return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
 
 
-def port(be16: int) -> int:
-    """A port stored in network byte order, read as a little-endian u16."""
-    return socket.ntohs(be16)
-
-
 def put_addresses(ev: dict[str, Any], fam: int, proto: int, laddr: bytes, lport: int, raddr: bytes,
                   rport: int) -> None:
-    """Sets an event's address fields from a bw_tuple's raw columns."""
+    """Sets an event's address fields from a bw_tuple's raw columns (ports
+    are stored in network byte order and read as little-endian u16s)."""
     ev["protocol"] = PROTOCOLS.get(proto) or str(proto)
     ev["family"] = FAMILIES.get(fam) or str(fam)
     n = 4 if fam == socket.AF_INET else 16
-    ev["local_addr"] = _addr_text(fam, laddr[:n])
+    ev["local_addr"] = _addr_text(fam, bytes(laddr[:n]))
     ev["local_port"] = socket.ntohs(lport)
-    ev["remote_addr"] = _addr_text(fam, raddr[:n])
+    ev["remote_addr"] = _addr_text(fam, bytes(raddr[:n]))
     ev["remote_port"] = socket.ntohs(rport)
 
 
@@ -45,13 +37,9 @@ def tuple_fields(r: Any) -> dict[str, Any]:
     """The address fields of an event from the flattened bw_tuple columns of
     a record (a dict, or a named tuple from Sensor.rows)."""
     if isinstance(r, dict):
-        fam, proto, laddr, lport, raddr, rport = (r["family"], r["proto"], r["laddr"], r["lport"], r["raddr"],
-                                                  r["rport"])
+        cols = (r["family"], r["proto"], r["laddr"], r["lport"], r["raddr"], r["rport"])
     else:
-        fam, proto, laddr, lport, raddr, rport = r.family, r.proto, r.laddr, r.lport, r.raddr, r.rport
-    return {
-        "protocol": PROTOCOLS.get(proto, str(proto)),
-        "family": FAMILIES.get(fam, str(fam)),
-        "local_addr": addr_text(fam, laddr), "local_port": port(lport),
-        "remote_addr": addr_text(fam, raddr), "remote_port": port(rport),
-    }
+        cols = (r.family, r.proto, r.laddr, r.lport, r.raddr, r.rport)
+    out: dict[str, Any] = {}
+    put_addresses(out, *cols)
+    return out

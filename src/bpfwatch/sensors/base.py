@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import numpy as np
 
 from bpfwatch import libbpf as L
 from bpfwatch.bpf import object_path
-from bpfwatch.btf_dtype import padded_struct, picker, record_struct, record_tuple, strided_struct, struct_dtype
+from bpfwatch.btf_dtype import field_names, padded_struct, picker, record_tuple, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.ringbuf import RingBuffer, Run
 
@@ -184,6 +185,12 @@ class Fields:
                 for o in [i * stride for i in (range(run.count) if idx is None else idx)]]
 
 
+@functools.lru_cache(maxsize=64)
+def all_fields(dtype: np.dtype) -> Fields:
+    """Fields of every field of dtype, in the record's order."""
+    return Fields(dtype, " ".join(field_names(dtype)))
+
+
 class Sensor:
     """Loads `bpf/<object_name>.bpf.o`, attaches it, and decodes its records.
 
@@ -331,36 +338,16 @@ class Sensor:
     @staticmethod
     def rows(run: Run, dtype: np.dtype, idx: list[int] | None) -> list[Any]:
         """The fixed parts of a run's records (laid out as dtype) as named
-        tuples: one iter_unpack over a copy of the run for many, an unpack
-        each for a few. Byte arrays come as bytes."""
-        size, length, count, stride = dtype.itemsize, run.length, run.count, run.stride
-        if length < size:
-            return []
-        make = record_tuple(dtype)._make
-        if count == 1 or (idx is not None and len(idx) <= 16):
-            st, buf, base = record_struct(dtype), run.buf, run.offset
-            return [make(st.unpack_from(buf, base + i * stride)) for i in (range(count) if idx is None else idx)]
-        used = (count - 1) * stride + length  # the last record may end the mapping
-        block = run.buf[run.offset: run.offset + used].tobytes() + bytes(count * stride - used)
-        rows = list(map(make, strided_struct(dtype, stride).iter_unpack(block)))
-        return rows if idx is None else [rows[i] for i in idx]
+        tuples of every field (Fields, for decoders off the hot path). Byte
+        arrays come as bytes."""
+        return list(map(record_tuple(dtype)._make, all_fields(dtype).rows(run, idx)))
 
     @staticmethod
     def variable_rows(run: Run, idx: list[int] | None, dtype: np.dtype) -> Iterator[tuple[Any, bytes]]:
         """(fixed part as a named tuple, the bytes after it) of each
-        variable-size record; records shorter than the fixed part are skipped.
-        The kernel pads such records to size classes, so runs of equal size are
-        common: their fixed parts are unpacked at once, their tails cut from one copy."""
-        size, length = dtype.itemsize, run.length
-        if length < size:
-            return iter(())
-        rows = Sensor.rows(run, dtype, idx)
-        if run.count == 1:
-            return zip(rows, (bytes(run.record(0)[size:]),), strict=True)
-        stride = run.stride
-        blob = run.buf[run.offset: run.offset + (run.count - 1) * stride + length].tobytes()
-        starts = [i * stride for i in (range(run.count) if idx is None else idx)]
-        return zip(rows, [blob[o + size: o + length] for o in starts], strict=True)
+        variable-size record; records shorter than the fixed part are skipped."""
+        make = record_tuple(dtype)._make
+        return ((make(r), tail) for r, tail in all_fields(dtype).rows_with_tail(run, idx))
 
     @staticmethod
     def variable_records(run: Run, idx: list[int] | None, dtype: np.dtype

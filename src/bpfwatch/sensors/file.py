@@ -130,11 +130,6 @@ def op_paths(data: bytes, l1: int, ld1: int, l2: int, ld2: int
     return p1, d1, p2, d2
 
 
-@lru_cache(maxsize=1024)
-def syscall_name(nr: int) -> str:
-    return syscalls.name_of(nr)
-
-
 @lru_cache(maxsize=4096)
 def join_path(directory: str | None, path: str) -> str:
     """An absolute, normalised path from a dir and a path relative to it.
@@ -295,7 +290,7 @@ class FileSensor(Sensor):
         (ts, pid, tid, cgroup_id, file, ret, length, uid, kind_id, nr, flags, mode, owner_uid, owner_gid,
          l1, ld1, l2, ld2, rflags, comm) = row
         kind = self._kind_names.get(kind_id)
-        sysname = syscall_name(nr)
+        sysname = syscalls.name_of(nr)
         if kind == "file.unlink" and sysname == "unlinkat" and flags & AT_REMOVEDIR:
             kind = "file.rmdir"
         if kind is None:
