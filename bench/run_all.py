@@ -9,7 +9,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ["exec_latency", "ringbuf_throughput", "consumer_cpu", "startup", "sensor_overhead", "sustained",
-           "event_cost", "pipeline_stages", "profile_overhead", "xdp_counter", "security_overhead", "fleet_publish",
+           "event_cost", "pipeline_stages", "profile_overhead", "xdp_counter", "syscall_overhead", "fleet_publish",
            "fleet_scale", "agent_overhead"]
 # agent_overhead runs ~27 minutes (10 idle, 10 under load, 2 x 2 shipping to NATS)
 ARGS = {"agent_overhead": ["--nats", "120"]}
@@ -82,6 +82,15 @@ def summary() -> int:
          f"{ft['slowdown']['bpfwatch']}x / {ft['slowdown'].get('bpftrace', 'n/a')}x", "<= 1.10x"),
         (f"{nt['connections']} short TCP connections: bpfwatch / bpftrace",
          f"{nt['slowdown']['bpfwatch']}x / {nt['slowdown'].get('bpftrace', 'n/a')}x", "<= 1.10x"),
+    ]
+    sc = r["syscall_overhead"]["results"]
+    rows += [(f"dd storm, ns per syscall: {name}", f"{sc[name]['ns_per_syscall']:.0f}", target)
+             for name, target in (("floor (empty sys_enter + sys_exit)", "(floor)"),
+                                  ("floor + a 2nd empty sys_exit", "(floor)"),
+                                  ("bpfwatch trace -t security", "<= 80"),
+                                  ("bpfwatch trace (default sensors)", ""), ("bpfwatch trace (every sensor)", ""),
+                                  ("bpftrace (security's filter)", "(peer)"))]
+    rows += [
         ("trace file.open: events/s without loss", f"{su['file_open']['max_events_per_s_without_loss']:,}",
          ">= 250,000"),
         ("all sensors: events/s without loss", f"{su['all_sensors']['max_events_per_s_without_loss']:,}",

@@ -61,6 +61,8 @@ _PROTOTYPES: list[tuple[str, Any, list[Any]]] = [
     ("bpf_program__insn_cnt", _c_size_t, [_c_void_p]),
     ("bpf_program__set_autoload", _c_int, [_c_void_p, ctypes.c_bool]),
     ("bpf_program__autoload", ctypes.c_bool, [_c_void_p]),
+    ("bpf_program__set_autoattach", None, [_c_void_p, ctypes.c_bool]),
+    ("bpf_program__autoattach", ctypes.c_bool, [_c_void_p]),
     ("bpf_program__attach", _c_void_p, [_c_void_p]),
     ("bpf_program__attach_xdp", _c_void_p, [_c_void_p, _c_int]),
     ("bpf_program__attach_cgroup", _c_void_p, [_c_void_p, _c_int]),
@@ -494,6 +496,16 @@ class Program:
     def autoload(self, value: bool) -> None:
         _check_rc(lib().bpf_program__set_autoload(self.ptr, value), f"autoload of {self.name}")
 
+    @property
+    def autoattach(self) -> bool:
+        """Whether attach_all() attaches it (a loaded program may run only as
+        another's tail call)."""
+        return bool(lib().bpf_program__autoattach(self.ptr))
+
+    @autoattach.setter
+    def autoattach(self, value: bool) -> None:
+        lib().bpf_program__set_autoattach(self.ptr, value)
+
     def _link(self, ptr: int | None, what: str) -> Link:
         mark = log.mark()
         if not ptr:
@@ -771,6 +783,9 @@ class BpfObject:
                 return p
         raise KeyError(f"no program {name} in {self.path}")
 
+    def has_map(self, name: str) -> bool:
+        return any(m.name == name for m in self.maps())
+
     def map(self, name: str) -> Map:
         for m in self.maps():
             if m.name == name:
@@ -779,6 +794,14 @@ class BpfObject:
 
     def btf(self) -> Btf:
         return Btf(_check_ptr(lib().bpf_object__btf(self.ptr), f"BTF of {self.path}"))
+
+    def has_global(self, name: str, section: str = ".rodata") -> bool:
+        """Whether the object has the global `name` in `section`."""
+        try:
+            datasec = self.btf().find(section, BTF_KIND_DATASEC)
+        except KeyError:
+            return False
+        return any(n == name for n, _off, _size in datasec.datasec_vars())
 
     def set_rodata(self, **values: int) -> None:
         """Sets `const volatile` globals before load (integers only)."""
@@ -809,8 +832,9 @@ class BpfObject:
         self.loaded = True
 
     def attach_all(self) -> list[Link]:
-        """Attaches every loaded program by its section name."""
-        return [p.attach() for p in self.programs() if p.autoload]
+        """Attaches every loaded program by its section name, but those set
+        not to (autoattach off)."""
+        return [p.attach() for p in self.programs() if p.autoload and p.autoattach]
 
 
 def _useful(lines: list[str]) -> list[str]:

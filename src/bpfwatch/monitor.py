@@ -21,6 +21,7 @@ from bpfwatch.pipeline.reorder import ReorderWindow
 from bpfwatch.process_cache import ProcessCache, ProcInfo
 from bpfwatch.ringbuf import Poller, RingBuffer
 from bpfwatch.security.rules import RuleSet
+from bpfwatch.sensors import chain
 from bpfwatch.sensors.base import (
     DEFAULT_RING_SIZE,
     Request,
@@ -163,6 +164,7 @@ class Monitor:
         self.clock = BootClock.shared()
         self.enrich = Enricher(self.cache, self.clock)
         self.sensors: list[Sensor] = []
+        self.chains = chain.Chains()
         self._poller: Poller | None = None
         self._ring: RingBuffer | None = None
         self._decoders: dict[int, Any] = {}
@@ -212,19 +214,25 @@ class Monitor:
         kernel_support.check_cheap()
         try:
             proc = ProcessSensor(self.process_options, self.options, self.scope)
-            proc.open(attach=False)
             self.sensors.append(proc)
-            shared = replace(self.scope, shared=proc.shared_maps())
-            others: list[Sensor] = [cls.build(opts, self.options, shared) for cls, opts in self.plans.items()]
+            others: list[Sensor] = [cls.build(opts, self.options, self.scope) for cls, opts in self.plans.items()]
             self.sensors.extend(others)  # closed with the rest if any of them fails
+            # sensors sharing a syscall tracepoint run as one program there
+            self.chains = chain.plan([s.prepare() for s in self.sensors])
+            proc.load(attach=False)
+            shared = replace(self.scope, shared=proc.shared_maps())
+            for s in others:
+                s.scope = shared
             # the rest load in parallel: most of a load is the kernel's verifier,
             # which runs on the loading thread's CPU, and libbpf lets go of the GIL
             if len(others) > 1:
                 with ThreadPoolExecutor(max_workers=len(others), thread_name_prefix="bw-load") as pool:
-                    for f in [pool.submit(s.open, attach=False) for s in others]:
+                    for f in [pool.submit(s.load, attach=False) for s in others]:
                         f.result()
             elif others:
-                others[0].open(attach=False)
+                others[0].load(attach=False)
+            assert proc.obj is not None
+            self.chains.link(proc.obj)
             # every object is loaded (the slow part, the verifier): attach them
             # all at once, the process sensor last, so a process whose exec is
             # reported has all its other events reported too

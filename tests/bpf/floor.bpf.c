@@ -17,4 +17,12 @@ int BPF_PROG(bw_floor_exit, struct pt_regs *regs, long ret)
 	return 0;
 }
 
+/* a second sys_exit program: `trace -t security` runs the security sensor's
+ * and the file sensor's there */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(bw_floor_exit2, struct pt_regs *regs, long ret)
+{
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

@@ -6,6 +6,7 @@
 #define BW_FILTER_BPF_H
 
 #include "bw_helpers.bpf.h"
+#include "bw_chain.bpf.h"
 
 const volatile __u32 flt_tracked = 0;  /* only tgids in bw_tracked */
 const volatile __u32 flt_uid_on = 0;

@@ -102,7 +102,7 @@ static long dns_each(__u64 i, struct dns_each_ctx *c)
 }
 
 SEC("tp_btf/sys_exit")
-int BPF_PROG(bw_dns_sys_exit, struct pt_regs *regs, long ret)
+int BW_CHAINED(sys_exit, bw_dns_sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr = bw_syscall_nr(regs);
 
@@ -211,14 +211,14 @@ static __always_inline void dns_tcp(struct sock *sk, int ret, int sent)
 }
 
 SEC("tp_btf/sock_send_length")
-int BPF_PROG(bw_dns_tcp_send, struct sock *sk, int ret, int flags)
+int BW_CHAINED(sock_send_length, bw_dns_tcp_send, struct sock *sk, int ret, int flags)
 {
 	dns_tcp(sk, ret, 1);
 	return 0;
 }
 
 SEC("tp_btf/sock_recv_length")
-int BPF_PROG(bw_dns_tcp_recv, struct sock *sk, int ret, int flags)
+int BW_CHAINED(sock_recv_length, bw_dns_tcp_recv, struct sock *sk, int ret, int flags)
 {
 	if (!(flags & BW_MSG_PEEK))
 		dns_tcp(sk, ret, 0);

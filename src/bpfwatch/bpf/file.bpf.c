@@ -299,7 +299,7 @@ static __always_inline void count_io(struct task_struct *task, __u32 tgid, long 
 /* ---- the programs ------------------------------------------------------------- */
 
 SEC("tp_btf/sys_exit")
-int BPF_PROG(bw_file_exit, struct pt_regs *regs, long ret)
+int BW_CHAINED(sys_exit, bw_file_exit, struct pt_regs *regs, long ret)
 {
 	__u32 nr = bw_syscall_nr(regs);
 	struct bw_sysdesc *d = bpf_map_lookup_elem(&bw_sysdesc, &nr);
@@ -418,7 +418,7 @@ int BPF_PROG(bw_file_exit, struct pt_regs *regs, long ret)
 /* close(), and dup2/dup3 onto an open fd (which closes it): the file is still
  * there at entry; its totals go out now */
 SEC("tp_btf/sys_enter")
-int BPF_PROG(bw_file_close, struct pt_regs *regs, long id)
+int BW_CHAINED(sys_enter, bw_file_close, struct pt_regs *regs, long id)
 {
 	int arg;
 

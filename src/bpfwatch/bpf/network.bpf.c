@@ -332,14 +332,14 @@ static __always_inline void count_app(struct sock *sk, int ret, int sent)
 }
 
 SEC("tp_btf/sock_send_length")
-int BPF_PROG(bw_net_send_len, struct sock *sk, int ret, int flags)
+int BW_CHAINED(sock_send_length, bw_net_send_len, struct sock *sk, int ret, int flags)
 {
 	count_app(sk, ret, 1);
 	return 0;
 }
 
 SEC("tp_btf/sock_recv_length")
-int BPF_PROG(bw_net_recv_len, struct sock *sk, int ret, int flags)
+int BW_CHAINED(sock_recv_length, bw_net_recv_len, struct sock *sk, int ret, int flags)
 {
 	if (!(flags & BW_MSG_PEEK))
 		count_app(sk, ret, 0);
@@ -481,7 +481,7 @@ static __always_inline void on_udp(struct task_struct *task, struct pt_regs *reg
 }
 
 SEC("tp_btf/sys_exit")
-int BPF_PROG(bw_net_sys_exit, struct pt_regs *regs, long ret)
+int BW_CHAINED(sys_exit, bw_net_sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr = bw_syscall_nr(regs);
 	int accept = nr == nr_accept || nr == nr_accept4;

@@ -342,7 +342,7 @@ static long bw_argv_step(__u64 i, struct bw_argv_ctx *c)
 }
 
 SEC("tp_btf/sys_exit")
-int BPF_PROG(bw_proc_exec_fail, struct pt_regs *regs, long ret)
+int BW_CHAINED(sys_exit, bw_proc_exec_fail, struct pt_regs *regs, long ret)
 {
 	long nr;
 

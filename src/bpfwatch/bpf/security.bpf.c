@@ -94,7 +94,7 @@ static __always_inline int creds_differ(struct bw_sec_creds *a, struct bw_sec_cr
 }
 
 SEC("tp_btf/sys_enter")
-int BPF_PROG(bw_sec_enter, struct pt_regs *regs, long id)
+int BW_CHAINED(sys_enter, bw_sec_enter, struct pt_regs *regs, long id)
 {
 	__u32 nr = id;
 	struct bw_sec_desc *d = watched(nr);
@@ -133,7 +133,7 @@ static __always_inline __u16 put_user_str(__u8 *data, __u32 off, __u64 uptr)
 }
 
 SEC("tp_btf/sys_exit")
-int BPF_PROG(bw_sec_exit, struct pt_regs *regs, long ret)
+int BW_CHAINED(sys_exit, bw_sec_exit, struct pt_regs *regs, long ret)
 {
 	/* the array first: most syscalls are not watched, and a hash lookup costs more */
 	struct bw_sec_desc *d = watched(bw_syscall_nr(regs));

@@ -31,7 +31,7 @@ struct {
 } bw_sc_dropped SEC(".maps");
 
 SEC("tp_btf/sys_enter")
-int BPF_PROG(bw_sc_enter, struct pt_regs *regs, long id)
+int BW_CHAINED(sys_enter, bw_sc_enter, struct pt_regs *regs, long id)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -45,7 +45,7 @@ int BPF_PROG(bw_sc_enter, struct pt_regs *regs, long id)
 }
 
 SEC("tp_btf/sys_exit")
-int BPF_PROG(bw_sc_exit, struct pt_regs *regs, long ret)
+int BW_CHAINED(sys_exit, bw_sc_exit, struct pt_regs *regs, long ret)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 *ts = bpf_task_storage_get(&bw_sc_start, task, 0, 0);

@@ -15,6 +15,7 @@ from bpfwatch.bpf import object_path
 from bpfwatch.btf_dtype import field_names, padded_struct, picker, record_tuple, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.ringbuf import RingBuffer, Run
+from bpfwatch.sensors import chain
 
 _U32 = struct.Struct("<I")
 Decoder = Callable[[Run, "list[int] | None", list[dict[str, Any]]], None]
@@ -233,17 +234,37 @@ class Sensor:
     def open(self, attach: bool = True) -> None:
         """Loads the object; attaches it too unless `attach` is False (then
         call attach() once every sensor is loaded, so all start together)."""
+        self.prepare()
+        self.load(attach)
+
+    def prepare(self) -> L.BpfObject:
+        """Opens and configures the object: nothing is in the kernel yet, so
+        a Monitor can still change it (sensors/chain.py) before load()."""
+        if self.obj is not None:
+            return self.obj
         obj = L.BpfObject(str(object_path(self.object_name)))
         try:
             obj.map("bw_events").max_entries = self.options.ring_size
             obj.set_rodata(bw_wakeup_bytes=self.options.wakeup_bytes)
             if self.uses_scope:
                 obj.set_rodata(**self.scope.rodata())
-                for name, fd in self.scope.shared.items():
-                    obj.map(name).reuse_fd(fd)
             self.configure(obj)
+        except BaseException:
+            obj.close()
+            raise
+        self.obj = obj
+        return obj
+
+    def load(self, attach: bool = True) -> None:
+        """Loads the prepared object (preparing it first if need be), reusing
+        the maps the scope shares."""
+        obj = self.prepare()
+        try:
+            if self.uses_scope:
+                for name, fd in self.scope.shared.items():
+                    if name in Scope.MAPS or obj.has_map(name):
+                        obj.map(name).reuse_fd(fd)
             obj.load()
-            self.obj = obj
             if self.uses_scope and not self.scope.shared:
                 self._fill_scope(obj)
             self.populate(obj)
@@ -296,7 +317,7 @@ class Sensor:
     def shared_maps(self) -> dict[str, int]:
         """fds of the scope maps, for the other sensors to reuse."""
         assert self.obj is not None
-        return {name: self.obj.map(name).fd for name in Scope.MAPS}
+        return {name: self.obj.map(name).fd for name in Scope.MAPS + chain.MAPS if self.obj.has_map(name)}
 
     def track(self, pids: set[int] | list[int], follow: bool = True) -> None:
         """Adds tgids to the kernel's tracked set; with follow, their future
