@@ -19,6 +19,7 @@ CLANG      ?= clang
 CFLAGS_BPF := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD_DIR) -I$(BPF_DIR) -Wall -Werror
 STAMP_SYS  := build/.system-deps
 STAMP_TEST := build/.test-deps
+STAMP_BENCH := build/.bench-deps
 STAMP_VENV := $(VENV)/.installed
 ARGS       ?=
 
@@ -32,6 +33,10 @@ $(STAMP_SYS): scripts/setup-system.sh
 
 $(STAMP_TEST): scripts/setup-system.sh | $(STAMP_SYS)
 	@bash scripts/setup-system.sh --test
+	@touch $@
+
+$(STAMP_BENCH): scripts/setup-system.sh | $(STAMP_SYS)
+	@bash scripts/setup-system.sh --bench
 	@touch $@
 
 deps: $(STAMP_SYS)
@@ -88,7 +93,7 @@ fuzz: bpf testbpf venv $(STAMP_TEST)
 lint: venv
 	$(VENV)/bin/ruff check src tests bench scripts
 
-bench: bpf venv
+bench: bpf testbpf venv $(STAMP_BENCH)
 	$(VPY) bench/run_all.py
 
 # the kernel tests on a Debian kernel in QEMU (docs/kernels.md): make test-kernel [KERNEL=6.1] [SUITE=smoke]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages bpfwatch needs, only those missing (idempotent).
-# --test adds what only the test suite uses.
+# --test adds what only the test suite uses, --bench the peers bench/ runs beside bpfwatch.
 set -euo pipefail
 pkgs=(clang llvm libbpf-dev libbpf1 bpftool make python3 python3-venv python3-dev
       strace util-linux libcap2-bin iproute2 procps bind9-dnsutils)
@@ -11,6 +11,9 @@ if [ "${1:-}" = "--test" ]; then
     pkgs+=(libbpf-tools auditd dnsmasq-base)
     pkgs+=(nats-server)  # the fleet tests start their own JetStream servers and a 3-node cluster
     pkgs+=(tmux)  # the terminal tests (top, live status) drive a real terminal
+fi
+if [ "${1:-}" = "--bench" ]; then
+    pkgs+=(bpftrace linux-perf)  # the peers of the benchmarks (denet comes from PyPI into its own venv)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

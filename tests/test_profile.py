@@ -258,6 +258,9 @@ def test_profile_layouts_match_btf():
         assert {"slot", "off_reason", "off_cat", "off_ns", "on_ns"} <= set(struct_dtype(btf, "bw_prof_task").names)
         sysd = struct_dtype(btf, "bw_prof_sys")
         assert sysd.names == ("calls", "errors", "ns") and sysd.itemsize == 24
+        # map values are whole rows (a slot's syscalls, a syscall's buckets): few values, quick to create
+        assert struct_dtype(btf, "bw_prof_row").itemsize == limits["BW_PROF_NR"] * sysd.itemsize
+        assert struct_dtype(btf, "bw_prof_hist_row").itemsize == limits["BW_PROF_HIST"] * 8
         ev = struct_dtype(btf, "bw_prof_exit_event")
         assert {"slot", "exit_code", "peak_rss_pages", "start_boot_ns"} <= set(ev.names)
     assert len(CATEGORY_IDS) < limits["BW_PROF_NO_SYSCALL"]

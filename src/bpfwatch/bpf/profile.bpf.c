@@ -9,6 +9,8 @@
 
 BW_LAYOUT(struct bw_prof_task, task);
 BW_LAYOUT(struct bw_prof_sys, sys);
+BW_LAYOUT(struct bw_prof_row, row);
+BW_LAYOUT(struct bw_prof_hist_row, hist_row);
 BW_LAYOUT(struct bw_prof_stats, stats);
 BW_LAYOUT(struct bw_prof_fork_event, fork);
 BW_LAYOUT(struct bw_prof_exec_event, exec);
@@ -58,12 +60,12 @@ struct {
 #define TID_SLOT_MASK 0xFFFFFF
 #define TID_FLAGS_SHIFT 24
 
-/* [slot * BW_PROF_NR + nr]; max_entries set to slots * BW_PROF_NR. */
+/* [slot].sys[nr]; max_entries set to the number of slots. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct bw_prof_sys);
+	__type(value, struct bw_prof_row);
 } bw_prof_sys SEC(".maps");
 
 /* [slot]; max_entries set to the number of slots. */
@@ -81,12 +83,12 @@ struct {
 	__type(value, __u32);
 } bw_prof_free SEC(".maps");
 
-/* Latency histogram of the whole tree: [nr * BW_PROF_HIST + log2(ns)]. */
+/* Latency histogram of the whole tree: [nr].bucket[log2(ns)]. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, BW_PROF_NR * BW_PROF_HIST);
+	__uint(max_entries, BW_PROF_NR);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct bw_prof_hist_row);
 } bw_prof_hist SEC(".maps");
 
 /* Errors of the whole tree by (nr << 12 | errno). */
@@ -151,11 +153,12 @@ static __always_inline __u32 log2_u64(__u64 v)
 static __always_inline void count_syscall(__u32 slot, long nr, long ret, __u64 ns)
 {
 	__u32 n = nr_index(nr);
-	__u32 idx = slot * BW_PROF_NR + n;
-	struct bw_prof_sys *v = bpf_map_lookup_elem(&bw_prof_sys, &idx);
+	struct bw_prof_row *row = bpf_map_lookup_elem(&bw_prof_sys, &slot);
+	struct bw_prof_sys *v;
 
-	if (!v)
+	if (!row || n >= BW_PROF_NR)
 		return;
+	v = &row->sys[n];
 	v->calls++;
 	if (ret < 0 && ret >= -4095) {
 		__u32 key = n << 12 | (__u32)-ret;
@@ -170,13 +173,12 @@ static __always_inline void count_syscall(__u32 slot, long nr, long ret, __u64 n
 	}
 	if (ns) {
 		__u32 b = log2_u64(ns);
-		__u64 *h;
+		struct bw_prof_hist_row *h;
 
 		v->ns += ns;
-		idx = n * BW_PROF_HIST + (b < BW_PROF_HIST ? b : BW_PROF_HIST - 1);
-		h = bpf_map_lookup_elem(&bw_prof_hist, &idx);
+		h = bpf_map_lookup_elem(&bw_prof_hist, &n);
 		if (h)
-			*h += 1;
+			h->bucket[b < BW_PROF_HIST ? b : BW_PROF_HIST - 1] += 1;
 	}
 }
 

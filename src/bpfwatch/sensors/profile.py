@@ -101,7 +101,7 @@ class ProfileSensor(Sensor):
         if len(CATEGORY_IDS) >= limits["BW_PROF_NO_SYSCALL"]:
             raise LayoutError("more syscall categories than profile.h has room for")
         self.slots = self.popts.slots or default_slots(self.ncpu, self.nr)
-        obj.map("bw_prof_sys").max_entries = self.slots * self.nr
+        obj.map("bw_prof_sys").max_entries = self.slots
         obj.map("bw_prof_stats").max_entries = self.slots
         obj.map("bw_prof_free").max_entries = self.slots
         pid_max = _pid_max()
@@ -135,6 +135,10 @@ class ProfileSensor(Sensor):
         super().layouts(btf)
         ids = enum_values(btf, "bw_event_type")
         self.sys_dtype = struct_dtype(btf, "bw_prof_sys")
+        # the maps' values are rows: a slot's syscalls, a syscall's latency buckets
+        row, hist_row = struct_dtype(btf, "bw_prof_row"), struct_dtype(btf, "bw_prof_hist_row")
+        if row.itemsize != self.nr * self.sys_dtype.itemsize or hist_row.itemsize != self.hist_buckets * 8:
+            raise LayoutError("profile.h: bw_prof_row or bw_prof_hist_row does not match BW_PROF_NR/BW_PROF_HIST")
         self.stats_dtype = struct_dtype(btf, "bw_prof_stats")
         self.fork_dtype = struct_dtype(btf, "bw_prof_fork_event")
         self.exec_dtype = struct_dtype(btf, "bw_prof_exec_event")
@@ -182,8 +186,9 @@ class ProfileSensor(Sensor):
     def read_syscalls(self, slot: int) -> np.ndarray:
         """(nr, [calls, errors, ns]) of one slot, summed over CPUs."""
         assert self.obj is not None
-        raw = self.obj.map("bw_prof_sys").array_range(slot * self.nr, self.nr)
-        return self._percpu_sum(raw, self.nr, self.sys_dtype.itemsize // 8)
+        raw = self.obj.map("bw_prof_sys").array_range(slot, 1)
+        width = self.sys_dtype.itemsize // 8
+        return self._percpu_sum(raw, 1, self.nr * width).reshape(self.nr, width)
 
     def read_stats(self, slot: int) -> np.ndarray:
         """One slot's stats as a flat u64 vector (columns: stats_fields)."""
@@ -194,7 +199,7 @@ class ProfileSensor(Sensor):
     def recycle(self, slot: int) -> None:
         """Zeroes a read slot and hands it back to the kernel."""
         assert self.obj is not None
-        self.obj.map("bw_prof_sys").zero_range(slot * self.nr, self.nr)
+        self.obj.map("bw_prof_sys").zero_range(slot, 1)
         self.obj.map("bw_prof_stats").zero_range(slot, 1)
         if slot > SLOT_ROOT:
             self.obj.map("bw_prof_free").update(None, slot.to_bytes(4, "little"))
@@ -202,8 +207,8 @@ class ProfileSensor(Sensor):
     def read_histogram(self) -> np.ndarray:
         """(nr, bucket) counts of syscall latency, log2(ns) buckets."""
         assert self.obj is not None
-        raw = self.obj.map("bw_prof_hist").array_range(0, self.nr * self.hist_buckets)
-        return self._percpu_sum(raw, self.nr * self.hist_buckets, 1).reshape(self.nr, self.hist_buckets)
+        raw = self.obj.map("bw_prof_hist").array_range(0, self.nr)
+        return self._percpu_sum(raw, self.nr, self.hist_buckets)
 
     def read_errnos(self) -> dict[tuple[int, int], int]:
         """{(nr, errno): count} for the whole tree."""
