@@ -79,6 +79,8 @@ def tools(small: bool) -> dict[str, list[str]]:
          # empty programs where run hooks: the kernel's own cost, which no tracer goes below
          "floor exit": [*floor, "exit", "--"],
          "floor enter+exit": [*floor, "enter,exit", "--"],
+         # ... each reading the clock once: what timing a syscall costs at the least
+         "floor enter+exit, clock": [*floor, "enter_ts,exit_ts", "--"],
          "bpfwatch count": [*BPFWATCH, "run", "-q", "--count-only", "--"],
          "bpfwatch latency": [*BPFWATCH, "run", "-q", "--"]}
     if bpftrace():
@@ -128,6 +130,8 @@ def slowdowns(cmd: list[str], small: bool) -> dict[str, dict[str, float]]:
     out["bpfwatch count"]["over_floor"] = round(median(times["bpfwatch count"]) / median(times["floor exit"]), 3)
     out["bpfwatch latency"]["over_floor"] = round(median(times["bpfwatch latency"]) /
                                                   median(times["floor enter+exit"]), 3)
+    out["bpfwatch latency"]["over_clock_floor"] = round(median(times["bpfwatch latency"]) /
+                                                        median(times["floor enter+exit, clock"]), 3)
     return out
 
 

@@ -17,6 +17,24 @@ int BPF_PROG(bw_floor_exit, struct pt_regs *regs, long ret)
 	return 0;
 }
 
+/* the same with one clock read each: timing a syscall needs a timestamp at
+ * entry and one at exit, whatever else a tracer does */
+__u64 bw_floor_sink;
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bw_floor_enter_ts, struct pt_regs *regs, long id)
+{
+	bw_floor_sink += bpf_ktime_get_ns();
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(bw_floor_exit_ts, struct pt_regs *regs, long ret)
+{
+	bw_floor_sink += bpf_ktime_get_ns();
+	return 0;
+}
+
 /* a second sys_exit program: `trace -t security` runs the security sensor's
  * and the file sensor's there */
 SEC("tp_btf/sys_exit")

@@ -248,6 +248,10 @@ static __always_inline void count_io(struct task_struct *task, __u32 tgid, long 
 	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
 	if ((mode & BW_S_IFMT) != BW_S_IFREG)
 		return; /* sockets, pipes, ttys: not file I/O */
+	/* the process filter after the file's type: most reads and writes of a
+	 * busy host are on sockets and pipes, and the filter may be a hash lookup */
+	if (!matches(task))
+		return;
 	key.file = (__u64)f;
 	st = bpf_map_lookup_elem(&bw_fileio, &key);
 	if (!st) {
@@ -312,8 +316,7 @@ int BW_CHAINED(sys_exit, bw_file_exit, struct pt_regs *regs, long ret)
 	if (!in_scope(tgid))
 		return 0;
 	if (d->kind == BW_FILE_READ || d->kind == BW_FILE_WRITE) {
-		if (ret > 0 && d->fd >= 0 && (emit_kinds & (1u << BW_FILE_READ | 1u << BW_FILE_WRITE)) &&
-		    matches(task))
+		if (ret > 0 && d->fd >= 0 && (emit_kinds & (1u << BW_FILE_READ | 1u << BW_FILE_WRITE)))
 			count_io(task, tgid, (int)bw_syscall_arg(regs, d->fd), ret, d->kind == BW_FILE_WRITE);
 		return 0;
 	}

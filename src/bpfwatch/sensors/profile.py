@@ -31,9 +31,10 @@ SLOT_OVERFLOW = 0
 SLOT_ROOT = 1
 PT_PRE_EXEC = 1 << 0
 TID_FLAGS_SHIFT = 24  # bw_prof_tids values: (slot + 1) | flags << 24
-# bytes of per-CPU syscall cells, all CPUs together. The kernel zeroes all of
-# it when the map is made, about 12 ms a MiB here: 48 MiB made `run -- true`
-# take 0.9 s. Beyond the slots, processes are counted together (slot 0).
+# bytes of per-CPU syscall counters, all CPUs together (12 KiB a slot per CPU).
+# Each slot is one map value, so the map is made in well under a millisecond;
+# the budget is about memory. Beyond the slots, processes are counted together
+# (slot 0).
 MEMORY_BUDGET = 4 << 20
 MAX_SLOTS = 4096
 MIN_SLOTS = 8
