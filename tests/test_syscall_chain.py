@@ -43,6 +43,7 @@ def dns_query(name: str) -> bytes:
         bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
 
 
+@pytest.mark.smoke_vm
 def test_one_program_per_hook_and_every_sensor_in_the_chain_sees_its_calls(tmp_path):
     srv = socket.create_server(("127.0.0.1", 0))
     data = tmp_path / "data"
