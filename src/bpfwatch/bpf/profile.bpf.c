@@ -156,6 +156,9 @@ static __always_inline void count_syscall(__u32 slot, long nr, long ret, __u64 n
 	struct bw_prof_row *row = bpf_map_lookup_elem(&bw_prof_sys, &slot);
 	struct bw_prof_sys *v;
 
+	/* the barriers keep each bound check where older verifiers (6.1) need
+	 * it, on the register that indexes the row */
+	barrier_var(n);
 	if (!row || n >= BW_PROF_NR)
 		return;
 	v = &row->sys[n];
@@ -177,8 +180,11 @@ static __always_inline void count_syscall(__u32 slot, long nr, long ret, __u64 n
 
 		v->ns += ns;
 		h = bpf_map_lookup_elem(&bw_prof_hist, &n);
-		if (h)
-			h->bucket[b < BW_PROF_HIST ? b : BW_PROF_HIST - 1] += 1;
+		if (b >= BW_PROF_HIST)
+			b = BW_PROF_HIST - 1;
+		barrier_var(b);
+		if (h && b < BW_PROF_HIST)
+			h->bucket[b] += 1;
 	}
 }
 
