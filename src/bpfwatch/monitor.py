@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from bpfwatch import caps, kernel_support, limits, procfs
+from bpfwatch import libbpf as L
 from bpfwatch.errors import BpfError, UsageError
 from bpfwatch.events.clock import BootClock
 from bpfwatch.events.ids import exec_id
@@ -238,6 +239,7 @@ class Monitor:
             # reported has all its other events reported too
             for s in self.sensors[1:] + self.sensors[:1]:
                 s.attach()
+            L.trim_heap()
             self._seed(proc)
             # one ring for all sensors (read through the process sensor): one time
             # line, one mapping's worth of memory; decoders by event type
