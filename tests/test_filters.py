@@ -32,6 +32,7 @@ def test_text_match_kinds():
     ({"container": ["0123456789ab"]}, "no cgroup names container"),
     ({"type": ["file.nope"]}, "unknown event type"),
     ({"failed_only": ["maybe"]}, "not true or false"),
+    ({"cgroup": ["²"]}, "no cgroup at"),  # str.isdigit() takes '²', int() does not
 ])
 def test_bad_filters_name_the_problem(allow, needle):
     with pytest.raises(UsageError, match=needle):

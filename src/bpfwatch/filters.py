@@ -82,7 +82,7 @@ def _ints(key: str, values: Iterable[Any]) -> set[int]:
 def _uids(key: str, values: Iterable[Any]) -> set[int]:
     out = set()
     for v in values:
-        if isinstance(v, int) or str(v).strip().isdigit():
+        if isinstance(v, int) or limits.decimal(str(v).strip()):
             out.add(limits.ident(f"filter {key}", str(v).strip()))
             continue
         try:
@@ -206,7 +206,7 @@ class Rules:
             elif key == "cgroup":
                 r.cgroup_given = True
                 for v in values:
-                    r.cgroups |= {int(v)} if str(v).isdigit() else cgroup_ids_under(str(v))
+                    r.cgroups |= {int(v)} if limits.decimal(str(v)) else cgroup_ids_under(str(v))
             elif key == "container":
                 r.cgroup_given = True
                 for v in values:

@@ -14,6 +14,12 @@ MAX_SECONDS = 10 * 365 * 86400.0
 MAX_BYTES = 1 << 40
 
 
+def decimal(text: str) -> bool:
+    """Whether text is ASCII digits only. str.isdigit() also takes digits
+    int() refuses ('²') and digits of other scripts."""
+    return text.isascii() and text.isdigit()
+
+
 def seconds(name: str, value: float, low: float = 0.0, high: float = MAX_SECONDS, *,
             zero: bool = False) -> float:
     """A finite number of seconds in (low, high], or [low, high] with zero."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import zstandard
 
+from bpfwatch import limits
 from bpfwatch.errors import BpfwatchError
 from bpfwatch.fleet import store
 from bpfwatch.fleet.connect import NatsAuth, Subjects, connect
@@ -186,7 +187,7 @@ class Collector:
         now = time.time_ns()
         for m in msgs:
             first = (m.headers or {}).get("Bpfwatch-First-Ts", "")  # the batch's oldest event: its worst latency
-            if first.isdigit():
+            if limits.decimal(first):
                 self.stats.latencies.append(max(now - int(first), 0) / 1e9)
         self.stats.messages += len(msgs)
         self.stats.events += n

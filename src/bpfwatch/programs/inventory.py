@@ -14,6 +14,7 @@ from functools import cache
 from typing import Any
 
 from bpfwatch import libbpf as L
+from bpfwatch import limits
 from bpfwatch.errors import BpfError, PermissionProblem, UsageError
 from bpfwatch.mounts import cgroup_path
 from bpfwatch.programs import bpffs
@@ -378,6 +379,6 @@ def resolve(kind: str, ref: str) -> int:
             raise UsageError(f"{len(hits) or 'no'} {kind}s are named {want}" + (": use the id" if hits else ""))
         return hits[0]
     obj_id = ref.removeprefix("id:").removeprefix("id ")
-    if not obj_id.isdigit():
+    if not limits.decimal(obj_id):
         raise UsageError(f"'{ref}' is not a {kind} id, id:N, name:NAME or a pin path")
     return fd_of(kind, int(obj_id))

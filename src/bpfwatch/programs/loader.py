@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bpfwatch import caps
+from bpfwatch import caps, limits
 from bpfwatch import libbpf as L
 from bpfwatch.errors import BpfError, BpfwatchError, UsageError
 from bpfwatch.programs import bpffs
@@ -504,7 +504,7 @@ def _attach(spec: S.AttachSpec, prog: L.Program) -> Attachment:
     elif k in ("uprobe", "uretprobe"):
         func, pid = spec.options["func"], int(spec.options.get("pid", -1))
         ret = k == "uretprobe"
-        if func.lower().startswith("0x") or func.isdigit():
+        if func.lower().startswith("0x") or limits.decimal(func):
             a.link = prog.attach_uprobe(t, int(func, 0), pid, ret)
         else:
             a.link = prog.attach_uprobe_func(t, func, pid, ret)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from bpfwatch import libbpf as L
+from bpfwatch import limits
 from bpfwatch.doctor import kernel
 from bpfwatch.errors import UsageError
 from bpfwatch.mounts import mounts
@@ -120,7 +121,7 @@ def parse(text: str) -> AttachSpec:
         spec.target = parts[0]
         spec.options["func"] = parts[1]
         if len(parts) == 3:
-            if not parts[2].isdigit():
+            if not limits.decimal(parts[2]):
                 raise _bad(text, f"PID '{parts[2]}' is not a number")
             spec.options["pid"] = parts[2]
     elif kind == "cgroup":
