@@ -315,7 +315,8 @@ class Sensor:
                 cg.update(i.to_bytes(8, "little"), how)
 
     def shared_maps(self) -> dict[str, int]:
-        """fds of the scope maps, for the other sensors to reuse."""
+        """fds of the scope maps and the chains' program arrays (sensors/chain.py),
+        for the other sensors to reuse."""
         assert self.obj is not None
         return {name: self.obj.map(name).fd for name in Scope.MAPS + chain.MAPS if self.obj.has_map(name)}
 
