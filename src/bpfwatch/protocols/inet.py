@@ -22,14 +22,15 @@ def _addr_text(family: int, b: bytes) -> str:
 
 def put_addresses(ev: dict[str, Any], fam: int, proto: int, laddr: bytes, lport: int, raddr: bytes,
                   rport: int) -> None:
-    """Sets an event's address fields from a bw_tuple's raw columns (ports
-    are stored in network byte order and read as little-endian u16s)."""
+    """Sets an event's address fields from a bw_tuple's raw columns: addresses
+    as bytes, ports stored in network byte order and read as little-endian
+    u16s. On the TCP decoder's path: no conversions here."""
     ev["protocol"] = PROTOCOLS.get(proto) or str(proto)
     ev["family"] = FAMILIES.get(fam) or str(fam)
     n = 4 if fam == socket.AF_INET else 16
-    ev["local_addr"] = _addr_text(fam, bytes(laddr[:n]))
+    ev["local_addr"] = _addr_text(fam, laddr[:n])
     ev["local_port"] = socket.ntohs(lport)
-    ev["remote_addr"] = _addr_text(fam, bytes(raddr[:n]))
+    ev["remote_addr"] = _addr_text(fam, raddr[:n])
     ev["remote_port"] = socket.ntohs(rport)
 
 
@@ -37,9 +38,11 @@ def tuple_fields(r: Any) -> dict[str, Any]:
     """The address fields of an event from the flattened bw_tuple columns of
     a record (a dict, or a named tuple from Sensor.rows)."""
     if isinstance(r, dict):
-        cols = (r["family"], r["proto"], r["laddr"], r["lport"], r["raddr"], r["rport"])
+        fam, proto, laddr, lport, raddr, rport = (r["family"], r["proto"], r["laddr"], r["lport"], r["raddr"],
+                                                  r["rport"])
     else:
-        cols = (r.family, r.proto, r.laddr, r.lport, r.raddr, r.rport)
+        fam, proto, laddr, lport, raddr, rport = r.family, r.proto, r.laddr, r.lport, r.raddr, r.rport
     out: dict[str, Any] = {}
-    put_addresses(out, *cols)
+    # record dicts may carry addresses as lists of ints; the cache wants bytes
+    put_addresses(out, fam, proto, bytes(laddr), lport, bytes(raddr), rport)
     return out
