@@ -84,6 +84,22 @@ def test_bpftool_is_installed_for_the_leak_checks():
 
 
 @pytest.mark.kernel
+def test_kernel_btf_is_freed_after_the_load_and_parsed_again_on_demand():
+    """The sensors ask the kernel's BTF about tracepoints before they load;
+    its ~6 MB are freed once they have, and a later question parses it again."""
+    import bpfwatch
+
+    L.prefetch_vmlinux_btf()
+    with bpfwatch.Monitor(types=["process.exec"]):
+        assert not L._vmlinux  # freed by start()
+    L.tracepoint_args.cache_clear()
+    assert L.tracepoint_args("sched_process_exec") == 3  # (p, pid, bprm): parsed again
+    assert L._vmlinux and L._vmlinux[0] is not None
+    L.release_vmlinux_btf()
+    assert L.tracepoint_args("sched_process_exec") == 3  # the answer stays cached
+
+
+@pytest.mark.kernel
 def test_starting_a_monitor_gives_back_what_libbpf_freed():
     """libbpf parses every object's ELF and BTF and frees it after the load;
     without a trim glibc kept ~30 MB of those pages in the agent's RSS."""

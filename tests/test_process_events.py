@@ -293,6 +293,58 @@ def test_snapshot_marks_procfs():
     assert snap["cgroup_id"] == cgroup
 
 
+def test_a_process_alive_when_start_returns_is_in_the_table():
+    """start() reads /proc after attaching and before it returns: a process
+    that was already running and exits right after still has its exe and exec
+    id on its exit event (the kernel's exit record has neither)."""
+    from bpfwatch.events.ids import exec_id
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        before = procfs.snapshot_pid(child.pid)
+        assert before is not None
+        with bpfwatch.Monitor(pid=child.pid, types=["process.exit"]) as m:
+            child.stdin.close()  # type: ignore[union-attr]
+            child.wait()
+            events = collect(m, lambda ev: bool(_of(ev, "process.exit", child.pid)))
+    finally:
+        child.kill()
+        child.wait()
+    (ev,) = _of(events, "process.exit", child.pid)
+    assert ev["exe"] == os.path.realpath(sys.executable)
+    assert ev["exec_id"] == exec_id(child.pid, before.start_boot_ns)
+
+
+def test_the_first_event_leaves_when_its_window_ends(tmp_path):
+    """A steady stream is read a few times a window (paced from the first
+    read), so an event may wait past its window until the next read; the
+    first one does not: someone is waiting for it. Here the first read comes
+    0.3 s after the first exec, as when events arrive while start() runs: paced
+    from that read, the first event left 0.3 s late."""
+    import shutil
+    import time
+
+    window = 2.0
+    exe = tmp_path / "bw-first-evt"
+    shutil.copy("/bin/true", exe)
+    stream = subprocess.Popen(["/bin/sh", "-c", f"while :; do {exe}; sleep 0.05; done"])
+    try:
+        with bpfwatch.Monitor(types=["process.exec"], comm="bw-first-evt", max_delay=window) as m:
+            time.sleep(0.3)
+            deadline = time.monotonic() + 10
+            events: list = []
+            while not events and time.monotonic() < deadline:
+                events = m.poll()
+            left = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    finally:
+        stream.kill()
+        stream.wait()
+    first = min(e["ts"] for e in events)
+    # ts is wall time after enrichment; the kernel's clock is boot time
+    waited = (left - (first - m.clock.to_epoch_ns(0))) / 1e9
+    assert window <= waited < window + 0.15, waited
+
+
 def test_exec_id_stable_between_monitors():
     """Two monitors (e.g. an agent and its restart) give one fork the same id."""
     with bpfwatch.Monitor(follow=ME) as m1:

@@ -45,10 +45,10 @@ def has(name: str) -> bool:
         return False
     if name == "btf":
         return os.path.exists("/sys/kernel/btf/vmlinux")
-    from bpfwatch.doctor import features
-
     if name == "ringbuf":
-        return features.probe_ringbuf().ok
+        return ringbuf_error() == 0
+    from bpfwatch.doctor import features  # probe programs: only once something failed
+
     if name == "tp_btf":
         return features.probe("tp_btf").ok
     if name == "bpf_loop":
@@ -56,6 +56,19 @@ def has(name: str) -> bool:
 
         return libbpf.helper_available("bpf_loop")
     raise KeyError(name)
+
+
+def ringbuf_error() -> int:
+    """0 when a BPF ring buffer map can be created here, else the errno."""
+    from bpfwatch import libbpf
+    from bpfwatch.errors import BpfError
+
+    try:
+        fd = libbpf.map_create(libbpf.MAP_TYPE_RINGBUF, 0, 0, 4096, "bw_probe_rb")
+    except BpfError as e:
+        return e.errno or 1
+    os.close(fd)
+    return 0
 
 
 class KernelTooOld(BpfwatchError):

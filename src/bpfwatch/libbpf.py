@@ -8,6 +8,7 @@ with the verifier log kept for whoever asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno as errno_mod
 import functools
@@ -260,13 +261,42 @@ def kernel_has_tracepoint(name: str) -> bool:
     return tracepoint_args(name) is not None
 
 
-@functools.lru_cache(maxsize=1)
+_vmlinux_lock = threading.RLock()
+_vmlinux: list[Btf | None] = []  # [the parsed BTF or None] once parsed
+
+
 def vmlinux_btf() -> Btf | None:
-    """The running kernel's BTF (parsed once, about 8 ms), or None without it."""
-    try:
-        return Btf.parse("/sys/kernel/btf/vmlinux")
-    except (BpfError, OSError):
-        return None
+    """The running kernel's BTF (parsed once, about 9 ms), or None without it.
+    A caller that comes while a prefetch parses waits for that parse."""
+    with _vmlinux_lock:
+        if not _vmlinux:
+            try:
+                _vmlinux.append(Btf.parse("/sys/kernel/btf/vmlinux"))
+            except (BpfError, OSError):
+                _vmlinux.append(None)
+        return _vmlinux[0]
+
+
+def release_vmlinux_btf() -> None:
+    """Frees the parsed kernel BTF (about 6 MB) once the sensors are loaded:
+    what they asked of it stays cached, and a later question parses it again."""
+    with _vmlinux_lock:
+        if _vmlinux and _vmlinux[0] is not None:
+            _vmlinux[0].close()
+        _vmlinux.clear()
+
+
+def prefetch_vmlinux_btf() -> None:
+    """Parses the kernel's BTF on another thread, while the caller imports
+    (libbpf lets go of the GIL): sensors ask it about tracepoints before loading."""
+    if not _vmlinux:
+        threading.Thread(target=_prefetch, name="bw-btf", daemon=True).start()
+
+
+def _prefetch() -> None:
+    # a failure here (no libbpf at all) is the caller's to report, in its own words
+    with contextlib.suppress(Exception):
+        vmlinux_btf()
 
 
 @functools.lru_cache(maxsize=64)
@@ -274,14 +304,15 @@ def tracepoint_args(name: str) -> int | None:
     """How many arguments a BTF tracepoint passes (its btf_trace_NAME
     typedef, without the context pointer); None when the kernel has none.
     Arguments change between kernels (sched_process_exit gained group_dead)."""
-    btf = vmlinux_btf()
-    if btf is None:
-        return None
-    try:
-        proto = btf.resolve(btf.resolve(btf.find(f"btf_trace_{name}", BTF_KIND_TYPEDEF).id).size_or_type)
-    except KeyError:
-        return None
-    return max(proto.vlen - 1, 0)
+    with _vmlinux_lock:  # held while it is read: release_vmlinux_btf() frees it
+        btf = vmlinux_btf()
+        if btf is None:
+            return None
+        try:
+            proto = btf.resolve(btf.resolve(btf.find(f"btf_trace_{name}", BTF_KIND_TYPEDEF).id).size_or_type)
+        except KeyError:
+            return None
+        return max(proto.vlen - 1, 0)
 
 
 def strerror(err: int) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -227,6 +226,8 @@ class Monitor:
             # the rest load in parallel: most of a load is the kernel's verifier,
             # which runs on the loading thread's CPU, and libbpf lets go of the GIL
             if len(others) > 1:
+                from concurrent.futures import ThreadPoolExecutor  # 5 ms of imports a lone sensor skips
+
                 with ThreadPoolExecutor(max_workers=len(others), thread_name_prefix="bw-load") as pool:
                     for f in [pool.submit(s.load, attach=False) for s in others]:
                         f.result()
@@ -239,7 +240,10 @@ class Monitor:
             # reported has all its other events reported too
             for s in self.sensors[1:] + self.sensors[:1]:
                 s.attach()
+            L.release_vmlinux_btf()
             L.trim_heap()
+            # after the attach, so every later exec is an event; a first event waits out
+            # the reorder window anyway, so this read (and psutil's import) costs it nothing
             self._seed(proc)
             # one ring for all sensors (read through the process sensor): one time
             # line, one mapping's worth of memory; decoders by event type
@@ -371,13 +375,19 @@ class Monitor:
         if self._deadline is not None:
             wait = max(0.0, min(wait, self._deadline - time.monotonic()))
         oldest = self._window.oldest_ts()
+        first_due: float | None = None  # monotonic time the first events may leave
         if oldest is not None:
             # wake when the oldest held event is due, plus a slice of the window, so
             # a steady stream leaves in a few batches a window, not in one poll per
-            # wake-up (fewer polls: less CPU; events wait up to 1.25x max_delay)
+            # wake-up (fewer polls: less CPU; events wait up to 1.25x max_delay).
+            # The first events leave on time: someone is waiting for them.
             window = self._window.window_ns
             due = (oldest + window - time.clock_gettime_ns(time.CLOCK_BOOTTIME)) / 1e9
-            wait = 0.0 if due <= 0 else min(wait, due + window / 4e9)
+            if self._window.released_any:
+                wait = 0.0 if due <= 0 else min(wait, due + window / 4e9)
+            else:
+                wait = max(0.0, min(wait, due))
+                first_due = time.monotonic() + due
         ring = self._ring
         if ring is not None and ring.pending_bytes():
             # records already queued may never bring a wake-up: the kernel wakes a
@@ -387,7 +397,7 @@ class Monitor:
             wait = 0.0
         ready = self._poller.wait(wait)
         if ring is not None and timeout is None and not final:
-            self._pace(ring)
+            self._pace(ring, first_due)
         raw: list[Event] = []
         if ring is not None and (ready or ring.pending_bytes()):
             self._note_drain(ring)
@@ -411,7 +421,7 @@ class Monitor:
         self.events_seen += len(out)
         return out
 
-    def _pace(self, ring: RingBuffer) -> None:
+    def _pace(self, ring: RingBuffer, until: float | None = None) -> None:
         """Reads the ring at most every max_delay / READS_PER_WINDOW while it
         is not filling up. Events wait for the reorder window anyway, so
         reading them sooner adds polls and no promptness, and every poll
@@ -420,15 +430,17 @@ class Monitor:
 
         The wait ends early once an eighth of the ring is queued, and it is
         shorter, in finer steps, when the last read's rate would queue that
-        much sooner (a small ring, or a fast producer)."""
+        much sooner (a small ring, or a fast producer). It ends by `until`
+        (monotonic), when the first events are due."""
         pressure = ring.size // 8
         interval = self.max_delay / READS_PER_WINDOW
         if self._drain_rate > 0:
             interval = min(interval, pressure / self._drain_rate / 2)
         step = min(PACE_SLICE, interval / 4)
         wakeup = self._wakeup
+        end = self._drained_at + interval if until is None else min(until, self._drained_at + interval)
         while not self._stopped and not (wakeup is not None and wakeup.woken):
-            left = self._drained_at + interval - time.monotonic()
+            left = end - time.monotonic()
             if left <= 0 or ring.pending_bytes() >= pressure:
                 return
             # a sleep, not a wait on the ring: once wakeup_bytes are queued, the

@@ -39,9 +39,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+_LOADING = frozenset(("trace", "run", "agent", "top"))  # commands whose sensors read the kernel's BTF first
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in args_list if not a.startswith("-")), None)
+    if first in _LOADING:
+        from bpfwatch import libbpf
+
+        libbpf.prefetch_vmlinux_btf()  # on the other CPU while the sensors' modules import
     parser = build_parser(first)
     args = parser.parse_args(args_list)
     if not getattr(args, "func", None):

@@ -137,12 +137,11 @@ def probe(feature: str) -> Feature:
 def probe_ringbuf() -> Feature:
     if (fake := _pretended("ringbuf")) is not None:
         return fake
-    try:
-        fd = L.map_create(L.MAP_TYPE_RINGBUF, 0, 0, 4096, "bw_probe_rb")
-    except BpfError as e:
-        return Feature("ringbuf", False, f"cannot create a ring buffer map: {L.strerror(e.errno)}",
+    from bpfwatch.kernel_support import ringbuf_error
+
+    if err := ringbuf_error():
+        return Feature("ringbuf", False, f"cannot create a ring buffer map: {L.strerror(err)}",
                        "needs Linux >= 5.8")
-    os.close(fd)
     return Feature("ringbuf", True, "ring buffer maps can be created")
 
 

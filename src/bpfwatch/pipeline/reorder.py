@@ -29,6 +29,10 @@ class ReorderWindow:
     def __len__(self) -> int:
         return len(self._held) - self._lo
 
+    @property
+    def released_any(self) -> bool:
+        return self._released_ts > 0
+
     def oldest_ts(self) -> int | None:
         return self._held[self._lo]["ts"] if len(self._held) > self._lo else None
 
