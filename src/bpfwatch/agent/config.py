@@ -57,8 +57,8 @@ class EbpfConfig:
     network_tracing: bool = opt(True, "Network and DNS sensors (connections, flows, DNS messages).")
     file_tracing: bool = opt(True, "File sensor (opens, writes, renames, unlinks ...).")
     debug: bool = opt(False, "libbpf's own messages (loading, relocation, verifier) in the log at level debug.")
-    wakeup_bytes: int = opt("64KB", "Wake the agent only once this much is queued (lower CPU); max_delay "
-                            "bounds the wait.", "size")
+    wakeup_bytes: int = opt("64KB", "Wake the agent once per this much queued, not per event (lower CPU); "
+                            "max_delay bounds the wait.", "size")
     max_delay: float = opt("250ms", "Longest an event waits in the ring before the agent reads it.", "duration",
                            min=0.001, max=10)
 

@@ -234,7 +234,7 @@ static __always_inline void emit_io(struct bw_fileio_key *key, struct bw_fileio_
 	e->st = *st;
 	e->closed = closed;
 	e->pad2 = 0;
-	bw_submit(e);
+	bw_submit(e, sizeof(*e));
 }
 
 static __always_inline void count_io(struct task_struct *task, __u32 tgid, long fd, long bytes, int write)

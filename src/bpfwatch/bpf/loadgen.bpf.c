@@ -29,7 +29,7 @@ static long emit_one(__u64 i, struct burst_ctx *c)
 	e->hdr.cpu = bpf_get_smp_processor_id();
 	e->seq = i;
 	e->nr = c->nr;
-	bw_submit(e);
+	bw_submit(e, sizeof(*e));
 	return 0;
 }
 

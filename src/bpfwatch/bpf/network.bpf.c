@@ -167,7 +167,7 @@ static __always_inline void emit_tcp_event(const struct sock *sk, struct bw_sock
 	e->retransmits = BPF_CORE_READ(tp, total_retrans);
 	e->segs_in = BPF_CORE_READ(tp, segs_in);
 	e->segs_out = BPF_CORE_READ(tp, segs_out);
-	bw_submit(e);
+	bw_submit(e, sizeof(*e));
 }
 
 /* The ports are known while a connection is established; the local one is
@@ -387,7 +387,7 @@ static __always_inline void emit_udp_event(struct bw_udp_key *key, struct bw_udp
 	e->st = *st;
 	e->phase = phase;
 	e->ev_pad = 0;
-	bw_submit(e);
+	bw_submit(e, sizeof(*e));
 }
 
 /* One datagram of len bytes between sk and the remote in *t. */

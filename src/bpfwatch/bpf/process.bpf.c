@@ -181,7 +181,7 @@ int BPF_PROG(bw_proc_fork, struct task_struct *child, u64 clone_flags)
 	e->flags = thread ? BW_FORK_THREAD : 0;
 	e->pad = 0;
 	BPF_CORE_READ_STR_INTO(&e->comm, cur, comm);
-	bw_submit(e);
+	bw_submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -272,7 +272,7 @@ static __always_inline int on_exit(struct task_struct *task, int group_dead)
 		e->exit_code = BPF_CORE_READ(task, exit_code);
 	e->flags = group_dead ? 0 : BW_EXIT_THREAD;
 	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
-	bw_submit(e);
+	bw_submit(e, sizeof(*e));
 	return 0;
 }
 

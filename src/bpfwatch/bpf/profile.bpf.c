@@ -286,7 +286,7 @@ int BPF_PROG(bw_prof_fork, struct task_struct *parent, struct task_struct *child
 	e->slot = pslot;
 	e->pad = 0;
 	BPF_CORE_READ_STR_INTO(&e->comm, parent, comm);
-	bw_submit(e);
+	bw_submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -321,7 +321,7 @@ int BPF_PROG(bw_prof_exec, struct task_struct *task, pid_t old_pid, struct linux
 	if (n && bpf_probe_read_user(&e->args, n, (void *)start))
 		n = 0;
 	e->args_len = n;
-	bw_submit(e);
+	bw_submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -426,7 +426,7 @@ static __always_inline int on_exit(struct task_struct *task, int group_dead)
 	e->pad = 0;
 	e->peak_rss_pages = peak_rss(task);
 	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
-	bw_submit(e);
+	bw_submit(e, sizeof(*e));
 	return 0;
 }
 

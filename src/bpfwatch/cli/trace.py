@@ -68,7 +68,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--ring-size", type=parse_size, default=DEFAULT_RING_SIZE, metavar="SIZE",
                    help="ring buffer size, a power of two (default 16MB)")
     p.add_argument("--wakeup-bytes", type=parse_size, default=0, metavar="SIZE",
-                   help="batch wake-ups in the kernel until this much is queued (lower CPU)")
+                   help="wake the reader once per this much queued, not per record (lower CPU)")
     p.add_argument("--max-delay", type=parse_seconds, default=0.05, metavar="SECONDS",
                    help="events wait this long to leave in timestamp order; also the longest an event "
                    "waits in the ring with --wakeup-bytes (default 0.05)")
