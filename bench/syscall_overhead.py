@@ -44,20 +44,16 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def loaded(name: str) -> bool:
-    out = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
-    return f" name {name} " in out
-
-
 class Tracer(AbstractContextManager["Tracer"]):
     """A tracing command, started before a run (once its programs are
     attached) and stopped with SIGINT after it."""
 
-    def __init__(self, cmd: list[str], ready: Callable[[subprocess.Popen[str]], bool]) -> None:
-        self.cmd, self.ready = cmd, ready
+    def __init__(self, cmd: list[str], ready: Callable[[subprocess.Popen[str]], bool], stderr: int = subprocess.DEVNULL
+                 ) -> None:
+        self.cmd, self.ready, self.stderr = cmd, ready, stderr
 
     def __enter__(self) -> Tracer:
-        self.p = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.p = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not self.ready(self.p):
             time.sleep(0.05)
@@ -75,7 +71,11 @@ class Tracer(AbstractContextManager["Tracer"]):
 
 def bpfwatch(*args: str) -> Callable[[], AbstractContextManager[object]]:
     cmd = [*BPFWATCH, "trace", *args, "--format", "json", "-o", "/dev/null"]
-    return lambda: Tracer(cmd, lambda _p: loaded("bw_proc_exec"))
+
+    def ready(p: subprocess.Popen[str]) -> bool:  # "bpfwatch: ready" once attached (loaded is not enough)
+        line = p.stderr.readline() if p.stderr else ""
+        return "ready" in line or not line
+    return lambda: Tracer(cmd, ready, stderr=subprocess.PIPE)
 
 
 def bpftrace_tool(bt: str) -> Callable[[], AbstractContextManager[object]]:
