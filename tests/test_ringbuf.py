@@ -105,6 +105,7 @@ def test_wakeup_batching_bounded_delay():
         assert time.monotonic() - t0 < 1.0
 
 
+@pytest.mark.smoke_vm  # the smoke set's one load of the batching path (wakeup_bytes 0 prunes it)
 def test_wakeup_batching_wakes_once_per_threshold_crossed():
     """With wakeup_bytes the producer forces a wake-up when the queued bytes
     cross a multiple of it, not on every record after the first crossing: each
