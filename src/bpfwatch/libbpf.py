@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import errno as errno_mod
 import functools
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -183,8 +184,11 @@ class _Log:
 log = _Log()
 
 
-# One reused buffer: verifier logs arrive as a single multi-megabyte message.
-_print_buf = ctypes.create_string_buffer(8 << 20)
+# One reused buffer: verifier logs arrive as a single multi-megabyte message. It is
+# an anonymous mapping, so only the pages the longest message so far reached are
+# in memory: a zeroed ctypes buffer put all 8 MiB in every process's RSS.
+_print_map = mmap.mmap(-1, 8 << 20)
+_print_buf = (ctypes.c_char * len(_print_map)).from_buffer(_print_map)
 _print_lock = threading.Lock()
 
 

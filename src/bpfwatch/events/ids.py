@@ -32,7 +32,9 @@ def boot_id() -> str:
         return "unknown-boot"
 
 
-@lru_cache(maxsize=16384)  # a fork's child id is asked for again at its exit
+# a fork's child id is asked for again at its exit: 4,096 ids cover 4 s of children at
+# 1k forks/s (a miss costs ~1 us); 16,384 held 4.5 MB of the agent's RSS under load
+@lru_cache(maxsize=4096)
 def exec_id(pid: int, start_boot_ns: int) -> str:
     digest = blake2b(f"{boot_id()}:{pid}:{start_boot_ns}".encode(), digest_size=12).digest()
     return base64.urlsafe_b64encode(digest).decode()
