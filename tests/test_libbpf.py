@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -81,6 +83,21 @@ def test_map_operations_roundtrip():
 
 def test_bpftool_is_installed_for_the_leak_checks():
     assert shutil.which("bpftool") or __import__("os").path.exists("/usr/sbin/bpftool")
+
+
+def test_the_binding_keeps_no_megabytes_it_does_not_use():
+    """libbpf's messages are formatted into one 8 MiB buffer (a verifier log is
+    one message of megabytes); as a zeroed ctypes buffer all of it was in the
+    RSS of every process that imported the binding."""
+    code = ("import bpfwatch.errors\n"
+            "def anon():\n"
+            "    return int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('RssAnon')))\n"
+            "before = anon()\n"
+            "from bpfwatch import libbpf\n"
+            "libbpf.lib()\n"
+            "print(anon() - before)\n")
+    grown_kb = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert grown_kb < 4096, f"importing the binding grew RssAnon by {grown_kb} kB"
 
 
 @pytest.mark.kernel
