@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from bpfwatch.errors import BpfwatchError
+from bpfwatch.errors import BpfError, BpfwatchError
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,6 @@ def has(name: str) -> bool:
 def ringbuf_error() -> int:
     """0 when a BPF ring buffer map can be created here, else the errno."""
     from bpfwatch import libbpf
-    from bpfwatch.errors import BpfError
 
     try:
         fd = libbpf.map_create(libbpf.MAP_TYPE_RINGBUF, 0, 0, 4096, "bw_probe_rb")

@@ -144,6 +144,8 @@ _lib_lock = threading.Lock()
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.vsnprintf.argtypes = [_c_char_p, _c_size_t, _c_char_p, _c_void_p]
 _libc.vsnprintf.restype = _c_int
+if hasattr(_libc, "malloc_trim"):  # glibc only
+    _libc.malloc_trim.argtypes, _libc.malloc_trim.restype = [_c_size_t], _c_int
 
 
 class _Log:
@@ -932,12 +934,9 @@ def trim_heap() -> None:
     nothing elsewhere). Loading objects makes libbpf parse ELF files and BTF
     and then free it all, and glibc keeps the pages: ~30 MB of RSS after a
     Monitor's objects were opened in the main thread."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
-        return
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    trim(0)
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str = "") -> int:

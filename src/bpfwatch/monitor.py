@@ -240,7 +240,6 @@ class Monitor:
             # reported has all its other events reported too
             for s in self.sensors[1:] + self.sensors[:1]:
                 s.attach()
-            L.release_vmlinux_btf()
             L.trim_heap()
             # after the attach, so every later exec is an event; a first event waits out
             # the reorder window anyway, so this read (and psutil's import) costs it nothing

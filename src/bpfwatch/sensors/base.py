@@ -265,6 +265,9 @@ class Sensor:
                     if name in Scope.MAPS or obj.has_map(name):
                         obj.map(name).reuse_fd(fd)
             obj.load()
+            # the sensors asked the kernel's BTF their questions while preparing:
+            # its ~6 MB go (the answers stay cached; libbpf reads its own copy)
+            L.release_vmlinux_btf()
             if self.uses_scope and not self.scope.shared:
                 self._fill_scope(obj)
             self.populate(obj)
