@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -86,6 +87,62 @@ def test_thread_exit_reports_the_threads_own_lifetime():
     (proc,) = [e for e in ev if e["pid"] == pid and not e["thread"]]
     assert threads and all(40_000_000 <= t["duration_ns"] < 400_000_000 for t in threads)
     assert proc["duration_ns"] >= 600_000_000
+
+
+@pytest.mark.kernel
+@pytest.mark.smoke_vm  # the plain loads, checked on the oldest kernel too
+def test_each_record_names_the_thread_and_user_that_acted():
+    """pid, tid, uid and comm are read from the task with plain loads: a
+    thread with its own name, in a process that dropped to another user,
+    is named as such by file, network and process records. The process
+    first took a longer name, so stale bytes past the NUL would show."""
+    code = ("import ctypes, os, socket, sys, threading\n"
+            "libc = ctypes.CDLL(None)\n"
+            "libc.prctl(15, b'bw-a-long-name', 0, 0, 0)\n"
+            "libc.prctl(15, b'bwmain', 0, 0, 0)\n"
+            "os.setgid(65534); os.setuid(65534)\n"
+            "def work():\n"
+            "    try:\n"
+            "        libc.prctl(15, b'bwthr', 0, 0, 0)\n"
+            "        print(threading.get_native_id(), flush=True)\n"
+            "        fd = os.open(sys.argv[1], os.O_WRONLY)\n"
+            "        os.write(fd, b'x'); os.fchmod(fd, 0o640); os.close(fd)\n"
+            "        s = socket.socket(); s.connect(('127.0.0.1', int(sys.argv[2]))); s.close()\n"
+            "    except BaseException as e:\n"
+            "        print(repr(e), file=sys.stderr, flush=True); os._exit(3)\n"
+            "t = threading.Thread(target=work); t.start(); t.join()\n")
+    private = tempfile.mkdtemp(dir="/dev/shm")
+    os.chmod(private, 0o711)  # the other user reaches its file, and nothing else there
+    path = os.path.join(private, "owned")
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chown(path, 65534, 65534)
+    srv = socket.create_server(("127.0.0.1", 0))
+    wanted = {"file.open", "file.chmod", "file.io", "network.connect", "process.exit"}
+
+    def work():
+        p = subprocess.run([sys.executable, "-c", code, path, str(srv.getsockname()[1])],
+                           check=True, capture_output=True, text=True)
+        pids_box[0] = {int(p.stdout)}
+        return int(p.stdout)
+
+    def mine(ev):
+        return [e for e in ev if (e["tid"] in pids_box[0] and e.get("path", path) == path)
+                or (e["type"] == "process.exit" and e["comm"] == "bwmain")]
+
+    try:
+        tid, ev = _events(sorted(wanted), work, until=lambda ev: {e["type"] for e in mine(ev)} >= wanted)
+    finally:
+        srv.close()
+        os.unlink(path)
+        os.rmdir(private)
+    got = mine(ev)
+    assert {e["type"] for e in got} >= wanted, sorted(e["type"] for e in got)
+    (exit_ev,) = [e for e in got if e["type"] == "process.exit"]
+    for e in got:
+        assert e["pid"] == exit_ev["pid"] != tid and e["uid"] == 65534 and e["user"] == "nobody", e
+        if e["type"] != "process.exit":
+            assert e["tid"] == tid and e["comm"] == "bwthr", e
+    assert exit_ev["comm"] == "bwmain"  # the last thread to leave was the main one
 
 
 @pytest.mark.kernel

@@ -63,13 +63,14 @@ static __always_inline int in_scope(__u32 tgid)
 }
 
 /* Match: uid and comm decide whether an event is emitted; they never stop
- * descendants of a followed process from being tracked. */
+ * descendants of a followed process from being tracked. `task` is a BTF
+ * pointer, read with plain loads (see bw_task_uid in bw_helpers.bpf.h). */
 static __always_inline int matches(struct task_struct *task)
 {
-	if (flt_uid_on && BPF_CORE_READ(task, cred, uid.val) != flt_uid)
+	if (flt_uid_on && task->cred->uid.val != flt_uid)
 		return 0;
 	if (flt_deny_pid) {
-		__u32 tgid = BPF_CORE_READ(task, tgid);
+		__u32 tgid = task->tgid;
 
 		if (bpf_map_lookup_elem(&bw_deny_pids, &tgid))
 			return 0;

@@ -49,13 +49,13 @@ static __always_inline void dns_emit(struct bw_dns_event *e, struct task_struct 
 	bw_fill_hdr(&e->hdr, BW_EV_DNS, task);
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->sk = (__u64)sk;
-	e->uid = BPF_CORE_READ(task, cred, uid.val);
+	e->uid = bw_task_uid(task);
 	e->direction = sent ? BW_DNS_SENT : BW_DNS_RECEIVED;
 	e->role = role;
 	e->pad = 0;
 	e->len = len;
 	e->captured = n;
-	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
+	bw_task_comm(e->comm, task);
 	bw_output(e, sizeof(*e) + (n & (2 * BW_DNS_MAX - 1)));
 }
 

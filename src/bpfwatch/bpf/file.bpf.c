@@ -267,8 +267,8 @@ static __always_inline void count_io(struct task_struct *task, __u32 tgid, long 
 		int allowed = 1;
 
 		fresh.first_ns = bpf_ktime_get_boot_ns();
-		fresh.uid = BPF_CORE_READ(task, cred, uid.val);
-		BPF_CORE_READ_STR_INTO(&fresh.comm, task, comm);
+		fresh.uid = bw_task_uid(task);
+		bw_task_comm(fresh.comm, task);
 		pe->path_len = put_kpath(data, &off, &f->f_path, &allowed, &rflags, 1);
 		fresh.ignored = !allowed;
 		if (fileio_insert(&key, &fresh) && !bpf_map_lookup_elem(&bw_fileio, &key)) {
@@ -399,8 +399,8 @@ int BW_CHAINED(sys_exit, bw_file_exit, struct pt_regs *regs, long ret)
 
 	bw_fill_hdr(&e->hdr, BW_EV_FILE_OP, task);
 	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->uid = BPF_CORE_READ(task, cred, uid.val);
-	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
+	e->uid = bw_task_uid(task);
+	bw_task_comm(e->comm, task);
 	__u64 total = sizeof(*e) + (off & (2 * BW_FILE_DATA - 1));
 	if (total > sizeof(*b))
 		return 0;

@@ -91,9 +91,9 @@ static __always_inline void set_owner(struct bw_sock_info *i, struct task_struct
 
 	i->owner_pid = pt >> 32;
 	i->owner_tid = (__u32)pt;
-	i->owner_uid = BPF_CORE_READ(task, cred, uid.val);
+	i->owner_uid = bw_task_uid(task);
 	i->cgroup_id = bpf_get_current_cgroup_id();
-	BPF_CORE_READ_STR_INTO(&i->comm, task, comm);
+	bw_task_comm(i->comm, task);
 }
 
 #define BW_SEND_SHUTDOWN 2
@@ -402,8 +402,8 @@ static __always_inline void count_udp(struct task_struct *task, struct bw_udp_ke
 
 		fresh.first_ns = bpf_ktime_get_boot_ns();
 		fresh.cgroup_id = bpf_get_current_cgroup_id();
-		fresh.uid = BPF_CORE_READ(task, cred, uid.val);
-		BPF_CORE_READ_STR_INTO(&fresh.comm, task, comm);
+		fresh.uid = bw_task_uid(task);
+		bw_task_comm(fresh.comm, task);
 		if (bpf_map_update_elem(&bw_udp, key, &fresh, BPF_NOEXIST) == 0) {
 			__s64 one = 1, *n = bpf_map_lookup_elem(&bw_udp_owners, &key->tgid);
 

@@ -175,12 +175,12 @@ int BPF_PROG(bw_proc_fork, struct task_struct *child, u64 clone_flags)
 	e->clone_flags = clone_flags;
 	e->child_start_boot_ns = BPF_CORE_READ(child, start_boottime);
 	e->ppid = BPF_CORE_READ(cur, real_parent, tgid);
-	e->uid = BPF_CORE_READ(cur, cred, uid.val);
+	e->uid = bw_task_uid(cur);
 	e->child_pid = child_tgid;
 	e->child_tid = BPF_CORE_READ(child, pid);
 	e->flags = thread ? BW_FORK_THREAD : 0;
 	e->pad = 0;
-	BPF_CORE_READ_STR_INTO(&e->comm, cur, comm);
+	bw_task_comm(e->comm, cur);
 	bw_submit(e, sizeof(*e));
 	return 0;
 }
@@ -265,13 +265,13 @@ static __always_inline int on_exit(struct task_struct *task, int group_dead)
 		e->stime_ns = BPF_CORE_READ(task, stime);
 	}
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->uid = BPF_CORE_READ(task, cred, uid.val);
+	e->uid = bw_task_uid(task);
 	if (BPF_CORE_READ(sig, flags) & 0x4 /* SIGNAL_GROUP_EXIT */)
 		e->exit_code = BPF_CORE_READ(sig, group_exit_code);
 	else
 		e->exit_code = BPF_CORE_READ(task, exit_code);
 	e->flags = group_dead ? 0 : BW_EXIT_THREAD;
-	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
+	bw_task_comm(e->comm, task);
 	bw_submit(e, sizeof(*e));
 	return 0;
 }
@@ -370,12 +370,12 @@ int BW_CHAINED(sys_exit, bw_proc_exec_fail, struct pt_regs *regs, long ret)
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->ret = ret;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->uid = BPF_CORE_READ(task, cred, uid.val);
+	e->uid = bw_task_uid(task);
 	e->dirfd = at ? (__s32)bw_syscall_arg(regs, 0) : -100 /* AT_FDCWD */;
 	e->at_flags = at ? (__u32)bw_syscall_arg(regs, 4) : 0;
 	e->flags = 0;
 	e->pad = 0;
-	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
+	bw_task_comm(e->comm, task);
 	struct fs_struct *fs = task->fs;
 
 	e->cwd_len = bw_put_path(data, &off, &fs->pwd, &e->flags, 0, 0);
