@@ -72,10 +72,10 @@ def record(seconds: float) -> tuple[list[bytes], int]:
             ring, chunks = mon._ring, []
             drain = ring.drain
 
-            def recording_drain(handle: Any, max_bytes: int | None = None) -> int:
+            def recording_drain(handle: Any, max_bytes: int | None = None, *rest: Any) -> int:
                 chunk = ring.pending_records()
                 before = ring.consumer_pos
-                n = drain(handle, len(chunk) if max_bytes is None else min(max_bytes, len(chunk)))
+                n = drain(handle, len(chunk) if max_bytes is None else min(max_bytes, len(chunk)), *rest)
                 chunks.append(chunk[: ring.consumer_pos - before])
                 return n
 

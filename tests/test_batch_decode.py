@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from bpfwatch.btf_dtype import LayoutError, picker, record_struct
 from bpfwatch.pipeline.reorder import ReorderWindow
 from bpfwatch.ringbuf import BUSY_BIT, DISCARD_BIT, RingBuffer, Run
-from bpfwatch.sensors.base import Fields, Sensor, dispatch
+from bpfwatch.sensors.base import Fields, RowDecoder, Sensor, dispatch
 
 HDR = np.dtype({"names": ["ts_boot_ns", "type", "pid"], "formats": ["<u8", "<u4", "<u4"],
                 "offsets": [0, 8, 12], "itemsize": 16})
@@ -189,6 +189,52 @@ def test_replayed_ring_hands_out_what_was_recorded(spec):
     ring.drain(lambda run: got.extend(bytes(run.record(i)) for i in range(run.count)))
     assert got == [r for r, (_, f) in zip(records, spec, strict=True) if not f & DISCARD_BIT]
     assert ring.pending_bytes() == 0 and ring.bytes_consumed == len(raw)
+    ring.close()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1, 2, 3]), st.integers(0, 24), st.sampled_from([0, 0, 0, DISCARD_BIT])),
+                min_size=1, max_size=80),
+       st.sampled_from([set(), {1}, {1, 2}, {1, 2, 3}]))
+def test_single_records_keep_ring_order_with_runs(spec, single_kinds):
+    """Records of short runs go to their kind's single function, the rest
+    (kinds without one, long runs) to the run handler: every committed record
+    reaches exactly one of them, once, in ring order, and a RowDecoder turns
+    each into the event its run decoder gives. Lengths repeat (runs form) or
+    alternate (runs of one), and some records are shorter than the layout."""
+    records = [_record(i, k, b"t" * extra, 32 + extra if extra > 4 else 14 + extra)
+               for i, (k, extra, _) in enumerate(spec)]
+    raw = _ring_bytes(records, [f for _, _, f in spec])
+    fields = Fields(REC, "pid a name_len")
+    rd = RowDecoder(fields, lambda row, tail: {"pid": row[0], "a": row[1], "tail": tail[: row[2]]}, tail=True)
+    seen: list[tuple[str, int]] = []  # (path, pid) in the order handed out
+    events: list[dict] = []
+
+    def one_of(kind: int):
+        inner = rd.single(kind, events, counts)
+
+        def one(buf, off, length):
+            seen.append(("single", struct.unpack_from("<I", buf, off + 12)[0]))
+            inner(buf, off, length)
+        return one
+
+    counts = {1: 0, 2: 0, 3: 0}
+    singles = {k: one_of(k) for k in single_kinds}
+
+    def handle(run: Run) -> None:
+        for i in range(run.count):
+            seen.append(("run", struct.unpack_from("<I", run.record(i), 12)[0] if run.length >= 16 else -1))
+        rd.decode(run, None, events)
+
+    ring = RingBuffer.replay(raw)
+    n = ring.drain(handle, None, singles, (8, 16))
+    kept = [i for i, (_, _, f) in enumerate(spec) if not f & DISCARD_BIT]
+    assert n == len(kept)
+    assert [pid for _, pid in seen if pid >= 0] == [i for i in kept if len(records[i]) >= 16]
+    assert [e["pid"] for e in events] == [i for i in kept if len(records[i]) >= 32]
+    assert all(e["a"] == -e["pid"] and e["tail"] == b"t" * spec[e["pid"]][1] for e in events)
+    assert sum(counts.values()) == sum(1 for how, _ in seen if how == "single")
+    assert all(how == "run" for how, pid in seen if pid >= 0 and spec[pid][0] not in single_kinds)
     ring.close()
 
 

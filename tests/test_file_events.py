@@ -276,9 +276,9 @@ def test_steady_stream_is_read_a_few_times_a_window_and_whole(tmp_path):
         reads: list[float] = []
         drain = ring.drain
 
-        def counted(handle, max_bytes=None):
+        def counted(handle, max_bytes=None, *rest):
             reads.append(time.monotonic())
-            return drain(handle, max_bytes)
+            return drain(handle, max_bytes, *rest)
 
         ring.drain = counted
         t0 = time.monotonic()

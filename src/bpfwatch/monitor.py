@@ -25,6 +25,7 @@ from bpfwatch.sensors import chain
 from bpfwatch.sensors.base import (
     DEFAULT_RING_SIZE,
     Request,
+    RowDecoder,
     Scope,
     Sensor,
     SensorOptions,
@@ -168,6 +169,7 @@ class Monitor:
         self._poller: Poller | None = None
         self._ring: RingBuffer | None = None
         self._decoders: dict[int, Any] = {}
+        self._row_decoders: dict[int, RowDecoder] = {}
         self._record_counts: dict[int, int] = {}
         self._sensor_of: dict[int, Sensor] = {}
         self._wakeup: Wakeup | None = None
@@ -248,6 +250,7 @@ class Monitor:
             # line, one mapping's worth of memory; decoders by event type
             self._ring = proc.ring
             self._decoders = {t: fn for s in self.sensors for t, fn in s.decoders.items()}
+            self._row_decoders = {t: rd for s in self.sensors for t, rd in s.row_decoders.items()}
             self._record_counts = dict.fromkeys(self._decoders, 0)
             self._sensor_of = {t: s for s in self.sensors for t in s.decoders}
             self._poller = Poller()
@@ -401,9 +404,10 @@ class Monitor:
         if ring is not None and (ready or ring.pending_bytes()):
             self._note_drain(ring)
             decoders, hdr, counts = self._decoders, self.sensors[0].hdr_dtype, self._record_counts
+            singles = {t: rd.single(t, raw, counts) for t, rd in self._row_decoders.items()}
             # once stopped, everything left is read: the caller's last poll
             ring.drain(lambda run: dispatch(run, decoders, hdr, raw, counts),
-                       None if self._stopped or final else self.batch_bytes)
+                       None if self._stopped or final else self.batch_bytes, singles, self.sensors[0].kind_at())
         for s in self.sensors:
             s.tick(raw, force=self._stopped or final)
         self._check_tree()

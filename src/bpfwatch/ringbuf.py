@@ -29,6 +29,7 @@ import numpy as np
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HDR_SIZE = 8
+SHORT_RUN = 8  # runs up to this long go record by record to `singles`; longer ones are decoded as columns
 
 
 @dataclass(slots=True)
@@ -158,17 +159,31 @@ class RingBuffer:
     def pending_bytes(self) -> int:
         return self.producer_pos - self.consumer_pos
 
-    def drain(self, handle: Callable[[Run], None], max_bytes: int | None = None) -> int:
+    def drain(self, handle: Callable[[Run], None], max_bytes: int | None = None,
+              singles: dict[int, Callable[[memoryview, int, int], None]] | None = None,
+              kind_at: tuple[int, int] = (0, 0)) -> int:
         """Hands every committed record to `handle` as runs; returns records seen.
 
         The consumer position is advanced after each run has been handled,
         so `handle` must copy what it keeps. Stops at the first record still
         being written (BUSY) or after max_bytes.
+
+        With `singles` (record kind -> fn(buf, offset, length)), the records
+        of short runs whose kind has a function go to it one by one, in ring
+        order. A record's kind is the u32 at offset kind_at[0] of records of
+        at least kind_at[1] bytes. Where sizes alternate (an open's record,
+        then its file's totals) every run is one record long, and handing it
+        out as a Run cost a Run, a dispatch and a decoder call: about as much
+        as decoding it.
         """
         cons = self._cons.value
         prod = int(self._prod[0])
         limit = prod if max_bytes is None else min(prod, cons + max_bytes)
         data, u32, mask, size = self._bytes, self._u32, self.mask, self.size
+        kind_off, min_len = kind_at
+        if kind_off % 4:
+            raise ValueError(f"record kind at offset {kind_off}: not a u32 boundary")
+        short = SHORT_RUN if singles else 0
         seen = 0
         start = cons
         try:
@@ -191,6 +206,15 @@ class RingBuffer:
                     if fits == 0:  # this record wraps: join its two parts
                         joined = memoryview(bytes(data[off + HDR_SIZE:]) + bytes(data[: stride - (size - off)]))
                         handle(Run(length, 1, stride, joined, 0))
+                    elif run <= short and length >= min_len:
+                        rec = off + HDR_SIZE
+                        for _ in range(run):
+                            fn = singles.get(u32[(rec + kind_off) >> 2])  # type: ignore[union-attr]
+                            if fn is None:
+                                handle(Run(length, 1, stride, data, rec))
+                            else:
+                                fn(data, rec, length)
+                            rec += stride
                     else:
                         handle(Run(length, run, stride, data, off + HDR_SIZE))
                     seen += run

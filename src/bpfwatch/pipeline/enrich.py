@@ -23,8 +23,9 @@ class Enricher:
         cache = self.cache
         get = cache.get
         # events come in time order and in bursts from one process: the
-        # second's text and the last process looked up are reused
-        last_sec, prefix = -1, ""
+        # second's text, the last user and the last process looked up are reused
+        last_sec, time_fmt = -1, ""
+        last_uid, user = -1, None
         last_pid, info = -1, None
         for ev in events:
             ts = ev["ts"]
@@ -33,9 +34,12 @@ class Enricher:
                 ev["ts"] = ts
             sec, ns = divmod(ts, 1_000_000_000)
             if sec != last_sec:
-                last_sec, prefix = sec, second_text(sec)
-            ev["time"] = f"{prefix}.{ns:09d}Z"
-            ev["user"] = user_name(ev["uid"])
+                last_sec, time_fmt = sec, second_text(sec) + ".%09dZ"
+            ev["time"] = time_fmt % ns
+            uid = ev["uid"]
+            if uid != last_uid:
+                last_uid, user = uid, user_name(uid)
+            ev["user"] = user
             kind = ev["type"]
             if kind in _LIFECYCLE:
                 if kind == "process.exec":

@@ -186,6 +186,56 @@ class Fields:
                 for o in [i * stride for i in (range(run.count) if idx is None else idx)]]
 
 
+class RowDecoder:
+    """One event type decoded record by record: the fields it reads, and a
+    function of them (with `tail`, also of the bytes after them) that gives
+    the event or None. It decodes runs (`decode`, a Decoder) and single
+    records (`single`, for RingBuffer.drain), so both share one function."""
+
+    __slots__ = ("event", "fields", "tail")
+
+    def __init__(self, fields: Fields, event: Callable[..., dict[str, Any] | None], tail: bool = False) -> None:
+        self.fields = fields
+        self.event = event
+        self.tail = tail
+
+    def decode(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
+        event = self.event
+        if self.tail:
+            for row, data in self.fields.rows_with_tail(run, idx):
+                ev = event(row, data)
+                if ev is not None:
+                    out.append(ev)
+        else:
+            for row in self.fields.rows(run, idx):
+                ev = event(row)
+                if ev is not None:
+                    out.append(ev)
+
+    def single(self, kind: int, out: list[dict[str, Any]], counts: dict[int, int] | None
+               ) -> Callable[[Any, int, int], None]:
+        """fn(buf, offset, length) decoding the record there into `out`,
+        counted in `counts` as dispatch counts (records shorter than the
+        layout are counted and skipped)."""
+        unpack, size, event = self.fields.struct.unpack_from, self.fields.size, self.event
+        tally = counts if counts is not None else {kind: 0}
+        if self.tail:
+            def one(buf: Any, off: int, length: int) -> None:
+                tally[kind] += 1
+                if length >= size:
+                    ev = event(unpack(buf, off), buf[off + size: off + length].tobytes())
+                    if ev is not None:
+                        out.append(ev)
+        else:
+            def one(buf: Any, off: int, length: int) -> None:
+                tally[kind] += 1
+                if length >= size:
+                    ev = event(unpack(buf, off))
+                    if ev is not None:
+                        out.append(ev)
+        return one
+
+
 @functools.lru_cache(maxsize=64)
 def all_fields(dtype: np.dtype) -> Fields:
     """Fields of every field of dtype, in the record's order."""
@@ -347,9 +397,26 @@ class Sensor:
 
     def layouts(self, btf: L.Btf) -> None:
         """Builds the decoder's dtypes from the loaded object's BTF; subclasses
-        fill `decoders` (event type id -> fn(run, indexes or None, out))."""
+        fill `decoders` (event type id -> fn(run, indexes or None, out)), and
+        through `decode_rows` the types they decode record by record."""
         self.hdr_dtype = struct_dtype(btf, "bw_hdr")
         self.decoders: dict[int, Decoder] = {}
+        self.row_decoders: dict[int, RowDecoder] = {}
+
+    def decode_rows(self, rows: dict[int, RowDecoder]) -> None:
+        """Event types decoded one record at a time: runs through `decoders`,
+        and short runs record by record (Monitor.poll, RingBuffer.drain)."""
+        self.row_decoders.update(rows)
+        self.decoders.update({kind: rd.decode for kind, rd in rows.items()})
+
+    def singles(self, out: list[dict[str, Any]], counts: dict[int, int] | None = None
+                ) -> dict[int, Callable[[Any, int, int], None]]:
+        """RingBuffer.drain's `singles` for this sensor's row-decoded types."""
+        return {kind: rd.single(kind, out, counts) for kind, rd in self.row_decoders.items()}
+
+    def kind_at(self) -> tuple[int, int]:
+        """Where a record's event type is, and the least a record holds (its header)."""
+        return self.hdr_dtype.fields["type"][1], self.hdr_dtype.itemsize
 
     def decode(self, run: Run, out: list[dict[str, Any]]) -> None:
         """Dispatches a run to the decoder of each event type in it."""
@@ -391,7 +458,7 @@ class Sensor:
 
     def drain(self, out: list[dict[str, Any]], max_bytes: int | None = None) -> int:
         assert self.ring is not None
-        n = self.ring.drain(lambda run: self.decode(run, out), max_bytes)
+        n = self.ring.drain(lambda run: self.decode(run, out), max_bytes, self.singles(out), self.kind_at())
         self.events += n
         return n
 

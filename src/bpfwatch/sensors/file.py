@@ -25,8 +25,7 @@ from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.model import common_fields
 from bpfwatch.events.text import text
-from bpfwatch.ringbuf import Run
-from bpfwatch.sensors.base import Fields, Request, Scope, Sensor, SensorOptions
+from bpfwatch.sensors.base import Fields, Request, RowDecoder, Scope, Sensor, SensorOptions
 
 PATHS_PER_PROCESS = 4096  # remembered paths of open files, per process (oldest forgotten first)
 EXIT_LINGER_S = 1.0  # a process's paths outlive it this long: its file.io records may come later
@@ -237,8 +236,9 @@ class FileSensor(Sensor):
         self.op_fields = Fields(self.op_dtype, OP_FIELDS)
         self.io_fields = Fields(self.io_dtype, IO_FIELDS)
         self.path_fields = Fields(self.path_dtype, "tgid file path_len")
-        self.decoders = {ids["BW_EV_FILE_OP"]: self._decode_op, ids["BW_EV_FILE_IO"]: self._decode_io,
-                         ids["BW_EV_FILE_IOPATH"]: self._decode_path}
+        self.decode_rows({ids["BW_EV_FILE_OP"]: RowDecoder(self.op_fields, self._op_event, tail=True),
+                          ids["BW_EV_FILE_IO"]: RowDecoder(self.io_fields, self._io_event),
+                          ids["BW_EV_FILE_IOPATH"]: RowDecoder(self.path_fields, self._path_record, tail=True)})
 
     def live_io(self) -> dict[int, dict[str, int]]:
         """Bytes read and written so far on the files each process still has
@@ -257,34 +257,25 @@ class FileSensor(Sensor):
 
     # -- decoding ---------------------------------------------------------------
 
-    def _decode_path(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for (tgid, file, path_len), data in self.path_fields.rows_with_tail(run, idx):
-            self._remember(tgid, file, text(data[:path_len].rstrip(b"\0")))
+    def _path_record(self, row: tuple[Any, ...], data: bytes) -> None:
+        tgid, file, path_len = row
+        self._remember(tgid, file, text(data[:path_len].rstrip(b"\0")))
 
-    def _decode_io(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        paths, wanted = self._paths, self.path_wanted
-        for (ts, tid, tgid, file, reads, writes, read_bytes, write_bytes, first_ns, last_ns, uid, comm,
-             closed) in self.io_fields.rows(run, idx):
-            files = paths.get(tgid)
-            path = files.pop(file, None) if files else None
-            if not wanted(path):
-                continue
-            ev = common_fields("file.io", ts, tgid, tid, 0, uid, cstr(comm), None, 0, None)
-            ev["path"] = path
-            ev["reads"] = reads
-            ev["writes"] = writes
-            ev["read_bytes"] = read_bytes
-            ev["write_bytes"] = write_bytes
-            ev["duration_ns"] = max(last_ns - first_ns, 0)
-            ev["closed"] = bool(closed)
-            out.append(ev)
-
-    def _decode_op(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        event = self._op_event
-        for row, data in self.op_fields.rows_with_tail(run, idx):
-            ev = event(row, data)
-            if ev is not None:
-                out.append(ev)
+    def _io_event(self, row: tuple[Any, ...]) -> dict[str, Any] | None:
+        ts, tid, tgid, file, reads, writes, read_bytes, write_bytes, first_ns, last_ns, uid, comm, closed = row
+        files = self._paths.get(tgid)
+        path = files.pop(file, None) if files else None
+        if self.fopts.prefixes and not self.path_wanted(path):
+            return None
+        ev = common_fields("file.io", ts, tgid, tid, 0, uid, cstr(comm), None, 0, None)
+        ev["path"] = path
+        ev["reads"] = reads
+        ev["writes"] = writes
+        ev["read_bytes"] = read_bytes
+        ev["write_bytes"] = write_bytes
+        ev["duration_ns"] = max(last_ns - first_ns, 0)
+        ev["closed"] = bool(closed)
+        return ev
 
     def _op_event(self, row: tuple[Any, ...], data: bytes) -> dict[str, Any] | None:
         (ts, pid, tid, cgroup_id, file, ret, length, uid, kind_id, nr, flags, mode, owner_uid, owner_gid,

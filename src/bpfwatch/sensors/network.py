@@ -22,7 +22,7 @@ from bpfwatch.errors import UsageError
 from bpfwatch.events.model import common_fields
 from bpfwatch.protocols.inet import put_addresses, tuple_fields
 from bpfwatch.ringbuf import Run
-from bpfwatch.sensors.base import Fields, Request, Scope, Sensor, SensorOptions
+from bpfwatch.sensors.base import Fields, Request, RowDecoder, Scope, Sensor, SensorOptions
 
 NETWORK_TYPES = ["network.accept", "network.close", "network.connect", "network.state", "network.udp"]
 DEFAULT_TYPES = set(NETWORK_TYPES) - {"network.state"}  # every state change is opt-in
@@ -116,11 +116,8 @@ class NetworkSensor(Sensor):
         self._bytes_raw = enum_values(btf, "bw_bytes_source")["BW_BYTES_TCP"]
         self._kind_names = {v: TCP_KINDS[k] for k, v in enum_values(btf, "bw_tcp_kind").items()}
         self.tcp_fields = Fields(self.tcp_dtype, TCP_FIELDS)
-        self.decoders = {ids["BW_EV_TCP"]: self._decode_tcp, ids["BW_EV_UDP"]: self._decode_udp}
-
-    def _decode_tcp(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        event = self._tcp
-        out.extend(ev for row in self.tcp_fields.rows(run, idx) if (ev := event(row)) is not None)
+        self.decoders = {ids["BW_EV_UDP"]: self._decode_udp}
+        self.decode_rows({ids["BW_EV_TCP"]: RowDecoder(self.tcp_fields, self._tcp)})
 
     def _decode_udp(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
         out.extend(self._udp(r) for r in self.rows(run, self.udp_dtype, idx))

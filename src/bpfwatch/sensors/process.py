@@ -21,7 +21,7 @@ from bpfwatch.events.ids import exec_id, tick_floor
 from bpfwatch.events.model import common_fields
 from bpfwatch.events.text import text
 from bpfwatch.ringbuf import Run
-from bpfwatch.sensors.base import Fields, Scope, Sensor, SensorOptions
+from bpfwatch.sensors.base import Fields, RowDecoder, Scope, Sensor, SensorOptions
 
 ARGS_MAX = 128 * 1024  # BW_ARGS_MAX in process.h: the most argv bytes captured
 
@@ -147,14 +147,12 @@ class ProcessSensor(Sensor):
                                   "child_start_boot_ns ppid uid child_pid child_tid flags comm")
         self.exit_fields = Fields(self.exit_dtype, "ts_boot_ns pid tid cgroup_id start_boot_ns utime_ns "
                                   "stime_ns ppid uid exit_code flags comm")
-        self.decoders = {ids["BW_EV_EXEC"]: self._decode_exec, ids["BW_EV_FORK"]: self._decode_fork,
-                         ids["BW_EV_EXIT"]: self._decode_exit, ids["BW_EV_EXEC_FAIL"]: self._decode_exec_fail}
+        self.decoders = {ids["BW_EV_EXEC_FAIL"]: self._decode_exec_fail}
+        self.decode_rows({ids["BW_EV_EXEC"]: RowDecoder(self.exec_fields, self._exec_event, tail=True),
+                          ids["BW_EV_FORK"]: RowDecoder(self.fork_fields, self._fork_event),
+                          ids["BW_EV_EXIT"]: RowDecoder(self.exit_fields, self._exit_event)})
 
     # -- decoding ---------------------------------------------------------------
-
-    def _decode_exec(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        event = self._exec_event
-        out.extend(event(row, tail) for row, tail in self.exec_fields.rows_with_tail(run, idx))
 
     @staticmethod
     def _exec_event(row: tuple[Any, ...], data: bytes) -> dict[str, Any]:
@@ -225,32 +223,32 @@ class ProcessSensor(Sensor):
                 "empty_path": bool(r.at_flags & AT_EMPTY_PATH),
             })
 
-    def _decode_fork(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for (ts, pid, tid, cgroup_id, clone_flags, cstart, ppid, uid, cpid, ctid, flags,
-             comm) in self.fork_fields.rows(run, idx):
-            ev = common_fields("process.fork", ts, pid, tid, ppid, uid, cstr(comm), None, cgroup_id, None)
-            ev["child_pid"] = cpid
-            ev["child_tid"] = ctid
-            ev["thread"] = bool(flags & FORK_THREAD)
-            ev["clone_flags"] = clone_flag_names(clone_flags)
-            ev["child_start_boot_ns"] = cstart
-            ev["child_exec_id"] = exec_id(cpid, tick_floor(cstart))
-            out.append(ev)
+    @staticmethod
+    def _fork_event(row: tuple[Any, ...]) -> dict[str, Any]:
+        ts, pid, tid, cgroup_id, clone_flags, cstart, ppid, uid, cpid, ctid, flags, comm = row
+        ev = common_fields("process.fork", ts, pid, tid, ppid, uid, cstr(comm), None, cgroup_id, None)
+        ev["child_pid"] = cpid
+        ev["child_tid"] = ctid
+        ev["thread"] = bool(flags & FORK_THREAD)
+        ev["clone_flags"] = clone_flag_names(clone_flags)
+        ev["child_start_boot_ns"] = cstart
+        ev["child_exec_id"] = exec_id(cpid, tick_floor(cstart))
+        return ev
 
-    def _decode_exit(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
-        for (ts, pid, tid, cgroup_id, start, utime, stime, ppid, uid, status, flags,
-             comm) in self.exit_fields.rows(run, idx):
-            code, sig, core = decode_wait_status(status)
-            ev = common_fields("process.exit", ts, pid, tid, ppid, uid, cstr(comm), None, cgroup_id,
-                               exec_id(pid, tick_floor(start)))
-            ev["exit_code"] = code
-            ev["signal"] = sig
-            ev["signal_name"] = signal_name(sig) if sig else None
-            ev["core_dumped"] = core
-            ev["status"] = status
-            ev["thread"] = bool(flags & EXIT_THREAD)
-            ev["duration_ns"] = max(ts - start, 0)
-            ev["start_boot_ns"] = start
-            ev["user_time_ns"] = utime
-            ev["system_time_ns"] = stime
-            out.append(ev)
+    @staticmethod
+    def _exit_event(row: tuple[Any, ...]) -> dict[str, Any]:
+        ts, pid, tid, cgroup_id, start, utime, stime, ppid, uid, status, flags, comm = row
+        code, sig, core = decode_wait_status(status)
+        ev = common_fields("process.exit", ts, pid, tid, ppid, uid, cstr(comm), None, cgroup_id,
+                           exec_id(pid, tick_floor(start)))
+        ev["exit_code"] = code
+        ev["signal"] = sig
+        ev["signal_name"] = signal_name(sig) if sig else None
+        ev["core_dumped"] = core
+        ev["status"] = status
+        ev["thread"] = bool(flags & EXIT_THREAD)
+        ev["duration_ns"] = max(ts - start, 0)
+        ev["start_boot_ns"] = start
+        ev["user_time_ns"] = utime
+        ev["system_time_ns"] = stime
+        return ev
