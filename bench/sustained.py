@@ -90,7 +90,7 @@ def main() -> int:
     result = {
         "file_open": sweep("file.open", ["file.open"], [100_000, 150_000, 200_000, 250_000, 300_000, 350_000, 400_000],
                            args.seconds, write=False),
-        "all_sensors": sweep("all sensors", [], [50_000, 75_000, 100_000, 125_000, 150_000, 175_000, 200_000],
+        "all_sensors": sweep("all sensors", [], [50_000, 75_000, 100_000, 125_000, 150_000, 160_000, 175_000, 200_000],
                              args.seconds, write=True),
         "targets": {"file_open_events_per_s": 250_000, "all_sensors_events_per_s": 300_000},
     }
