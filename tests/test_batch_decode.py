@@ -92,15 +92,21 @@ def test_short_records_are_skipped():
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.sampled_from([1, 2, 3]), min_size=1, max_size=90))
-def test_dispatch_groups_mixed_types(kinds):
+def test_dispatch_keeps_ring_order_across_types(kinds):
     """Runs of one length that mix types reach each type's decoder with the
-    right records, short runs (plain loop) and long ones (numpy) alike."""
+    right records, short runs (plain loop) and long ones (numpy) alike, and
+    in ring order across types: a decoder may need what an earlier record of
+    another type said (the file sensor's path record, then an operation that
+    names the file by key)."""
     records = [_record(i, k, b"", 40) for i, k in enumerate(kinds)]
     seen: dict[int, list[int]] = {}
+    order: list[int] = []
 
     def decoder(kind: int):
         def decode(run: Run, idx: list[int] | None, out: list) -> None:
-            seen.setdefault(kind, []).extend(r.pid for r in Sensor.rows(run, REC, idx))
+            pids = [r.pid for r in Sensor.rows(run, REC, idx)]
+            seen.setdefault(kind, []).extend(pids)
+            order.extend(pids)
         return decode
 
     counts = {1: 0, 2: 0}
@@ -109,6 +115,7 @@ def test_dispatch_groups_mixed_types(kinds):
         assert seen.get(k, []) == [i for i, x in enumerate(kinds) if x == k]
         assert counts[k] == kinds.count(k)
     assert 3 not in seen
+    assert order == [i for i, x in enumerate(kinds) if x in (1, 2)]
 
 
 def _events(ts: list[int]) -> list[dict]:

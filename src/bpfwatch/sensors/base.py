@@ -71,11 +71,17 @@ def dispatch(run: Run, decoders: dict[int, Decoder], hdr_dtype: np.dtype, out: l
              counts: dict[int, int] | None = None) -> None:
     """Hands each record of a run to the decoder of its event type (a ring may
     carry several sensors' records: their type ids are distinct), counting
-    the records of each type decoded in `counts`."""
+    the records of each type decoded in `counts`.
+
+    Records go in ring order: consecutive records of one type are one call,
+    and a type that comes back later gets another. A decoder may need what an
+    earlier record of another type said (the file sensor's path record, then
+    an operation naming that file by key), so a run is never regrouped by type."""
     if run.length < hdr_dtype.itemsize:
         return
     type_off = hdr_dtype.fields["type"][1]
-    if run.count == 1:  # variable-length records come one by one: no numpy here
+    count = run.count
+    if count == 1:  # variable-length records come one by one: no numpy here
         t = _U32.unpack_from(run.buf, run.offset + type_off)[0]
         fn = decoders.get(t)
         if fn is not None:
@@ -83,30 +89,28 @@ def dispatch(run: Run, decoders: dict[int, Decoder], hdr_dtype: np.dtype, out: l
             if counts is not None:
                 counts[t] += 1
         return
-    groups: dict[int, list[int] | None]
-    if run.count <= 32:  # numpy's per-call cost outweighs a short loop
+    starts: list[int]
+    if count <= 32:  # numpy's per-call cost outweighs a short loop
         unpack, buf, base, stride = _U32.unpack_from, run.buf, run.offset + type_off, run.stride
-        kinds = [unpack(buf, base + i * stride)[0] for i in range(run.count)]
-        first = kinds[0]
-        if kinds.count(first) == len(kinds):
-            groups = {first: None}
-        else:
-            groups = {}
-            for i, t in enumerate(kinds):
-                groups.setdefault(t, []).append(i)  # type: ignore[union-attr]
+        kinds = [unpack(buf, base + i * stride)[0] for i in range(count)]
+        starts = [0] + [i for i in range(1, count) if kinds[i] != kinds[i - 1]]
+        segments = [(kinds[a], a) for a in starts]
     else:
         types = run.view(hdr_dtype)["type"]
-        first = int(types[0])
-        if bool((types == first).all()):
-            groups = {first: None}
-        else:
-            groups = {t: np.flatnonzero(types == t).tolist() for t in np.unique(types).tolist()}
-    for t, idx in groups.items():
+        starts = [0, *(np.flatnonzero(types[1:] != types[:-1]) + 1).tolist()]
+        segments = [(int(types[a]), a) for a in starts]
+    if len(segments) == 1:
+        pieces = [(segments[0][0], run)]
+    else:
+        ends = [*starts[1:], count]
+        pieces = [(t, Run(run.length, b - a, run.stride, run.buf, run.offset + a * run.stride))
+                  for (t, a), b in zip(segments, ends, strict=True)]
+    for t, piece in pieces:
         fn = decoders.get(t)
         if fn is not None:
-            fn(run, idx, out)
+            fn(piece, None, out)
             if counts is not None:
-                counts[t] += run.count if idx is None else len(idx)
+                counts[t] += piece.count
 
 
 MAX_RING_SIZE = 1 << 30  # the kernel's limit for a BPF ring buffer is lower than this in practice
