@@ -30,6 +30,7 @@ from bpfwatch.sensors.base import (
     Sensor,
     SensorOptions,
     dispatch,
+    singles,
 )
 from bpfwatch.sensors.dns import DnsOptions, DnsSensor
 from bpfwatch.sensors.file import FileOptions, FileSensor
@@ -170,6 +171,7 @@ class Monitor:
         self._ring: RingBuffer | None = None
         self._decoders: dict[int, Any] = {}
         self._row_decoders: dict[int, RowDecoder] = {}
+        self._kind_at = (0, 0)
         self._record_counts: dict[int, int] = {}
         self._sensor_of: dict[int, Sensor] = {}
         self._wakeup: Wakeup | None = None
@@ -251,6 +253,7 @@ class Monitor:
             self._ring = proc.ring
             self._decoders = {t: fn for s in self.sensors for t, fn in s.decoders.items()}
             self._row_decoders = {t: rd for s in self.sensors for t, rd in s.row_decoders.items()}
+            self._kind_at = proc.kind_at()
             self._record_counts = dict.fromkeys(self._decoders, 0)
             self._sensor_of = {t: s for s in self.sensors for t in s.decoders}
             self._poller = Poller()
@@ -404,10 +407,10 @@ class Monitor:
         if ring is not None and (ready or ring.pending_bytes()):
             self._note_drain(ring)
             decoders, hdr, counts = self._decoders, self.sensors[0].hdr_dtype, self._record_counts
-            singles = {t: rd.single(t, raw, counts) for t, rd in self._row_decoders.items()}
             # once stopped, everything left is read: the caller's last poll
             ring.drain(lambda run: dispatch(run, decoders, hdr, raw, counts),
-                       None if self._stopped or final else self.batch_bytes, singles, self.sensors[0].kind_at())
+                       None if self._stopped or final else self.batch_bytes,
+                       singles(self._row_decoders, raw, counts), self._kind_at)
         for s in self.sensors:
             s.tick(raw, force=self._stopped or final)
         self._check_tree()

@@ -89,28 +89,22 @@ def dispatch(run: Run, decoders: dict[int, Decoder], hdr_dtype: np.dtype, out: l
             if counts is not None:
                 counts[t] += 1
         return
-    starts: list[int]
     if count <= 32:  # numpy's per-call cost outweighs a short loop
         unpack, buf, base, stride = _U32.unpack_from, run.buf, run.offset + type_off, run.stride
         kinds = [unpack(buf, base + i * stride)[0] for i in range(count)]
-        starts = [0] + [i for i in range(1, count) if kinds[i] != kinds[i - 1]]
-        segments = [(kinds[a], a) for a in starts]
+        starts = [0, *(i for i in range(1, count) if kinds[i] != kinds[i - 1])]
+        firsts = [kinds[a] for a in starts]
     else:
         types = run.view(hdr_dtype)["type"]
         starts = [0, *(np.flatnonzero(types[1:] != types[:-1]) + 1).tolist()]
-        segments = [(int(types[a]), a) for a in starts]
-    if len(segments) == 1:
-        pieces = [(segments[0][0], run)]
-    else:
-        ends = [*starts[1:], count]
-        pieces = [(t, Run(run.length, b - a, run.stride, run.buf, run.offset + a * run.stride))
-                  for (t, a), b in zip(segments, ends, strict=True)]
-    for t, piece in pieces:
+        firsts = types[starts].tolist()
+    for t, a, b in zip(firsts, starts, [*starts[1:], count], strict=True):
         fn = decoders.get(t)
         if fn is not None:
-            fn(piece, None, out)
+            fn(run if b - a == count else Run(run.length, b - a, run.stride, run.buf, run.offset + a * run.stride),
+               None, out)
             if counts is not None:
-                counts[t] += piece.count
+                counts[t] += b - a
 
 
 MAX_RING_SIZE = 1 << 30  # the kernel's limit for a BPF ring buffer is lower than this in practice
@@ -238,6 +232,13 @@ class RowDecoder:
                     if ev is not None:
                         out.append(ev)
         return one
+
+
+def singles(rows: dict[int, RowDecoder], out: list[dict[str, Any]], counts: dict[int, int] | None
+            ) -> dict[int, Callable[[Any, int, int], None]]:
+    """RingBuffer.drain's `singles`: each row-decoded type's record function,
+    decoding into `out` (one read of the ring) and counting in `counts`."""
+    return {kind: rd.single(kind, out, counts) for kind, rd in rows.items()}
 
 
 @functools.lru_cache(maxsize=64)
@@ -416,7 +417,7 @@ class Sensor:
     def singles(self, out: list[dict[str, Any]], counts: dict[int, int] | None = None
                 ) -> dict[int, Callable[[Any, int, int], None]]:
         """RingBuffer.drain's `singles` for this sensor's row-decoded types."""
-        return {kind: rd.single(kind, out, counts) for kind, rd in self.row_decoders.items()}
+        return singles(self.row_decoders, out, counts)
 
     def kind_at(self) -> tuple[int, int]:
         """Where a record's event type is, and the least a record holds (its header)."""
