@@ -119,15 +119,28 @@ def test_kernel_btf_is_freed_after_the_load_and_parsed_again_on_demand():
 @pytest.mark.kernel
 def test_starting_a_monitor_gives_back_what_libbpf_freed():
     """libbpf parses every object's ELF and BTF and frees it after the load;
-    without a trim glibc kept ~30 MB of those pages in the agent's RSS."""
-    import bpfwatch
-
-    def anon_mb() -> float:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024
-
+    without a trim glibc kept ~30 MB of those pages in the agent's RSS. Measured
+    in a fresh interpreter, as the agent starts: a process that has loaded
+    objects before has raised glibc's trim threshold, and the loader threads'
+    arenas keep their free tops (~5 MB each, malloc_trim does not cut those)."""
+    code = """
+import bpfwatch, subprocess
+def anon_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024
+after = []
+for i in range(4):
     m = bpfwatch.Monitor(types=["process.*", "file.*", "network.*", "dns.*", "security.*"])
     before = anon_mb()
     with m:
-        grown = anon_mb() - before
-    assert grown < 20, f"RssAnon grew {grown:.1f} MB while the sensors loaded"
+        subprocess.run(["true"], check=True)
+        if i == 0:
+            first = anon_mb() - before
+    after.append(anon_mb())
+print(first, after[3] - after[0])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    first, later = (float(x) for x in out.split())
+    assert first < 8, f"RssAnon grew {first:.1f} MB while the sensors loaded"
+    # a restart (the agent's reload with other sensors) reuses what the first ones kept
+    assert later < 3, f"RssAnon grew {later:.1f} MB over three more starts"
