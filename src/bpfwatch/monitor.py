@@ -172,6 +172,7 @@ class Monitor:
         self._decoders: dict[int, Any] = {}
         self._row_decoders: dict[int, RowDecoder] = {}
         self._kind_at = (0, 0)
+        self._exited: list[int] = []
         self._record_counts: dict[int, int] = {}
         self._sensor_of: dict[int, Sensor] = {}
         self._wakeup: Wakeup | None = None
@@ -254,6 +255,7 @@ class Monitor:
             self._decoders = {t: fn for s in self.sensors for t, fn in s.decoders.items()}
             self._row_decoders = {t: rd for s in self.sensors for t, rd in s.row_decoders.items()}
             self._kind_at = proc.kind_at()
+            self._exited = proc.exited
             self._record_counts = dict.fromkeys(self._decoders, 0)
             self._sensor_of = {t: s for s in self.sensors for t in s.decoders}
             self._poller = Poller()
@@ -411,8 +413,10 @@ class Monitor:
             ring.drain(lambda run: dispatch(run, decoders, hdr, raw, counts),
                        None if self._stopped or final else self.batch_bytes,
                        singles(self._row_decoders, raw, counts), self._kind_at)
+        exited = self._exited  # the pids whose exit this read decoded
         for s in self.sensors:
-            s.tick(raw, force=self._stopped or final)
+            s.tick(raw, exited, force=self._stopped or final)
+        exited.clear()
         self._check_tree()
         if self._wakeup is not None:
             self._wakeup.clear()

@@ -452,8 +452,9 @@ class Sensor:
         """variable_rows with the fixed part as a dict."""
         return ((r._asdict(), tail) for r, tail in Sensor.variable_rows(run, idx, dtype))
 
-    def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
-        """Periodic work between drains (e.g. ending idle flows); `force` at the end."""
+    def tick(self, out: list[dict[str, Any]], exited: list[int], force: bool = False) -> None:
+        """Periodic work between drains (e.g. ending idle flows); `out` holds
+        the read's events and `exited` the pids whose exit it read; `force` at the end."""
 
     def after_enrich(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A last look at a batch once enriched (exe, user known)."""

@@ -335,15 +335,13 @@ class FileSensor(Sensor):
         if len(files) > PATHS_PER_PROCESS:
             del files[next(iter(files))]
 
-    def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
+    def tick(self, out: list[dict[str, Any]], exited: list[int], force: bool = False) -> None:
         """Forgets the paths of processes that exited a moment ago."""
         now = time.monotonic()
-        exited = self._exited
-        for ev in out:
-            if ev["type"] == "process.exit" and not ev["thread"]:
-                exited.append((now, ev["pid"]))
-        while exited and now - exited[0][0] >= EXIT_LINGER_S:
-            self._paths.pop(exited.popleft()[1], None)
+        gone = self._exited
+        gone.extend((now, pid) for pid in exited)
+        while gone and now - gone[0][0] >= EXIT_LINGER_S:
+            self._paths.pop(gone.popleft()[1], None)
 
     def path_wanted(self, path: str | None) -> bool:
         """The Python half of the prefix filter (for paths the kernel could not resolve)."""

@@ -188,7 +188,7 @@ class NetworkSensor(Sensor):
             acc["net_rx"] += v["bytes_received"]
         return out
 
-    def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
+    def tick(self, out: list[dict[str, Any]], exited: list[int], force: bool = False) -> None:
         """Ends UDP flows idle for longer than udp_idle (at most once a second)."""
         now = time.monotonic()
         if self.obj is None or (not force and now < self._next_scan):

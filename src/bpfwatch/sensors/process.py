@@ -112,6 +112,9 @@ class ProcessSensor(Sensor):
         super().__init__(options, scope)
         self.popts = popts or ProcessOptions()
         self.popts.validate()
+        # pids whose process.exit the current read decoded: the other sensors'
+        # tick gets them, so none of them has to look through every event
+        self.exited: list[int] = []
 
     # -- loading ----------------------------------------------------------------
 
@@ -235,9 +238,10 @@ class ProcessSensor(Sensor):
         ev["child_exec_id"] = exec_id(cpid, tick_floor(cstart))
         return ev
 
-    @staticmethod
-    def _exit_event(row: tuple[Any, ...]) -> dict[str, Any]:
+    def _exit_event(self, row: tuple[Any, ...]) -> dict[str, Any]:
         ts, pid, tid, cgroup_id, start, utime, stime, ppid, uid, status, flags, comm = row
+        if not flags & EXIT_THREAD:
+            self.exited.append(pid)
         code, sig, core = decode_wait_status(status)
         ev = common_fields("process.exit", ts, pid, tid, ppid, uid, cstr(comm), None, cgroup_id,
                            exec_id(pid, tick_floor(start)))

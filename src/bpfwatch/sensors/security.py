@@ -308,7 +308,7 @@ class SecuritySensor(Sensor):
 
     # -- file-derived findings, and exceptions -------------------------------------
 
-    def tick(self, out: list[dict[str, Any]], force: bool = False) -> None:
+    def tick(self, out: list[dict[str, Any]], exited: list[int], force: bool = False) -> None:
         """Judges the file sensor's events of this batch against the file rules."""
         rules = self._file_rules
         if not rules:
