@@ -78,6 +78,8 @@ def tools(small: bool) -> dict[str, list[str]]:
     t = {"untraced": [],
          # empty programs where run hooks: the kernel's own cost, which no tracer goes below
          "floor exit": [*floor, "exit", "--"],
+         # ... and counting each call in a per-CPU cell: the least any syscall counter does
+         "floor exit, count": [*floor, "exit_count", "--"],
          "floor enter+exit": [*floor, "enter,exit", "--"],
          # ... each reading the clock once: what timing a syscall costs at the least
          "floor enter+exit, clock": [*floor, "enter_ts,exit_ts", "--"],
@@ -128,6 +130,8 @@ def slowdowns(cmd: list[str], small: bool) -> dict[str, dict[str, float]]:
     out = {k: {"median_s": round(median(v), 4), "ratio": round(median(v) / base, 3)} for k, v in times.items()}
     # each mode over the floor of the hooks it uses
     out["bpfwatch count"]["over_floor"] = round(median(times["bpfwatch count"]) / median(times["floor exit"]), 3)
+    out["bpfwatch count"]["over_count_floor"] = round(median(times["bpfwatch count"]) /
+                                                      median(times["floor exit, count"]), 3)
     out["bpfwatch latency"]["over_floor"] = round(median(times["bpfwatch latency"]) /
                                                   median(times["floor enter+exit"]), 3)
     out["bpfwatch latency"]["over_clock_floor"] = round(median(times["bpfwatch latency"]) /

@@ -96,6 +96,9 @@ def traced(kind: str, types: str, fn, *args) -> float:
     if kind == "floor":  # empty programs where the file sensor hooks: what any syscall tracer pays here
         with floor.attached("enter,exit"):
             return fn(*args)
+    if kind == "floor_records":  # and a record for each operation it reports, with nothing else
+        with floor.attached("records"):
+            return fn(*args)
     out = tempfile.NamedTemporaryFile(dir=WORK, suffix=".out", delete=False)  # noqa: SIM115
     if kind.startswith("bpfwatch"):
         # bpfwatch_batched: the agent's kernel-side setting, a wake-up per 64 KiB queued
@@ -117,7 +120,8 @@ def traced(kind: str, types: str, fn, *args) -> float:
 
 
 def compare(name: str, types: str, fn, *args, runs: int) -> dict[str, object]:
-    peers = ["untraced", "bpfwatch", "bpfwatch_batched"] + (["floor"] if types.startswith("file") else []) \
+    peers = ["untraced", "bpfwatch", "bpfwatch_batched"] \
+        + (["floor", "floor_records"] if types.startswith("file") else []) \
         + (["bpftrace"] if bpftrace() and ensure_tracefs() else [])
     times: dict[str, list[float]] = {p: [] for p in peers}
     for _ in range(runs):
@@ -129,6 +133,7 @@ def compare(name: str, types: str, fn, *args, runs: int) -> dict[str, object]:
         "slowdown": {p: round(median(v) / base, 3) for p, v in times.items() if p != "untraced"}}
     if "floor" in times:
         out["bpfwatch_over_floor"] = round(median(times["bpfwatch"]) / median(times["floor"]), 3)
+        out["bpfwatch_over_records_floor"] = round(median(times["bpfwatch"]) / median(times["floor_records"]), 3)
     return out
 
 
