@@ -17,6 +17,7 @@ import pytest
 
 import bpfwatch
 from bpfwatch.events.text import dumps, loads
+from bpfwatch.mounts import cgroup2_root
 from conftest import collect
 
 ME = os.getpid()
@@ -92,11 +93,14 @@ def test_thread_exit_reports_the_threads_own_lifetime():
 @pytest.mark.kernel
 @pytest.mark.smoke_vm  # the plain loads, checked on the oldest kernel too
 def test_each_record_names_the_thread_and_user_that_acted():
-    """pid, tid, uid and comm are read from the task with plain loads: a
-    thread with its own name, in a process that dropped to another user,
-    is named as such by file, network and process records. The process
-    first took a longer name, so stale bytes past the NUL would show."""
+    """pid, tid, uid, comm and the cgroup id are read from the task with
+    plain loads: a thread with its own name, in a process that moved to its
+    own cgroup and dropped to another user, is named as such by file,
+    network and process records. The process first took a longer name, so
+    stale bytes past the NUL would show."""
     code = ("import ctypes, os, socket, sys, threading\n"
+            "if sys.argv[3]:\n"
+            "    with open(sys.argv[3] + '/cgroup.procs', 'w') as f: f.write(str(os.getpid()))\n"
             "libc = ctypes.CDLL(None)\n"
             "libc.prctl(15, b'bw-a-long-name', 0, 0, 0)\n"
             "libc.prctl(15, b'bwmain', 0, 0, 0)\n"
@@ -118,9 +122,13 @@ def test_each_record_names_the_thread_and_user_that_acted():
     os.chown(path, 65534, 65534)
     srv = socket.create_server(("127.0.0.1", 0))
     wanted = {"file.open", "file.chmod", "file.io", "network.connect", "process.exit"}
+    root = cgroup2_root()  # the 6.1 VM may have none: then the cgroup id is not checked
+    cgroup = os.path.join(root, f"bwfid-{os.getpid()}") if root else ""
+    if cgroup:
+        os.mkdir(cgroup)
 
     def work():
-        p = subprocess.run([sys.executable, "-c", code, path, str(srv.getsockname()[1])],
+        p = subprocess.run([sys.executable, "-c", code, path, str(srv.getsockname()[1]), cgroup],
                            check=True, capture_output=True, text=True)
         pids_box[0] = {int(p.stdout)}
         return int(p.stdout)
@@ -131,10 +139,13 @@ def test_each_record_names_the_thread_and_user_that_acted():
 
     try:
         tid, ev = _events(sorted(wanted), work, until=lambda ev: {e["type"] for e in mine(ev)} >= wanted)
+        cgroup_id = os.stat(cgroup).st_ino if cgroup else None
     finally:
         srv.close()
         os.unlink(path)
         os.rmdir(private)
+        if cgroup:
+            os.rmdir(cgroup)
     got = mine(ev)
     assert {e["type"] for e in got} >= wanted, sorted(e["type"] for e in got)
     (exit_ev,) = [e for e in got if e["type"] == "process.exit"]
@@ -142,6 +153,9 @@ def test_each_record_names_the_thread_and_user_that_acted():
         assert e["pid"] == exit_ev["pid"] != tid and e["uid"] == 65534 and e["user"] == "nobody", e
         if e["type"] != "process.exit":
             assert e["tid"] == tid and e["comm"] == "bwthr", e
+        # file.io's comes from the process cache (its record has none): the cgroup of the exec
+        if cgroup and e["type"] != "file.io":
+            assert e["cgroup_id"] == cgroup_id, e
     assert exit_ev["comm"] == "bwmain"  # the last thread to leave was the main one
 
 

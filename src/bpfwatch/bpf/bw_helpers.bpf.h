@@ -134,6 +134,13 @@ static __always_inline void bw_task_comm(char *dst, struct task_struct *task)
 	__builtin_memcpy(dst, task->comm, BW_COMM_LEN);
 }
 
+/* The task's cgroup (v2) id, as bpf_get_current_cgroup_id() gives it for
+ * the current task, read with plain loads: no helper call. */
+static __always_inline __u64 bw_task_cgroup_id(struct task_struct *task)
+{
+	return task->cgroups->dfl_cgrp->kn->id;
+}
+
 static __always_inline void bw_fill_hdr(struct bw_hdr *h, __u32 type, struct task_struct *task)
 {
 	h->ts_boot_ns = bpf_ktime_get_boot_ns();

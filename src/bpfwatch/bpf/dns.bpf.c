@@ -47,7 +47,7 @@ static __always_inline void dns_emit(struct bw_dns_event *e, struct task_struct 
 				     __u32 role, __u64 len, __u32 n, int sent)
 {
 	bw_fill_hdr(&e->hdr, BW_EV_DNS, task);
-	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->cgroup_id = bw_task_cgroup_id(task);
 	e->sk = (__u64)sk;
 	e->uid = bw_task_uid(task);
 	e->direction = sent ? BW_DNS_SENT : BW_DNS_RECEIVED;
@@ -110,7 +110,7 @@ int BW_CHAINED(sys_exit, bw_dns_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 
-	if (!in_scope(bpf_get_current_pid_tgid() >> 32))
+	if (!in_scope(task->tgid))
 		return 0;
 	struct sock *sk = bw_fd_sock(task, (int)bw_syscall_arg(regs, 0));
 
@@ -176,7 +176,7 @@ static __always_inline void dns_tcp(struct sock *sk, int ret, int sent)
 		return;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 
-	if (!in_scope(bpf_get_current_pid_tgid() >> 32) || !matches(task))
+	if (!in_scope(task->tgid) || !matches(task))
 		return;
 	struct bw_dns_event *e = dns_record();
 

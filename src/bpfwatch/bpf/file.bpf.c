@@ -311,7 +311,7 @@ int BW_CHAINED(sys_exit, bw_file_exit, struct pt_regs *regs, long ret)
 	if (!d || !d->kind || d->kind == BW_FILE_CLOSE)
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 tgid = task->tgid;
 
 	if (!in_scope(tgid))
 		return 0;
@@ -398,7 +398,7 @@ int BW_CHAINED(sys_exit, bw_file_exit, struct pt_regs *regs, long ret)
 			      &e->rflags, BW_FILE_PATH2_TRUNC);
 
 	bw_fill_hdr(&e->hdr, BW_EV_FILE_OP, task);
-	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->cgroup_id = bw_task_cgroup_id(task);
 	e->uid = bw_task_uid(task);
 	bw_task_comm(e->comm, task);
 	__u64 total = sizeof(*e) + (off & (2 * BW_FILE_DATA - 1));
@@ -431,8 +431,8 @@ int BW_CHAINED(sys_enter, bw_file_close, struct pt_regs *regs, long id)
 		arg = 1;
 	else
 		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	__u32 tgid = task->tgid;
 	struct file *f = bw_fd_file(task, (int)bw_syscall_arg(regs, arg));
 	struct bw_fileio_key key = { .tgid = tgid, .file = (__u64)f };
 	struct bw_fileio_stats *st;

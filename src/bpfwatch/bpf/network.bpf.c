@@ -87,12 +87,10 @@ struct {
 
 static __always_inline void set_owner(struct bw_sock_info *i, struct task_struct *task)
 {
-	__u64 pt = bpf_get_current_pid_tgid();
-
-	i->owner_pid = pt >> 32;
-	i->owner_tid = (__u32)pt;
+	i->owner_pid = task->tgid;
+	i->owner_tid = task->pid;
 	i->owner_uid = bw_task_uid(task);
-	i->cgroup_id = bpf_get_current_cgroup_id();
+	i->cgroup_id = bw_task_cgroup_id(task);
 	bw_task_comm(i->comm, task);
 }
 
@@ -201,7 +199,7 @@ int BPF_PROG(bw_net_tcp_state, const struct sock *sk, const int old, const int n
 		struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 		struct bw_sock_info fresh = {};
 
-		if (!in_scope(bpf_get_current_pid_tgid() >> 32) || !matches(task))
+		if (!in_scope(task->tgid) || !matches(task))
 			return 0;
 		set_owner(&fresh, task);
 		fresh.role = BW_ROLE_LISTENER;
@@ -245,7 +243,7 @@ int BPF_PROG(bw_net_tcp_state, const struct sock *sk, const int old, const int n
 		struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 		struct bw_sock_info fresh = {};
 
-		if (!in_scope(bpf_get_current_pid_tgid() >> 32) || !matches(task))
+		if (!in_scope(task->tgid) || !matches(task))
 			return 0;
 		set_owner(&fresh, task);
 		fresh.role = BW_ROLE_CLIENT;
@@ -401,7 +399,7 @@ static __always_inline void count_udp(struct task_struct *task, struct bw_udp_ke
 		struct bw_udp_stats fresh = {};
 
 		fresh.first_ns = bpf_ktime_get_boot_ns();
-		fresh.cgroup_id = bpf_get_current_cgroup_id();
+		fresh.cgroup_id = bw_task_cgroup_id(task);
 		fresh.uid = bw_task_uid(task);
 		bw_task_comm(fresh.comm, task);
 		if (bpf_map_update_elem(&bw_udp, key, &fresh, BPF_NOEXIST) == 0) {
@@ -473,7 +471,7 @@ static __always_inline void on_udp(struct task_struct *task, struct pt_regs *reg
 
 	if (!d)
 		return;
-	struct udp_each_ctx c = { .task = task, .sk = sk, .d = d, .tgid = bpf_get_current_pid_tgid() >> 32 };
+	struct udp_each_ctx c = { .task = task, .sk = sk, .d = d, .tgid = task->tgid };
 
 	c.n = bw_syscall_dgrams(regs, nr, ret, d, &sent);
 	c.sent = sent;
@@ -491,7 +489,7 @@ int BW_CHAINED(sys_exit, bw_net_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 
-	if (!in_scope(bpf_get_current_pid_tgid() >> 32) || !matches(task))
+	if (!in_scope(task->tgid) || !matches(task))
 		return 0;
 	if (accept)
 		on_accept(task, ret);
