@@ -11,8 +11,8 @@ HERE = Path(__file__).resolve().parent
 BENCHES = ["exec_latency", "ringbuf_throughput", "consumer_cpu", "startup", "sensor_overhead", "sustained",
            "event_cost", "pipeline_stages", "profile_overhead", "xdp_counter", "syscall_overhead", "fleet_publish",
            "fleet_scale", "agent_overhead"]
-# agent_overhead runs ~27 minutes (10 idle, 10 under load, 2 x 2 shipping to NATS)
-ARGS = {"agent_overhead": ["--nats", "120"]}
+# agent_overhead runs ~27 minutes (10 idle, 3 x 200 s under load, 2 x 2 shipping to NATS)
+ARGS = {"agent_overhead": ["--nats", "120", "--load", "200", "--load-runs", "3"]}
 
 
 def main() -> int:
