@@ -28,16 +28,17 @@ RECORDS_OBJ = ROOT / "build" / "testbpf" / "floor_records.bpf.o"
 
 
 @contextlib.contextmanager
-def attached(which: str) -> Iterator[None]:
-    """The programs named by `which` ("exit", "enter,exit" or "records"),
-    attached for the duration of the block."""
+def attached(which: str) -> Iterator[L.BpfObject]:
+    """The programs named by `which` ("exit", "enter,exit", "exit_count" or
+    "records"), attached for the duration of the block (their object: its
+    maps hold what they counted or recorded)."""
     if which == "records":
         with L.BpfObject(str(RECORDS_OBJ)) as obj:
             nrs = syscalls.table()
             obj.set_rodata(**{f"nr_{n}": nrs.get(n, -1) for n in ("open", "openat", "close", "fchown", "fchmod")})
             obj.load()
             obj.attach_all()
-            yield
+            yield obj
         return
     wanted = {f"bw_floor_{w}" for w in which.split(",")}
     with L.BpfObject(str(OBJ)) as obj:
@@ -45,7 +46,7 @@ def attached(which: str) -> Iterator[None]:
             p.autoload = p.name in wanted
         obj.load()
         obj.attach_all()
-        yield
+        yield obj
 
 
 def main() -> int:
