@@ -146,6 +146,7 @@ def phase(name: str, seconds: float, agents: dict[str, tuple[subprocess.Popen[by
         floor = subprocess.Popen([sys.executable, str(HERE / "event_cost.py"), "--paced-floor", str(floor_rate),
                                   str(seconds)], stdout=subprocess.PIPE, text=True)
     start = {n: (cpu_seconds(p.pid), scrape(port), time.monotonic()) for n, (p, port) in agents.items()}
+    spawned = {n: cpu_seconds(p.pid, own=False) for n, (p, _) in agents.items()}
     rss: dict[str, list[float]] = {n: [] for n in agents}
     ring_rss: dict[str, float] = {}
     t_end = time.monotonic() + seconds
@@ -165,7 +166,9 @@ def phase(name: str, seconds: float, agents: dict[str, tuple[subprocess.Popen[by
         written = total(m1, key) - total(m0, key)
         half = len(rss[n]) // 2
         out[n] = {
+            # with the segment compressors it ran (reaped children): they are its work too
             "cpu_pct_of_core": round((cpu_seconds(p.pid) - cpu0) / dt * 100, 3),
+            "of_which_compressor_pct_of_core": round((cpu_seconds(p.pid, own=False) - spawned[n]) / dt * 100, 3),
             "rss_mb_first": rss[n][0] if rss[n] else None, "rss_mb_last": rss[n][-1] if rss[n] else None,
             "rss_mb_max": max(rss[n]) if rss[n] else None,
             "rss_mb_of_mapped_bpf_ring": ring_rss.get(n),

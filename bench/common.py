@@ -48,10 +48,14 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, own: bool = True, children: bool = True) -> float:
+    """User + system CPU of a process: its own, and (with `children`) that of
+    the children it has reaped, such as the agent's segment compressor, which
+    is the agent's cost too (1.2% of a core at the 20k events/s load)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = (int(fields[11]) + int(fields[12]) if own else 0) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def save(name: str, result: dict[str, Any]) -> None:

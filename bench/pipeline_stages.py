@@ -7,9 +7,13 @@ in this process: ring reading and decoding, reordering, enrichment, type
 selection, redaction and the capture write (JSON lines, digest, file). Each
 stage's thread CPU per event is measured on exactly the same input, run after
 run, so a change to one stage shows as a number. Beside it, over the same
-records in the same run: the least any Python pipeline with a dict per event
-does (read the ring, unpack each record's header, build an event dict of the
-same size, format its time, encode it as a JSON line).
+records in the same run, two floors:
+- the least any Python pipeline with a dict per event does (read the ring,
+  unpack each record's header, build an event dict of the same size, format
+  its time, encode it as a JSON line);
+- the least any Python pipeline that writes a JSON line per event does, with
+  no object per event: the same reading and unpacking, and the same line
+  filled into a bytes template (this row's floor in Python).
 
 Both are replayed twice: back to back, and with the live agent's pause
 before each read (max_delay / READS_PER_WINDOW: 62.5 ms at the agent's
@@ -42,7 +46,7 @@ import orjson  # noqa: E402
 
 from bpfwatch.agent import config as agent_config  # noqa: E402
 from bpfwatch.agent.runner import Agent  # noqa: E402
-from bpfwatch.events.clock import iso8601  # noqa: E402
+from bpfwatch.events.clock import iso8601, second_text  # noqa: E402
 from bpfwatch.events.model import common_fields  # noqa: E402
 from bpfwatch.monitor import READS_PER_WINDOW  # noqa: E402
 from bpfwatch.pipeline.gc_tuning import tune_for_streaming  # noqa: E402
@@ -140,9 +144,11 @@ def replay_agent(chunks: list[bytes], pause: float = 0.0) -> dict[str, float]:
     return out
 
 
-def replay_floor(chunks: list[bytes], hdr: Any, types: list[int], pause: float = 0.0) -> float:
+def replay_floor(chunks: list[bytes], hdr: Any, types: list[int], pause: float = 0.0,
+                 sink: bytearray | None = None) -> float:
     """The least a dict-per-event pipeline does with the same records, per
-    event, idle for `pause` seconds before each read."""
+    event, idle for `pause` seconds before each read. Its lines are dropped,
+    or kept in `sink` (to check the floors against each other)."""
     fields = Fields(hdr, "ts_boot_ns pid tid")
     buf = bytearray()
     dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
@@ -168,9 +174,51 @@ def replay_floor(chunks: list[bytes], hdr: Any, types: list[int], pause: float =
         for ev in out:
             ev["time"] = iso8601(ev["ts"])
             buf += dumps(ev, option=opt)
+        if sink is not None:
+            sink += buf
         del buf[:]
         n += len(out)
-    return (time.thread_time() - t0) / n * 1e6
+    return (time.thread_time() - t0) / max(n, 1) * 1e6
+
+
+# the dict floor's event as its JSON line, with the fields the records give
+LINE = (b'{"ts":%d,"time":"%s.%09dZ","type":"file.open","source":"ebpf","pid":%d,"tid":%d,"ppid":0,"uid":0,'
+        b'"user":null,"comm":"comm","exe":null,"cgroup_id":0,"exec_id":null,"path":"/tmp/bw-bench-open",'
+        b'"syscall":"openat","ret":3,"error":null}\n')
+
+
+def replay_line_floor(chunks: list[bytes], hdr: Any, types: list[int], pause: float = 0.0,
+                      sink: bytearray | None = None) -> float:
+    """The least a pipeline writing one JSON line per event does with the
+    same records, per event: no dict, no encoder, a template filled from the
+    unpacked header (the dict floor's line, byte for byte)."""
+    fields = Fields(hdr, "ts_boot_ns pid tid")
+    buf = bytearray()
+    seconds: dict[int, bytes] = {}
+
+    def minimal(run: Any, idx: Any, out: list[bytes]) -> None:
+        for ts, pid, tid in fields.rows(run, idx):
+            sec, ns = divmod(ts, 1_000_000_000)
+            text = seconds.get(sec)
+            if text is None:
+                text = seconds[sec] = second_text(sec).encode()
+            out.append(LINE % (ts, text, ns, pid, tid))
+
+    decoders = dict.fromkeys(types, minimal)
+    n = 0
+    t0 = time.thread_time()
+    for chunk in chunks:
+        if pause:
+            time.sleep(pause)
+        out: list[bytes] = []
+        ring = RingBuffer.replay(chunk)
+        ring.drain(lambda run, out=out: dispatch(run, decoders, hdr, out))  # type: ignore[arg-type]
+        buf += b"".join(out)
+        if sink is not None:
+            sink += buf
+        del buf[:]
+        n += len(out)
+    return (time.thread_time() - t0) / max(n, 1) * 1e6
 
 
 def main() -> int:
@@ -193,24 +241,30 @@ def main() -> int:
     floors = [replay_floor(chunks, hdr, types) for _ in range(args.runs)]
     stages = {k: round(median([r[k] for r in runs]), 3) for k in runs[0] if k != "events"}
     floor = round(median(floors), 3)
+    line_floor = round(median([replay_line_floor(chunks, hdr, types) for _ in range(args.runs)]), 3)
     paused = [replay_agent(chunks, pause)["total"] for _ in range(args.pause_runs)]
     paused_floors = [replay_floor(chunks, hdr, types, pause) for _ in range(args.pause_runs)]
     paused_total, paused_floor = round(median(paused), 3), round(median(paused_floors), 3)
+    paused_line = round(median([replay_line_floor(chunks, hdr, types, pause) for _ in range(args.pause_runs)]), 3)
     result = {
         "recorded_seconds": args.seconds, "records_bytes": sum(map(len, chunks)), "drains": len(chunks),
         "events_live": live_events, "events_replayed": runs[0]["events"], "runs": args.runs,
         "agent_us_per_event": stages, "dict_pipeline_floor_us_per_event": floor,
         "agent_over_floor": round(stages["total"] / floor, 2),
+        "json_line_floor_us_per_event": line_floor,
         # the issue's row: % of a core at 20k events/s (us per event x 20,000 / 10,000)
         "pct_of_core_at_20k_events_per_s": {"agent_stages": round(stages["total"] * 2, 1),
-                                            "floor": round(floor * 2, 1)},
+                                            "floor": round(floor * 2, 1), "json_line_floor": round(line_floor * 2, 1)},
         "with_live_pauses": {
             "pause_s": pause, "runs": args.pause_runs,
             "agent_us_per_event": paused_total, "dict_pipeline_floor_us_per_event": paused_floor,
+            "json_line_floor_us_per_event": paused_line,
             "pct_of_core_at_20k_events_per_s": {"agent_stages": round(paused_total * 2, 1),
-                                                "floor": round(paused_floor * 2, 1)},
+                                                "floor": round(paused_floor * 2, 1),
+                                                "json_line_floor": round(paused_line * 2, 1)},
             "over_back_to_back": {"agent": round(paused_total / stages["total"], 2),
-                                  "floor": round(paused_floor / floor, 2)},
+                                  "floor": round(paused_floor / floor, 2),
+                                  "json_line_floor": round(paused_line / line_floor, 2)},
         },
     }
     save("pipeline_stages", result)

@@ -11,14 +11,19 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bpfwatch import libbpf as L
 from bpfwatch import syscalls
+from bpfwatch.bpf import object_path
 from bpfwatch.btf_dtype import struct_dtype
 from bpfwatch.ringbuf import RingBuffer
 from conftest import ROOT
 
 sys.path.append(str(ROOT / "bench"))  # after the project and tests: its names shadow none
 import floor
+import pipeline_stages
 
 
 @pytest.mark.kernel
@@ -63,3 +68,32 @@ def test_counting_floor_counts_every_call():
         for _ in range(1000):
             os.getppid()
         assert counts.percpu_u64_sum(key) - before >= 1000
+
+
+def _ring_of(hdr: np.dtype, rows: list[tuple[int, int, int, int]]) -> bytes:
+    """Ring records (8-byte header, padded to 8) of a bw_hdr each."""
+    out = bytearray()
+    for ts, kind, pid, tid in rows:
+        rec = np.zeros(1, hdr)
+        rec[0]["ts_boot_ns"], rec[0]["type"], rec[0]["pid"], rec[0]["tid"] = ts, kind, pid, tid
+        body = rec.tobytes()
+        out += len(body).to_bytes(4, "little") + bytes(4) + body + bytes(-len(body) % 8)
+    return bytes(out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, (1 << 63) - 1), st.sampled_from([1, 2, 3]),
+                          st.integers(0, (1 << 32) - 1), st.integers(0, (1 << 32) - 1)), min_size=1, max_size=60),
+       st.integers(1, 4))
+def test_json_line_floor_writes_the_dict_floors_lines_byte_for_byte(rows, reads):
+    """pipeline_stages.py's two floors: the template floor is only a floor of
+    the same output if it writes what the dict floor's encoder writes."""
+    with L.Btf.parse(str(object_path("process"))) as btf:
+        hdr = struct_dtype(btf, "bw_hdr")
+    step = -(-len(rows) // reads)
+    chunks = [_ring_of(hdr, rows[i: i + step]) for i in range(0, len(rows), step)]
+    dict_lines, template_lines = bytearray(), bytearray()
+    pipeline_stages.replay_floor(chunks, hdr, [1, 2], sink=dict_lines)
+    pipeline_stages.replay_line_floor(chunks, hdr, [1, 2], sink=template_lines)
+    assert template_lines == dict_lines
+    assert dict_lines.count(b"\n") == sum(1 for r in rows if r[1] in (1, 2))
