@@ -9,6 +9,7 @@ times are when the scan noticed. docs/agent.md says so to users."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import socket
@@ -18,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from bpfwatch import procfs
+from bpfwatch import procfs, sockdiag
 from bpfwatch.events.clock import BootClock
 from bpfwatch.events.ids import exec_id
 from bpfwatch.events.model import common_fields, exec_from_proc
@@ -29,6 +30,7 @@ from bpfwatch.wakeup import Wakeup
 
 Event = dict[str, Any]
 NS = 1_000_000_000
+log = logging.getLogger("bpfwatch.agent")
 
 
 @dataclass(slots=True)
@@ -54,6 +56,11 @@ class _Conn:
 _LOCAL_CLOSE = {"FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSING"}
 _REMOTE_CLOSE = {"CLOSE_WAIT", "LAST_ACK"}
 _CLOSING = _LOCAL_CLOSE | _REMOTE_CLOSE
+# what a scan asks the kernel for: not TIME_WAIT (a busy host holds tens of
+# thousands), nor the handshake states and CLOSE that a scan skips anyway
+_SCANNED_TCP = sockdiag.state_mask("ESTABLISHED", "LISTEN", "FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT", "LAST_ACK",
+                                   "CLOSING")
+_FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 
 class PollSource:
@@ -83,6 +90,7 @@ class PollSource:
         # made in start(): a reload builds sources it may never start, and
         # each must not cost two fds (EMFILE after enough SIGHUPs)
         self._wakeup: Wakeup | None = None
+        self._diag: sockdiag.Sockets | None = None
         self.sensors = {"process": "poll", **({"network": "poll"} if self.connections else {})}
 
     # -- lifecycle ---------------------------------------------------------------
@@ -92,6 +100,10 @@ class PollSource:
         out: list[Event] = []
         self._scan_procs(out, first=True)
         if self.connections:
+            self._diag = sockdiag.Sockets().open()
+            if not self._diag.available:
+                log.info("polling: no socket diagnostics (NETLINK_SOCK_DIAG) here; connections come from "
+                         "/proc/net through psutil")
             self._scan_conns([], first=True)
         self._pending = self._select(out) if self.snapshot else []
         self._next = time.monotonic() + self.interval
@@ -109,6 +121,9 @@ class PollSource:
         if self._wakeup is not None:
             self._wakeup.close()
             self._wakeup = None
+        if self._diag is not None:
+            self._diag.close()
+            self._diag = None
 
     @property
     def finished(self) -> bool:
@@ -228,9 +243,27 @@ class PollSource:
                    "system_time_ns": prev.stime * NS // procfs.CLK_TCK})
         return ev
 
+    def _connections(self) -> list[Any]:
+        """The host's sockets, owners named (pid) for the ones not seen before."""
+        diag = self._diag
+        if diag is not None and diag.available:
+            try:
+                conns = diag.dump(_SCANNED_TCP)
+            except OSError as e:
+                log.warning("polling: socket diagnostics failed (%s); connections come from /proc/net through "
+                            "psutil from now on", e.strerror or e)
+                diag.available = False
+            else:
+                known = self._conns
+                fresh = {c.inode for c in conns if c.raddr and c.laddr
+                         and not getattr(known.get(_key(c)), "pid", 0)}
+                owners = sockdiag.socket_owners(fresh)
+                return [c._replace(pid=owners.get(c.inode)) if c.inode in owners else c for c in conns]
+        return psutil.net_connections(kind="inet")
+
     def _scan_conns(self, out: list[Event], first: bool = False) -> None:
         try:
-            conns = psutil.net_connections(kind="inet")
+            conns = self._connections()
         except (psutil.Error, OSError):
             return
         listening = {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN and c.laddr}
@@ -242,7 +275,7 @@ class PollSource:
             proto = "tcp" if c.type == socket.SOCK_STREAM else "udp"
             if proto == "tcp" and c.status in (psutil.CONN_SYN_SENT, psutil.CONN_SYN_RECV, psutil.CONN_CLOSE):
                 continue
-            key = (proto, c.laddr.ip, c.laddr.port, c.raddr.ip, c.raddr.port)
+            key = _key(c)
             prev = self._conns.get(key)
             if prev is not None:
                 prev.state = c.status
@@ -268,9 +301,11 @@ class PollSource:
             else:
                 out.append(self._conn_event("network.connect", key, conn, now_ns, result="established",
                                             error=None, latency_ns=None))
-        for key, conn in self._conns.items():
-            if key in seen:
-                continue
+        gone = [key for key, conn in self._conns.items() if key not in seen]
+        if self._diag is not None and self._diag.available:
+            self._closing_states(self._diag, gone)
+        for key in gone:
+            conn = self._conns[key]
             dur = now_ns - conn.first_ns
             if key[0] == "udp":
                 out.append(self._conn_event("network.udp", key, conn, now_ns, phase="end", bytes_sent=None,
@@ -280,6 +315,22 @@ class PollSource:
             if not conn.closed:
                 out.append(self._close_event(key, conn, now_ns))
         self._conns = seen
+
+    def _closing_states(self, diag: sockdiag.Sockets, gone: list[tuple[str, str, int, str, int]]) -> None:
+        """The state now of open TCP connections the scan no longer lists: the
+        scan leaves out TIME_WAIT, which tells who closed first."""
+        asked = [key for key in gone if key[0] == "tcp" and not self._conns[key].closed]
+        if not asked:
+            return
+        family = {key: _FAMILY[self._conns[key].family] for key in asked}
+        try:
+            states = diag.tcp_states([(family[k], k[1], k[2], k[3], k[4]) for k in asked])
+        except OSError:
+            return  # closed_by then comes from the last state seen
+        for key in asked:
+            state = states.get((family[key], key[1], key[2], key[3], key[4]))
+            if state in _CLOSING:
+                self._conns[key].state = state
 
     def _close_event(self, key: tuple[str, str, int, str, int], conn: _Conn, now_ns: int) -> Event:
         conn.closed = True
@@ -303,3 +354,8 @@ class PollSource:
         return {"events": self.events_seen, "lost": {}, "process_cache": len(self.cache),
                 "processes": len(self._procs), "connections": len(self._conns), "scans": self.scans,
                 "scan_seconds": self.scan_seconds}
+
+
+def _key(c: Any) -> tuple[str, str, int, str, int]:
+    proto = "tcp" if c.type == socket.SOCK_STREAM else "udp"
+    return (proto, c.laddr.ip, c.laddr.port, c.raddr.ip, c.raddr.port)
