@@ -102,6 +102,14 @@ def summary() -> int:
         ("agent stages per event, mixed load replayed (µs)", f"{ps['agent_us_per_event']['total']}", ""),
         ("least dict pipeline per event, same records (µs)", f"{ps['dict_pipeline_floor_us_per_event']}",
          "(floor)"),
+        ("least JSON-line pipeline per event, same records (µs)", f"{ps.get('json_line_floor_us_per_event', 'n/a')}",
+         "(floor)"),
+    ]
+    paused = ps.get("with_live_pauses", {})
+    rows += [
+        ("same with the live agent's pauses: agent / dict / line (µs)",
+         f"{paused.get('agent_us_per_event')} / {paused.get('dict_pipeline_floor_us_per_event')} / "
+         f"{paused.get('json_line_floor_us_per_event', 'n/a')}", "(floors)"),
     ]
     pure, mixed, small = po["pure_loop"], po["mixed"], po["pure_loop_small"]
     for tool in ("bpfwatch count", "bpfwatch latency", "bpftrace count", "denet ebpf"):
@@ -132,6 +140,9 @@ def summary() -> int:
          f"{(ag.get('shipping') or {}).get('shipping_cpu_pct_of_core', 'n/a')}", "< 5"),
         ("agent under load: events/s to capture, lost, CPU",
          f"{ag['load_events_per_s']:,}, {ag['load_lost']:.0f}, {ag['load_cpu_pct']}%", "0 lost, <= 8%"),
+        ("  of which its segment compressors (% of a core)",
+         f"{ag['load']['bpfwatch_ebpf'].get('of_which_compressor_pct_of_core', 'n/a')}%", ""),
+        ("polling agent under load (% of a core)", f"{ag['load']['bpfwatch_poll']['cpu_pct_of_core']}%", "(peer)"),
     ]
     width = max(len(a) for a, _, _ in rows)
     print()
