@@ -22,16 +22,25 @@ from bpfwatch.filters import Filter
 SCANNED = ("ESTABLISHED", "LISTEN", "FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT", "LAST_ACK", "CLOSING")
 
 
-def _keyed(conns, pid):
-    """(family, type, local, remote) -> (status, pid) of the sockets pid holds."""
+def _keyed(conns, made):
+    """(family, type, local, remote) -> (status, pid) of the sockets in
+    `made` (other sockets of this process may be changing state meanwhile)."""
+    ours = {(int(m.family), int(m.type), m.getsockname()[:2], _peer(m)) for m in made}
     out = {}
     for c in conns:
-        if c.pid != pid:
-            continue
         local = (c.laddr.ip, c.laddr.port) if c.laddr else ()
         remote = (c.raddr.ip, c.raddr.port) if c.raddr else ()
-        out[(int(c.family), int(c.type), local, remote)] = (c.status, c.pid)
+        key = (int(c.family), int(c.type), local, remote)
+        if key in ours:
+            out[key] = (c.status, c.pid)
     return out
+
+
+def _peer(s):
+    try:
+        return s.getpeername()[:2]
+    except OSError:
+        return ()
 
 
 def _wait_state(diag, key, states, timeout=5.0):
@@ -74,13 +83,13 @@ def test_listing_agrees_with_psutil_on_every_kind_of_socket(diag):
     made += [u, u2]
     try:
         _wait_state(diag, (socket.AF_INET, *half.getsockname(), *half.getpeername()), {"FIN_WAIT2"})
-        me = os.getpid()
         ours = diag.dump(sockdiag.state_mask(*SCANNED))
         owners = sockdiag.socket_owners({c.inode for c in ours})
-        mine = _keyed([c._replace(pid=owners.get(c.inode)) for c in ours], me)
-        peer = _keyed([c for c in psutil.net_connections("inet") if c.status in (*SCANNED, "NONE")], me)
+        mine = _keyed([c._replace(pid=owners.get(c.inode)) for c in ours], made)
+        peer = _keyed([c for c in psutil.net_connections("inet") if c.status in (*SCANNED, "NONE")], made)
         assert mine == peer
         assert len(mine) == len(made)
+        assert {pid for _, pid in mine.values()} == {os.getpid()}
         assert {v[0] for v in mine.values()} >= {"LISTEN", "ESTABLISHED", "FIN_WAIT2", "CLOSE_WAIT", "NONE"}
     finally:
         for s in made:
