@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -148,7 +149,25 @@ def summary() -> int:
     print()
     for a, b, c in rows:
         print(f"{a:<{width}}  {b:>22}  {c}")
+    stale = [n for n in BENCHES if _older_than_code(n, r[n])]
+    if stale:
+        print(f"\nolder than the code they measure (src/ or the script changed since the run): {', '.join(stale)}")
     return 0
+
+
+def _older_than_code(name: str, result: dict) -> bool:
+    """Whether the result was saved before the last commit to src/ or to the
+    benchmark's script: its figures may not be the code's any more."""
+    when = result.get("when")
+    if not isinstance(when, str):
+        return False
+    try:
+        changed = subprocess.run(["git", "log", "-1", "--format=%ct", "--", "src", f"bench/{name}.py"],
+                                 cwd=HERE.parent, capture_output=True, text=True, timeout=10).stdout.strip()
+        saved = time.mktime(time.strptime(when, "%Y-%m-%dT%H:%M:%S"))
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return False
+    return bool(changed) and int(changed) > saved
 
 
 if __name__ == "__main__":
