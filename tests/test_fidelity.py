@@ -98,7 +98,7 @@ def test_each_record_names_the_thread_and_user_that_acted():
     own cgroup and dropped to another user, is named as such by file,
     network and process records. The process first took a longer name, so
     stale bytes past the NUL would show."""
-    code = ("import ctypes, os, socket, sys, threading\n"
+    code = ("import ctypes, os, socket, sys, threading, time\n"
             "if sys.argv[3]:\n"
             "    with open(sys.argv[3] + '/cgroup.procs', 'w') as f: f.write(str(os.getpid()))\n"
             "libc = ctypes.CDLL(None)\n"
@@ -108,13 +108,18 @@ def test_each_record_names_the_thread_and_user_that_acted():
             "def work():\n"
             "    try:\n"
             "        libc.prctl(15, b'bwthr', 0, 0, 0)\n"
-            "        print(threading.get_native_id(), flush=True)\n"
+            "        tids.append(threading.get_native_id())\n"
+            "        print(tids[0], flush=True)\n"
             "        fd = os.open(sys.argv[1], os.O_WRONLY)\n"
             "        os.write(fd, b'x'); os.fchmod(fd, 0o640); os.close(fd)\n"
             "        s = socket.socket(); s.connect(('127.0.0.1', int(sys.argv[2]))); s.close()\n"
             "    except BaseException as e:\n"
             "        print(repr(e), file=sys.stderr, flush=True); os._exit(3)\n"
-            "t = threading.Thread(target=work); t.start(); t.join()\n")
+            "tids = []\n"
+            "t = threading.Thread(target=work); t.start(); t.join()\n"
+            # join() returns before the thread has left the kernel: the main thread
+            # must be the last to go for the exit to carry its name
+            "while os.path.exists(f'/proc/self/task/{tids[0]}'): time.sleep(0.001)\n")
     private = tempfile.mkdtemp(dir="/dev/shm")
     os.chmod(private, 0o711)  # the other user reaches its file, and nothing else there
     path = os.path.join(private, "owned")
