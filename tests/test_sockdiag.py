@@ -199,3 +199,23 @@ def test_hostile_replies_give_sockets_or_an_oserror(datagrams, dump):
     with contextlib.suppress(OSError):
         d._receive(socket.SOCK_STREAM, socket.IPPROTO_TCP, out, dump=dump)
     assert all(isinstance(c, sockdiag.Conn) for c in out)
+
+
+def test_replies_left_by_a_failed_query_are_passed_over():
+    """A lookup that timed out midway leaves its replies queued: the next
+    dump must not take them for its own (an ENOENT there would turn polling
+    over to psutil for good)."""
+    def nl(mtype, seq, body):
+        return struct.pack("=IHHII", 16 + len(body), mtype, 0, seq, 0) + body
+
+    stale = nl(sockdiag.NLMSG_ERROR, 3, struct.pack("=i", -2) + bytes(16))
+    sock = struct.pack("=BBBB2s2s16s16sIIIIIIII", socket.AF_INET, 1, 0, 0, (40000).to_bytes(2, "big"),
+                       (80).to_bytes(2, "big"), socket.inet_aton("10.0.0.1").ljust(16, b"\0"),
+                       socket.inet_aton("10.0.0.2").ljust(16, b"\0"), 0, 0, 0, 0, 0, 0, 0, 1000)
+    d = sockdiag.Sockets()
+    current = nl(sockdiag.SOCK_DIAG_BY_FAMILY, 5, sock) + nl(sockdiag.NLMSG_DONE, 5, bytes(4))
+    d._sock, d._buf = _Replies([stale, current]), bytearray(1 << 17)  # type: ignore[assignment]
+    out = []
+    d._receive(socket.SOCK_STREAM, socket.IPPROTO_TCP, out, dump=True, since=5)
+    assert [(c.laddr, c.raddr, c.status, c.inode) for c in out] == [
+        (("10.0.0.1", 40000), ("10.0.0.2", 80), "ESTABLISHED", 1000)]

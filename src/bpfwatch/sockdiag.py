@@ -123,7 +123,7 @@ class Sockets:
             for family in (socket.AF_INET, socket.AF_INET6):
                 self._send(_REQ.pack(family, proto, 0, 0, states, b"\0\0", b"\0\0", bytes(16), bytes(16), 0,
                                      INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE), NLM_F_REQUEST | NLM_F_DUMP)
-                self._receive(kind, proto, out, dump=True)
+                self._receive(kind, proto, out, dump=True, since=self._seq)
         return out
 
     def tcp_states(self, keys: list[tuple[int, str, int, str, int]]) -> dict[tuple[int, str, int, str, int], str]:
@@ -137,12 +137,13 @@ class Sockets:
         # a few at a time: replies wait in the socket's receive buffer until read
         for at in range(0, len(keys), LOOKUPS_AT_ONCE):
             part = keys[at: at + LOOKUPS_AT_ONCE]
+            since = self._seq + 1
             for family, lip, lport, rip, rport in part:
                 self._send(_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, ALL_STATES, lport.to_bytes(2, "big"),
                                      rport.to_bytes(2, "big"), _raw_ip(family, lip), _raw_ip(family, rip), 0,
                                      INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE), NLM_F_REQUEST)
             for _ in part:  # one reply (the socket, or an error) per request
-                self._receive(socket.SOCK_STREAM, socket.IPPROTO_TCP, replies, dump=False)
+                self._receive(socket.SOCK_STREAM, socket.IPPROTO_TCP, replies, dump=False, since=since)
         # with no such connection the kernel may answer with the port's listener: not it
         for c in replies:
             if c.laddr and c.raddr:
@@ -158,18 +159,23 @@ class Sockets:
         self._sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), SOCK_DIAG_BY_FAMILY, flags, self._seq, 0)
                         + payload)
 
-    def _receive(self, kind: int, proto: int, out: list[Conn], dump: bool) -> None:
-        """Reads replies until the dump's DONE (dump) or one reply (not dump)."""
+    def _receive(self, kind: int, proto: int, out: list[Conn], dump: bool, since: int = 0) -> None:
+        """Reads replies until the dump's DONE (dump) or one reply (not dump).
+        Replies to requests before sequence number `since` (left by a query
+        that failed midway) are passed over."""
         assert self._sock is not None and self._buf is not None
         buf, view = self._buf, memoryview(self._buf)
         while True:
             n = self._sock.recv_into(buf)
             off = 0
             while off + _NLMSGHDR.size <= n:
-                length, mtype, _flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, off)
+                length, mtype, _flags, seq, _pid = _NLMSGHDR.unpack_from(buf, off)
                 if length < _NLMSGHDR.size or off + length > n:
                     raise OSError(errno.EPROTO, "socket diagnostics: malformed netlink reply")
                 body = off + _NLMSGHDR.size
+                if seq < since:
+                    off += (length + 3) & ~3
+                    continue
                 if mtype == NLMSG_DONE:
                     return
                 if mtype == NLMSG_ERROR:
