@@ -20,7 +20,6 @@ import errno
 import os
 import socket
 import struct
-from dataclasses import dataclass
 from typing import NamedTuple
 
 NETLINK_SOCK_DIAG = 4
@@ -81,14 +80,14 @@ def _port(raw: bytes) -> int:
     return int.from_bytes(raw, "big")
 
 
-@dataclass
 class Sockets:
     """One netlink socket for every query of a polling source."""
 
-    _sock: socket.socket | None = None
-    _seq: int = 0
-    available: bool = True
-    _buf: bytearray | None = None
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._seq = 0
+        self._buf: bytearray | None = None
+        self.available = True  # False: no socket diagnostics here, or they failed
 
     def open(self) -> Sockets:
         try:
