@@ -85,7 +85,7 @@ static __always_inline int matches(struct task_struct *task)
 			return 0;
 	}
 	if (flt_cgroup) {
-		__u64 cg = bw_task_cgroup_id(task);
+		__u64 cg = bpf_get_current_cgroup_id();
 		__u8 *v = bpf_map_lookup_elem(&bw_cgroups, &cg);
 
 		if ((flt_cgroup & BW_CG_ALLOW) && (!v || *v != BW_CG_ALLOW))

@@ -47,7 +47,7 @@ static __always_inline void dns_emit(struct bw_dns_event *e, struct task_struct 
 				     __u32 role, __u64 len, __u32 n, int sent)
 {
 	bw_fill_hdr(&e->hdr, BW_EV_DNS, task);
-	e->cgroup_id = bw_task_cgroup_id(task);
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->sk = (__u64)sk;
 	e->uid = bw_task_uid(task);
 	e->direction = sent ? BW_DNS_SENT : BW_DNS_RECEIVED;

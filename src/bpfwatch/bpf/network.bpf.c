@@ -90,7 +90,7 @@ static __always_inline void set_owner(struct bw_sock_info *i, struct task_struct
 	i->owner_pid = task->tgid;
 	i->owner_tid = task->pid;
 	i->owner_uid = bw_task_uid(task);
-	i->cgroup_id = bw_task_cgroup_id(task);
+	i->cgroup_id = bpf_get_current_cgroup_id();
 	bw_task_comm(i->comm, task);
 }
 
@@ -399,7 +399,7 @@ static __always_inline void count_udp(struct task_struct *task, struct bw_udp_ke
 		struct bw_udp_stats fresh = {};
 
 		fresh.first_ns = bpf_ktime_get_boot_ns();
-		fresh.cgroup_id = bw_task_cgroup_id(task);
+		fresh.cgroup_id = bpf_get_current_cgroup_id();
 		fresh.uid = bw_task_uid(task);
 		bw_task_comm(fresh.comm, task);
 		if (bpf_map_update_elem(&bw_udp, key, &fresh, BPF_NOEXIST) == 0) {

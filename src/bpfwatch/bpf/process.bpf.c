@@ -56,7 +56,7 @@ int BPF_PROG(bw_proc_exec, struct task_struct *task, pid_t old_pid, struct linux
 	struct bw_exec_event *e = (void *)b->raw;
 	__u8 *data = b->raw + sizeof(*e);
 	bw_fill_hdr(&e->hdr, BW_EV_EXEC, task);
-	e->cgroup_id = bw_task_cgroup_id(task);
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->start_boot_ns = BPF_CORE_READ(task, start_boottime);
 	e->old_pid = old_pid;
 	parent = BPF_CORE_READ(task, real_parent);
@@ -171,7 +171,7 @@ int BPF_PROG(bw_proc_fork, struct task_struct *child, u64 clone_flags)
 	if (!e)
 		return 0;
 	bw_fill_hdr(&e->hdr, BW_EV_FORK, cur);
-	e->cgroup_id = bw_task_cgroup_id(cur);
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->clone_flags = clone_flags;
 	e->child_start_boot_ns = BPF_CORE_READ(child, start_boottime);
 	e->ppid = BPF_CORE_READ(cur, real_parent, tgid);
@@ -254,7 +254,7 @@ static __always_inline int on_exit(struct task_struct *task, int group_dead)
 	if (!e)
 		return 0;
 	bw_fill_hdr(&e->hdr, BW_EV_EXIT, task);
-	e->cgroup_id = bw_task_cgroup_id(task);
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	if (group_dead) {
 		e->start_boot_ns = BPF_CORE_READ(task, group_leader, start_boottime);
 		group_times(task, sig, e);
@@ -367,7 +367,7 @@ int BW_CHAINED(sys_exit, bw_proc_exec_fail, struct pt_regs *regs, long ret)
 	__u32 off = 0;
 
 	bw_fill_hdr(&e->hdr, BW_EV_EXEC_FAIL, task);
-	e->cgroup_id = bw_task_cgroup_id(task);
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->ret = ret;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	e->uid = bw_task_uid(task);

@@ -161,7 +161,7 @@ int BW_CHAINED(sys_exit, bw_sec_exit, struct pt_regs *regs, long ret)
 	__u8 *data = b->raw + sizeof(*e);
 
 	bw_fill_hdr(&e->hdr, BW_EV_SEC_SYSCALL, task);
-	e->cgroup_id = bw_task_cgroup_id(task);
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->ret = ret;
 	e->arg0 = p->args[0];
 	e->arg1 = p->args[1];
@@ -253,7 +253,7 @@ int BPF_PROG(bw_sec_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	__u8 *data = b->raw + sizeof(*e);
 
 	bw_fill_hdr(&e->hdr, BW_EV_SEC_EXEC, task);
-	e->cgroup_id = bw_task_cgroup_id(task);
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	BW_PUT_CREDS(e, old_, &old);
 	BW_PUT_CREDS(e, new_, &new);
 	e->flags = flags;
