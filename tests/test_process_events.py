@@ -395,3 +395,32 @@ def test_deep_cwd_is_flagged_truncated(tmp_path):
     assert ex["cwd"].endswith("/d/d/d") and len(ex["cwd"]) < len(str(deep))
     (shallow,) = [e for e in _run_and_collect(["/bin/true"])[1] if e["type"] == "process.exec"]
     assert "paths_truncated" not in shallow
+
+
+@pytest.mark.kernel
+def test_a_lone_process_sensor_keeps_only_the_last_reads_exits():
+    """`exited` (the pids whose exit a read decoded, for the other sensors'
+    tick) is per read: a ProcessSensor read without a Monitor must not keep
+    every exit it ever saw."""
+    import time
+
+    from bpfwatch.sensors import ProcessSensor
+
+    s = ProcessSensor()
+    s.open()
+    earlier: list[int] = []
+    try:
+        for _ in range(3):
+            p = subprocess.Popen(["/bin/true"])
+            p.wait()
+            pid = p.pid
+            out: list = []
+            deadline = time.monotonic() + 5
+            while not any(e["type"] == "process.exit" and e["pid"] == pid for e in out):
+                assert time.monotonic() < deadline, "no exit read"
+                s.drain(out)
+                time.sleep(0.01)
+            assert pid in s.exited and not set(earlier) & set(s.exited), (earlier, s.exited)
+            earlier.append(pid)
+    finally:
+        s.close()

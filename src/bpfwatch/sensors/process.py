@@ -157,6 +157,12 @@ class ProcessSensor(Sensor):
 
     # -- decoding ---------------------------------------------------------------
 
+    def drain(self, out: list[dict[str, Any]], max_bytes: int | None = None) -> int:
+        # read on its own (no Monitor to empty `exited` after each read), it
+        # must not keep every exit it ever saw
+        self.exited.clear()
+        return super().drain(out, max_bytes)
+
     @staticmethod
     def _exec_event(row: tuple[Any, ...], data: bytes) -> dict[str, Any]:
         (ts, pid, tid, cgroup_id, start, pidns, ppid, uid, gid, euid, egid, loginuid, ns_pid, argc, args_size,
