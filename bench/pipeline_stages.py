@@ -144,13 +144,35 @@ def replay_agent(chunks: list[bytes], pause: float = 0.0) -> dict[str, float]:
     return out
 
 
+def _replay(chunks: list[bytes], hdr: Any, types: list[int], pause: float, sink: bytearray | None,
+            decode: Any, encode: Any) -> float:
+    """Thread CPU per event of reading the recorded records, `decode` (a
+    run decoder for every type the agent decodes) and `encode` (the read's
+    decoded items appended to a buffer as JSON lines), idle for `pause`
+    seconds before each read. The lines are dropped, or kept in `sink`."""
+    decoders = dict.fromkeys(types, decode)
+    buf = bytearray()
+    n = 0
+    t0 = time.thread_time()
+    for chunk in chunks:
+        if pause:
+            time.sleep(pause)
+        out: list[Any] = []
+        ring = RingBuffer.replay(chunk)
+        ring.drain(lambda run, out=out: dispatch(run, decoders, hdr, out))
+        encode(out, buf)
+        if sink is not None:
+            sink += buf
+        del buf[:]
+        n += len(out)
+    return (time.thread_time() - t0) / max(n, 1) * 1e6
+
+
 def replay_floor(chunks: list[bytes], hdr: Any, types: list[int], pause: float = 0.0,
                  sink: bytearray | None = None) -> float:
     """The least a dict-per-event pipeline does with the same records, per
-    event, idle for `pause` seconds before each read. Its lines are dropped,
-    or kept in `sink` (to check the floors against each other)."""
+    event (see _replay)."""
     fields = Fields(hdr, "ts_boot_ns pid tid")
-    buf = bytearray()
     dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
 
     def minimal(run: Any, idx: Any, out: list[dict[str, Any]]) -> None:
@@ -162,23 +184,12 @@ def replay_floor(chunks: list[bytes], hdr: Any, types: list[int], pause: float =
             ev["error"] = None
             out.append(ev)
 
-    decoders = dict.fromkeys(types, minimal)  # every event type the agent decodes
-    n = 0
-    t0 = time.thread_time()
-    for chunk in chunks:
-        if pause:
-            time.sleep(pause)
-        out: list[dict[str, Any]] = []
-        ring = RingBuffer.replay(chunk)
-        ring.drain(lambda run, out=out: dispatch(run, decoders, hdr, out))
+    def encode(out: list[dict[str, Any]], buf: bytearray) -> None:
         for ev in out:
             ev["time"] = iso8601(ev["ts"])
             buf += dumps(ev, option=opt)
-        if sink is not None:
-            sink += buf
-        del buf[:]
-        n += len(out)
-    return (time.thread_time() - t0) / max(n, 1) * 1e6
+
+    return _replay(chunks, hdr, types, pause, sink, minimal, encode)
 
 
 # the dict floor's event as its JSON line, with the fields the records give
@@ -193,7 +204,6 @@ def replay_line_floor(chunks: list[bytes], hdr: Any, types: list[int], pause: fl
     same records, per event: no dict, no encoder, a template filled from the
     unpacked header (the dict floor's line, byte for byte)."""
     fields = Fields(hdr, "ts_boot_ns pid tid")
-    buf = bytearray()
     seconds: dict[int, bytes] = {}
 
     def minimal(run: Any, idx: Any, out: list[bytes]) -> None:
@@ -204,21 +214,10 @@ def replay_line_floor(chunks: list[bytes], hdr: Any, types: list[int], pause: fl
                 text = seconds[sec] = second_text(sec).encode()
             out.append(LINE % (ts, text, ns, pid, tid))
 
-    decoders = dict.fromkeys(types, minimal)
-    n = 0
-    t0 = time.thread_time()
-    for chunk in chunks:
-        if pause:
-            time.sleep(pause)
-        out: list[bytes] = []
-        ring = RingBuffer.replay(chunk)
-        ring.drain(lambda run, out=out: dispatch(run, decoders, hdr, out))  # type: ignore[arg-type]
+    def encode(out: list[bytes], buf: bytearray) -> None:
         buf += b"".join(out)
-        if sink is not None:
-            sink += buf
-        del buf[:]
-        n += len(out)
-    return (time.thread_time() - t0) / max(n, 1) * 1e6
+
+    return _replay(chunks, hdr, types, pause, sink, minimal, encode)
 
 
 def main() -> int:
