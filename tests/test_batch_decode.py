@@ -252,3 +252,28 @@ def test_pending_records_stop_at_one_still_being_written():
     assert ring.pending_records() == raw[: 2 * 48]  # two whole records; the third is not committed
     assert ring.drain(lambda run: None) == 2
     ring.close()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 40), max_size=300), st.integers(4, 16))
+def test_file_paths_remembered_are_the_newest_and_bounded(keys, cap):
+    """The file sensor's path memory (file key -> path, per process): at most
+    `cap` entries, always the most recently opened ones (an open of a key
+    again makes it the newest), at least three quarters of `cap` of them."""
+    from bpfwatch.sensors import file as F
+
+    old, F.PATHS_PER_PROCESS = F.PATHS_PER_PROCESS, cap
+    try:
+        fs = F.FileSensor()
+        order: dict[int, str] = {}
+        for i, k in enumerate(keys):
+            fs._remember(7, k, f"/p/{k}/{i}")
+            order.pop(k, None)
+            order[k] = f"/p/{k}/{i}"
+            kept = fs._paths[7]
+            assert len(kept) <= cap
+            newest = list(order.items())[-len(kept):]
+            assert list(kept.items()) == newest
+            assert len(kept) >= min(len(order), cap - cap // 4)
+    finally:
+        F.PATHS_PER_PROCESS = old
