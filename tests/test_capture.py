@@ -5,6 +5,7 @@ count with compression, retention, the manifest after kill -9, a full disk
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import json
 import os
@@ -18,9 +19,11 @@ from pathlib import Path
 import orjson
 import pytest
 import zstandard
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from bpfwatch.agent.config import CaptureConfig, parse
-from bpfwatch.capture import reader
+from bpfwatch.capture import codec, reader
 from bpfwatch.capture.manifest import Manifest
 from bpfwatch.capture.writer import CaptureWriter
 from conftest import BPFWATCH, ROOT
@@ -59,6 +62,8 @@ def test_rotation_by_count_with_zstd(tmp_path: Path) -> None:
     assert read_seqs(tmp_path) == list(range(5000))
     assert reader.verify(str(tmp_path)) == (5, [])
     assert oct(os.stat(tmp_path / "index.json").st_mode & 0o777) == "0o600"
+    # one compressor process for the five segments, gone with the writer
+    assert w._compressor.started == 1 and w._compressor.pid is None
 
 
 def test_rotation_by_size_with_gzip(tmp_path: Path) -> None:
@@ -287,3 +292,72 @@ def test_disk_full_recovers_with_less_space_than_the_backlog(tmp_path: Path) -> 
         assert w.held == 0 and w.failing is None
         w.close()
         assert sorted(read_seqs(fs / "cap")) == list(range(10_000)) + list(range(11_000, 12_000))
+
+
+def _segment(path: Path, mb: int) -> Path:
+    line = b'{"ts":1,"type":"file.open","path":"/usr/lib/x86_64-linux-gnu/libc.so.6","n":%d}\n'
+    path.write_bytes(b"".join(line % i for i in range(mb * 14000)))
+    return path
+
+
+def test_compressor_child_is_kept_replaced_and_killed(tmp_path: Path) -> None:
+    """The segment compressor: one child for many segments; a failed job
+    (a missing file) leaves it running; a child that is gone is replaced
+    at the next segment; one over its time is killed, that segment fails
+    and the next gets a new child."""
+    src = _segment(tmp_path / "seg.jsonl", 8)
+    c = codec.Compressor()
+    try:
+        for i in range(3):
+            out = tmp_path / f"{i}.zst"
+            size, digest = c.compress(str(src), str(out), "zstd", 3, 0o600)
+            assert size == out.stat().st_size and digest == codec.sha256_file(str(out))
+            assert zstandard.ZstdDecompressor().decompressobj().decompress(out.read_bytes()) == src.read_bytes()
+        first = c.pid
+        assert c.started == 1 and first is not None
+        with pytest.raises(OSError) as err:
+            c.compress(str(tmp_path / "missing"), str(tmp_path / "m.zst"), "zstd", 3, 0o600)
+        assert err.value.errno == errno.ENOENT and c.pid == first
+        os.kill(first, signal.SIGKILL)
+        while os.path.exists(f"/proc/{first}/exe"):  # dead (a zombie until the next job reaps it)
+            time.sleep(0.01)
+        c.compress(str(src), str(tmp_path / "again.gz"), "gzip", 6, 0o600)
+        assert c.started == 2 and c.pid not in (None, first)
+        assert gzip.decompress((tmp_path / "again.gz").read_bytes()) == src.read_bytes()
+        c.timeout = 0.001  # no 8 MB segment compresses in a millisecond
+        slow = c.pid
+        with pytest.raises(OSError) as err:
+            c.compress(str(src), str(tmp_path / "slow.zst"), "zstd", 19, 0o600)
+        assert err.value.errno == errno.ETIMEDOUT and c.pid is None
+        assert slow is not None and not os.path.exists(f"/proc/{slow}")  # killed and reaped
+        c.timeout = 600
+        c.compress(str(src), str(tmp_path / "after.zst"), "zstd", 1, 0o600)
+        assert c.started == 3
+    finally:
+        c.close()
+    assert c.pid is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=300))
+@example(b'{"size":"12","sha256":1}\n')
+@example(b'{"size":1e999,"sha256":"x"}\n')
+@example(b'{"error":{"x":1},"errno":"EIO"}\n')
+@example(b'[1,2]\n')
+@example(b'{"size":-1,"sha256":"x"}\n')
+@example(b'{"size":7,"sha256":"abc"}')  # no newline: the child exits first
+def test_compressor_survives_any_answer(answer):
+    """Whatever a compressor child writes back (or nothing: it exits), a
+    segment's compression ends in a result or an OSError, never another
+    exception or a wait past the timeout, and the child is not left running."""
+    child = [sys.executable, "-c", f"import sys; sys.stdin.readline(); sys.stdout.buffer.write({answer!r})"]
+    c = codec.Compressor(timeout=5, command=child)
+    t = time.monotonic()
+    try:
+        size, digest = c.compress("/nonexistent/src", "/nonexistent/dst", "zstd", 3, 0o600)
+        assert isinstance(size, int) and isinstance(digest, str)
+    except OSError:
+        pass
+    finally:
+        c.close()
+    assert time.monotonic() - t < 10 and c.pid is None

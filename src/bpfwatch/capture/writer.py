@@ -21,7 +21,6 @@ import os
 import queue
 import re
 import stat
-import subprocess
 import threading
 import time
 from bisect import bisect_right
@@ -50,6 +49,9 @@ if TYPE_CHECKING:
     from bpfwatch.agent.config import CaptureConfig
 
 WRITE_CHUNK = 256 << 10
+# the compressor process stays this long after its last segment (at a steady load a
+# segment comes every few seconds; a child each time cost 37 ms of CPU to start)
+COMPRESSOR_IDLE = 60.0
 _ts_of = operator.itemgetter("ts")
 _TS = re.compile(rb'^\{"ts":(\d+)', re.M)
 log = logging.getLogger("bpfwatch.agent")
@@ -71,6 +73,7 @@ class CaptureWriter:
         self._retry_at = 0.0
         self._jobs: queue.Queue[Segment | None] = queue.Queue()
         self._worker: threading.Thread | None = None
+        self._compressor = codec.Compressor()
         # counters (read by metrics)
         self.events_written = 0
         self.bytes_written = 0
@@ -327,16 +330,23 @@ class CaptureWriter:
     # -- compression -------------------------------------------------------------------------
 
     def _compress_loop(self) -> None:
-        while True:
-            seg = self._jobs.get()
-            if seg is None:
-                return
-            try:
-                self._compress(seg)
-            except (OSError, subprocess.SubprocessError) as e:
-                self.compress_errors += 1
-                log.error("capture: cannot compress %s: %s (kept uncompressed)", seg.name,
-                          getattr(e, "strerror", None) or e)
+        try:
+            while True:
+                try:
+                    seg = self._jobs.get(timeout=COMPRESSOR_IDLE)
+                except queue.Empty:
+                    self._compressor.close()  # segments stopped coming: its memory goes
+                    continue
+                if seg is None:
+                    return
+                try:
+                    self._compress(seg)
+                except (OSError, ValueError) as e:
+                    self.compress_errors += 1
+                    log.error("capture: cannot compress %s: %s (kept uncompressed)", seg.name,
+                              getattr(e, "strerror", None) or e)
+        finally:
+            self._compressor.close()
 
     def _compress(self, seg: Segment) -> None:
         kind = self.cfg.compression
@@ -349,8 +359,8 @@ class CaptureWriter:
         if not os.path.exists(src):
             return
         try:
-            size, digest = codec.compress_in_child(src, dst + ".tmp", kind, self.cfg.compression_level, self.mode)
-        except (OSError, subprocess.SubprocessError):
+            size, digest = self._compressor.compress(src, dst + ".tmp", kind, self.cfg.compression_level, self.mode)
+        except OSError:
             with contextlib.suppress(OSError):
                 os.unlink(dst + ".tmp")
             if not os.path.exists(src):
