@@ -13,7 +13,9 @@ records in the same run, two floors:
   its time, encode it as a JSON line);
 - the least any Python pipeline that writes a JSON line per event does, with
   no object per event: the same reading and unpacking, and the same line
-  filled into a bytes template (this row's floor in Python).
+  filled into a bytes template with what differs from event to event: the
+  header's fields and the time formatted, the process's context, the path
+  and the call's result looked up rendered (this row's floor in Python).
 
 Both are replayed twice: back to back, and with the live agent's pause
 before each read (max_delay / READS_PER_WINDOW: 62.5 ms at the agent's
@@ -192,19 +194,28 @@ def replay_floor(chunks: list[bytes], hdr: Any, types: list[int], pause: float =
     return _replay(chunks, hdr, types, pause, sink, minimal, encode)
 
 
-# the dict floor's event as its JSON line, with the fields the records give
-LINE = (b'{"ts":%d,"time":"%s.%09dZ","type":"file.open","source":"ebpf","pid":%d,"tid":%d,"ppid":0,"uid":0,'
-        b'"user":null,"comm":"comm","exe":null,"cgroup_id":0,"exec_id":null,"path":"/tmp/bw-bench-open",'
-        b'"syscall":"openat","ret":3,"error":null}\n')
+# the dict floor's event as its JSON line: what a line needs per event (the
+# header's fields, the time), then the parts a pipeline can keep rendered and
+# look up (the process's context, the path, the call's result)
+LINE = b'{"ts":%d,"time":"%s.%09dZ","type":"file.open","source":"ebpf","pid":%d,"tid":%d,%s,%s,%s'
+CONTEXT = b'"ppid":0,"uid":0,"user":null,"comm":"comm","exe":null,"cgroup_id":0,"exec_id":null'
+PATH = b'"path":"/tmp/bw-bench-open"'
+RESULT = b'"syscall":"openat","ret":3,"error":null}\n'
 
 
 def replay_line_floor(chunks: list[bytes], hdr: Any, types: list[int], pause: float = 0.0,
                       sink: bytearray | None = None) -> float:
     """The least a pipeline writing one JSON line per event does with the
     same records, per event: no dict, no encoder, a template filled from the
-    unpacked header (the dict floor's line, byte for byte)."""
+    unpacked header (the dict floor's line, byte for byte). Every part that
+    differs between real events is looked up or formatted per event, as a
+    real pipeline must: the process's context (by pid, uid, comm, cgroup),
+    the path and the call's result are kept rendered, in dicts."""
     fields = Fields(hdr, "ts_boot_ns pid tid")
     seconds: dict[int, bytes] = {}
+    contexts: dict[tuple[int, int, bytes, int], bytes] = {}
+    paths = {b"/tmp/bw-bench-open": PATH}
+    results = {(257, 0, 0, 3): RESULT}
 
     def minimal(run: Any, idx: Any, out: list[bytes]) -> None:
         for ts, pid, tid in fields.rows(run, idx):
@@ -212,7 +223,11 @@ def replay_line_floor(chunks: list[bytes], hdr: Any, types: list[int], pause: fl
             text = seconds.get(sec)
             if text is None:
                 text = seconds[sec] = second_text(sec).encode()
-            out.append(LINE % (ts, text, ns, pid, tid))
+            context = contexts.get((pid, 0, b"comm", 0))
+            if context is None:
+                context = contexts[(pid, 0, b"comm", 0)] = CONTEXT
+            out.append(LINE % (ts, text, ns, pid, tid, context, paths[b"/tmp/bw-bench-open"],
+                               results[(257, 0, 0, 3)]))
 
     def encode(out: list[bytes], buf: bytearray) -> None:
         buf += b"".join(out)
