@@ -318,6 +318,9 @@ def test_compressor_child_is_kept_replaced_and_killed(tmp_path: Path) -> None:
         with pytest.raises(OSError) as err:
             c.compress(str(tmp_path / "missing"), str(tmp_path / "m.zst"), "zstd", 3, 0o600)
         assert err.value.errno == errno.ENOENT and c.pid == first
+        with pytest.raises(OSError) as err:  # a job longer than a pipe takes at once
+            c.compress("/" + "a" * 70000, str(tmp_path / "m.zst"), "zstd", 3, 0o600)
+        assert err.value.errno == errno.ENAMETOOLONG and c.pid == first
         os.kill(first, signal.SIGKILL)
         while os.path.exists(f"/proc/{first}/exe"):  # dead (a zombie until the next job reaps it)
             time.sleep(0.01)

@@ -177,7 +177,9 @@ class Compressor:
             self.started += 1
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(json.dumps([src, dst, kind, level, mode]).encode() + b"\n")
+            job = memoryview(json.dumps([src, dst, kind, level, mode]).encode() + b"\n")
+            while job:  # a pipe takes a long line (long paths) in parts
+                job = job[proc.stdin.write(job) or 0:]
             reply = json.loads(self._reply(proc))
             if not isinstance(reply, dict) or not ("error" in reply or (
                     type(reply.get("size")) is int and reply["size"] >= 0 and isinstance(reply.get("sha256"), str))):
