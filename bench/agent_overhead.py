@@ -166,7 +166,7 @@ def phase(name: str, seconds: float, agents: dict[str, tuple[subprocess.Popen[by
         written = total(m1, key) - total(m0, key)
         half = len(rss[n]) // 2
         out[n] = {
-            # with the segment compressors it ran (reaped children): they are its work too
+            # with the segment compressor it runs (its children, reaped or running): its work too
             "cpu_pct_of_core": round((cpu_seconds(p.pid) - cpu0) / dt * 100, 3),
             "of_which_compressor_pct_of_core": round((cpu_seconds(p.pid, own=False) - spawned[n]) / dt * 100, 3),
             "rss_mb_first": rss[n][0] if rss[n] else None, "rss_mb_last": rss[n][-1] if rss[n] else None,
