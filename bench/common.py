@@ -52,7 +52,7 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int, own: bool = True, children: bool = True) -> float:
     """User + system CPU of a process: its own, and (with `children`) that of
     its children, such as the agent's segment compressor, which is the
-    agent's cost too (1.2% of a core at the 20k events/s load): the ones it
+    agent's cost too (0.8% of a core at the 20k events/s load): the ones it
     has reaped, and the ones still running, each with its own children."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

@@ -336,7 +336,7 @@ class FileSensor(Sensor):
         if len(files) > PATHS_PER_PROCESS:
             # the oldest quarter goes at once, into a new dict: deleting the
             # oldest one by one leaves a run of empty slots at the front that
-            # every next(iter()) walks, 2 us an open in a process that opens
+            # every next(iter()) walks, ~1 us an open in a process that opens
             # many files and reads none (their closes are not reported)
             self._paths[tgid] = dict(islice(files.items(), PATHS_PER_PROCESS // 4, None))
 
