@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 import struct
 
 import numpy as np
@@ -277,3 +278,109 @@ def test_file_paths_remembered_are_the_newest_and_bounded(keys, cap):
             assert len(kept) >= min(len(order), cap - cap // 4)
     finally:
         F.PATHS_PER_PROCESS = old
+
+
+# the fields of each event the hot decoders build from a copied shape
+# (events/model.shape), in the order every output writes them (docs/events.md)
+COMMON = ["ts", "time", "type", "source", "pid", "tid", "ppid", "uid", "user", "comm", "exe", "cgroup_id", "exec_id"]
+ADDRESSES = ["protocol", "family", "local_addr", "local_port", "remote_addr", "remote_port"]
+FILE_EXTRA = {"file.open": ["flags", "mode", "fd"], "file.mkdir": ["mode"], "file.chmod": ["mode"],
+              "file.chown": ["owner_uid", "owner_gid"], "file.truncate": ["length"], "file.rename": ["new_path"],
+              "file.link": ["new_path"], "file.symlink": ["target"]}
+TCP_EXTRA = {"network.connect": ["result", "error", "latency_ns"], "network.accept": [],
+             "network.close": ["bytes_sent", "bytes_received", "bytes_exact", "duration_ns", "closed_by",
+                               "retransmits", "segs_in", "segs_out", "role"],
+             "network.state": ["old_state", "new_state", "role"]}
+
+
+def _sensor(cls: type, name: str) -> Sensor:
+    from bpfwatch import libbpf as L
+    from bpfwatch.bpf import object_path
+
+    sensor = cls()
+    with L.Btf.parse(str(object_path(name))) as btf:
+        sensor.layouts(btf)
+    return sensor
+
+
+def _row(fields: Fields, draw: st.DrawFn, **fixed: object) -> tuple[object, ...]:
+    """A row as the decoder gets it: every picked field from its struct code,
+    `fixed` ones as given."""
+    out = []
+    codes = [(int(n or 1), c) for n, c in re.findall(r"(\d*)([a-zA-Z?])", fields.struct.format) if c != "x"]
+    for name, (size, code) in zip(fields.names, codes, strict=True):
+        if name in fixed:
+            out.append(fixed[name])
+        elif code == "s":
+            out.append(draw(st.binary(min_size=size, max_size=size)))
+        else:
+            bits = struct.calcsize(code) * 8
+            lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if code.islower() else (0, (1 << bits) - 1)
+            out.append(draw(st.integers(lo, hi)))
+    return tuple(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_file_events_keep_their_fields_in_order(data):
+    """Every file operation and file.io event, whatever its record holds, has
+    its type's fields in schema order: the decoder only fills the copied shape
+    (a store to a misspelt key would add one at the end)."""
+    from bpfwatch.sensors import file as F
+
+    fs = _sensor(F.FileSensor, "file")
+    names = {v: k for k, v in fs._kind_names.items() if v is not None}
+    kind = data.draw(st.sampled_from(sorted(k for k in names if k != "file.io")))
+    ret = data.draw(st.integers(-200, 300))
+    lens = {n: data.draw(st.integers(0, 40)) for n in ("path1_len", "dir1_len", "path2_len", "dir2_len")}
+    tail = data.draw(st.binary(min_size=sum(lens.values()), max_size=sum(lens.values()) + 8))
+    row = _row(fs.op_fields, data.draw, kind=names[kind], ret=ret, nr=data.draw(st.sampled_from([2, 257, 87, 263])),
+               rflags=data.draw(st.integers(0, 15)), **lens)
+    ev = fs._op_event(row, tail)
+    assert ev is not None
+    cut = bool(row[fs.op_fields.names.index("rflags")] & (F.PATH1_TRUNC | F.PATH2_TRUNC))
+    extra = FILE_EXTRA.get(ev["type"], [])
+    assert list(ev) == [*COMMON, "path", "syscall", "ret", "error", *(["path_truncated"] if cut else []), *extra]
+    assert (ev["error"] is None) == (ret >= 0)
+    assert ev.get("path_truncated", False) is cut
+    if ev["type"] == "file.open":
+        assert ev["fd"] == (ret if ret >= 0 else None)
+        ev["flags"].append("changed")  # each event's list is its own
+        assert "changed" not in fs._op_event(row, tail)["flags"]
+    io = fs._io_event(_row(fs.io_fields, data.draw))
+    assert list(io) == [*COMMON, "path", "reads", "writes", "read_bytes", "write_bytes", "duration_ns", "closed"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_process_and_tcp_events_keep_their_fields_in_order(data):
+    from bpfwatch.sensors.network import NetworkSensor
+    from bpfwatch.sensors.process import EXEC_PATHS_TRUNCATED, ProcessSensor
+
+    ps = _sensor(ProcessSensor, "process")
+    fork_fields = next(rd.fields for rd in ps.row_decoders.values() if rd.event == ps._fork_event)
+    exit_fields = next(rd.fields for rd in ps.row_decoders.values() if rd.event == ps._exit_event)
+    exec_fields = next(rd.fields for rd in ps.row_decoders.values() if rd.event == ps._exec_event)
+    fork = ps._fork_event(_row(fork_fields, data.draw))
+    assert list(fork) == [*COMMON, "child_pid", "child_tid", "thread", "clone_flags", "child_start_boot_ns",
+                          "child_exec_id"]
+    exit_ = ps._exit_event(_row(exit_fields, data.draw))
+    assert list(exit_) == [*COMMON, "exit_code", "signal", "signal_name", "core_dumped", "status", "thread",
+                           "duration_ns", "start_boot_ns", "user_time_ns", "system_time_ns"]
+    lens = {n: data.draw(st.integers(0, 30)) for n in ("args_len", "exe_len", "cwd_len", "pexe_len", "filename_len",
+                                                        "interp_len")}
+    flags = data.draw(st.integers(0, 63))
+    exec_ = ps._exec_event(_row(exec_fields, data.draw, flags=flags, **lens),
+                           data.draw(st.binary(min_size=sum(lens.values()), max_size=sum(lens.values()) + 8)))
+    cut = bool(flags & EXEC_PATHS_TRUNCATED)
+    assert list(exec_) == [*COMMON, "gid", "euid", "egid", "loginuid", "argv", "argc", "argv_truncated",
+                           "argv_omitted_args", "argv_omitted_bytes", "filename", "interpreter", "exe_memfd", "cwd",
+                           "tty", "ns_pid", "pidns", "start_boot_ns", "parent", *(["paths_truncated"] if cut else [])]
+    assert exec_.get("paths_truncated", False) is cut
+
+    ns = _sensor(NetworkSensor, "network")
+    ns.nopts.types = set(TCP_EXTRA)
+    kinds = {v: k for k, v in ns._kind_names.items()}
+    kind = data.draw(st.sampled_from(sorted(TCP_EXTRA)))
+    tcp = ns._tcp(_row(ns.tcp_fields, data.draw, kind=kinds[kind], family=data.draw(st.sampled_from([2, 10]))))
+    assert list(tcp) == [*COMMON, *ADDRESSES, *TCP_EXTRA[kind]]

@@ -24,7 +24,7 @@ from bpfwatch import libbpf as L
 from bpfwatch import syscalls
 from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
 from bpfwatch.errors import UsageError
-from bpfwatch.events.model import common_fields
+from bpfwatch.events.model import shape
 from bpfwatch.events.text import text
 from bpfwatch.sensors.base import Fields, Request, RowDecoder, Scope, Sensor, SensorOptions
 
@@ -114,7 +114,6 @@ OP_FIELDS = ("ts_boot_ns pid tid cgroup_id file ret length uid kind nr flags mod
 IO_FIELDS = "ts_boot_ns tid tgid file reads writes read_bytes write_bytes first_ns last_ns uid comm closed"
 
 
-@lru_cache(maxsize=4096)  # a workload opens the same few paths over and over
 def op_paths(data: bytes, l1: int, ld1: int, l2: int, ld2: int
              ) -> tuple[str | None, str | None, str | None, str | None]:
     """The path, its directory, the second path and its directory of a file
@@ -130,7 +129,6 @@ def op_paths(data: bytes, l1: int, ld1: int, l2: int, ld2: int
     return p1, d1, p2, d2
 
 
-@lru_cache(maxsize=4096)
 def join_path(directory: str | None, path: str) -> str:
     """An absolute, normalised path from a dir and a path relative to it.
     An empty path names nothing (the call fails with ENOENT): it stays ""."""
@@ -139,6 +137,47 @@ def join_path(directory: str | None, path: str) -> str:
     full = posixpath.join(directory, path) if directory and not path.startswith("/") else path
     full = posixpath.normpath(full)
     return "/" + full.lstrip("/") if full.startswith("//") else full
+
+
+# each operation's fields after path, syscall, ret and error (and path_truncated), in schema order
+_OP_EXTRA = {"file.open": ("flags", "mode", "fd"), "file.mkdir": ("mode",), "file.chmod": ("mode",),
+             "file.chown": ("owner_uid", "owner_gid"), "file.truncate": ("length",),
+             "file.rename": ("new_path",), "file.link": ("new_path",), "file.symlink": ("target",)}
+# (type, a path was cut short) -> the event's shape
+_OP_SHAPES = {(kind, cut): {**shape(kind, "path", "syscall", "ret", "error", *(("path_truncated",) if cut else ()),
+                                    *_OP_EXTRA.get(kind, ())), **({"path_truncated": True} if cut else {})}
+              for kind in set(KINDS.values()) for cut in (False, True)}
+_IO_SHAPE = shape("file.io", "path", "reads", "writes", "read_bytes", "write_bytes", "duration_ns", "closed")
+
+
+@lru_cache(maxsize=4096)  # a workload repeats the same few calls on the same few paths
+def op_parts(kind: str, nr: int, flags: int, rflags: int, data: bytes, l1: int, ld1: int, l2: int, ld2: int
+             ) -> tuple[str, dict[str, Any], str, str | None, str | None, tuple[str, ...], bool]:
+    """What a file operation's record shares with every record of the same
+    call on the same path: its type, the event's shape, the syscall's name,
+    the path from the record (the caller looks up one named by key), the
+    second path (rename, link) or the symlink's target, and for open the
+    flags' names and whether a mode was given."""
+    sysname = syscalls.name_of(nr)
+    if kind == "file.unlink" and sysname == "unlinkat" and flags & AT_REMOVEDIR:
+        kind = "file.rmdir"
+    p1, d1, p2, d2 = op_paths(data, l1, ld1, l2, ld2)
+    second = None
+    if kind == "file.symlink":
+        path, second = (join_path(d2, p2) if p2 is not None else None), p1
+    else:
+        path = p1 if rflags & PATH1_RESOLVED or p1 is None else join_path(d1, p1)
+        if p1 == "" and kind != "file.open" and flags & AT_EMPTY_PATH:
+            path = d1  # AT_EMPTY_PATH: the call acts on dirfd itself (0x1000 is O_DSYNC to open)
+        if kind in ("file.rename", "file.link"):
+            second = join_path(d2, p2) if p2 is not None else None
+    names: tuple[str, ...] = ()
+    creates = False
+    if kind == "file.open":
+        names = _open_flag_names(flags)
+        # O_TMPFILE includes O_DIRECTORY's bit: all of its bits, not any, mean a mode was given
+        creates = bool(flags & os.O_CREAT or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE))
+    return kind, _OP_SHAPES[kind, bool(rflags & (PATH1_TRUNC | PATH2_TRUNC))], sysname, path, second, names, creates
 
 
 def check_prefixes(prefixes: list[str]) -> list[str]:
@@ -268,7 +307,12 @@ class FileSensor(Sensor):
         path = files.pop(file, None) if files else None
         if self.fopts.prefixes and not self.path_wanted(path):
             return None
-        ev = common_fields("file.io", ts, tgid, tid, 0, uid, cstr(comm), None, 0, None)
+        ev = _IO_SHAPE.copy()
+        ev["ts"] = ts
+        ev["pid"] = tgid
+        ev["tid"] = tid
+        ev["uid"] = uid
+        ev["comm"] = cstr(comm)
         ev["path"] = path
         ev["reads"] = reads
         ev["writes"] = writes
@@ -282,38 +326,33 @@ class FileSensor(Sensor):
         (ts, pid, tid, cgroup_id, file, ret, length, uid, kind_id, nr, flags, mode, owner_uid, owner_gid,
          l1, ld1, l2, ld2, rflags, comm) = row
         kind = self._kind_names.get(kind_id)
-        sysname = syscalls.name_of(nr)
-        if kind == "file.unlink" and sysname == "unlinkat" and flags & AT_REMOVEDIR:
-            kind = "file.rmdir"
         if kind is None:
             return None
-        p1, d1, p2, d2 = op_paths(data, l1, ld1, l2, ld2)
-        target = None
-        if kind == "file.symlink":
-            path, target = (join_path(d2, p2) if p2 is not None else None), p1
-        elif rflags & PATH1_BY_KEY:
+        kind, form, sysname, path, second, names, creates = op_parts(kind, nr, flags, rflags, data, l1, ld1, l2, ld2)
+        if rflags & PATH1_BY_KEY and kind != "file.symlink":
             path = self._paths.get(pid, {}).get(file)
-        else:
-            path = p1 if rflags & PATH1_RESOLVED or p1 is None else join_path(d1, p1)
-            if p1 == "" and kind != "file.open" and flags & AT_EMPTY_PATH:
-                path = d1  # AT_EMPTY_PATH: the call acts on dirfd itself (0x1000 is O_DSYNC to open)
         if self.fopts.prefixes and not self.path_wanted(path):
             return None
-        if file and kind == "file.open":
-            self._remember(pid, file, path)  # later file.io and f* calls on it need it
-        ev = common_fields(kind, ts, pid, tid, 0, uid, cstr(comm), None, cgroup_id, None)
+        ev = form.copy()
+        ev["ts"] = ts
+        ev["pid"] = pid
+        ev["tid"] = tid
+        ev["uid"] = uid
+        ev["comm"] = cstr(comm)
+        ev["cgroup_id"] = cgroup_id
         ev["path"] = path
         ev["syscall"] = sysname
         ev["ret"] = ret
-        ev["error"] = error_name(ret) if ret < 0 else None
-        if rflags & (PATH1_TRUNC | PATH2_TRUNC):
-            ev["path_truncated"] = True
+        if ret < 0:
+            ev["error"] = error_name(ret)
         if kind == "file.open":
-            ev["flags"] = list(_open_flag_names(flags))
-            # O_TMPFILE includes O_DIRECTORY's bit: all of its bits, not any, mean a mode was given
-            creates = flags & os.O_CREAT or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE)
-            ev["mode"] = mode & 0o7777 if creates else None
-            ev["fd"] = ret if ret >= 0 else None
+            if file:
+                self._remember(pid, file, path)  # later file.io and f* calls on it need it
+            ev["flags"] = list(names)
+            if creates:
+                ev["mode"] = mode & 0o7777
+            if ret >= 0:
+                ev["fd"] = ret
         elif kind in ("file.mkdir", "file.chmod"):
             ev["mode"] = mode & 0o7777
         elif kind == "file.chown":
@@ -322,9 +361,9 @@ class FileSensor(Sensor):
         elif kind == "file.truncate":
             ev["length"] = length
         elif kind in ("file.rename", "file.link"):
-            ev["new_path"] = join_path(d2, p2) if p2 is not None else None
+            ev["new_path"] = second
         elif kind == "file.symlink":
-            ev["target"] = target
+            ev["target"] = second
         return ev
 
     def _remember(self, tgid: int, key: int, path: str | None) -> None:

@@ -19,7 +19,7 @@ from bpfwatch import libbpf as L
 from bpfwatch import syscalls
 from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
 from bpfwatch.errors import UsageError
-from bpfwatch.events.model import common_fields
+from bpfwatch.events.model import common_fields, shape
 from bpfwatch.protocols.inet import put_addresses, tuple_fields
 from bpfwatch.ringbuf import Run
 from bpfwatch.sensors.base import Fields, Request, RowDecoder, Scope, Sensor, SensorOptions
@@ -31,6 +31,14 @@ TCP_KINDS = {"BW_TCP_CONNECT": "network.connect", "BW_TCP_ACCEPT": "network.acce
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
               6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
               12: "NEW_SYN_RECV"}
+_ADDRESS_FIELDS = ("protocol", "family", "local_addr", "local_port", "remote_addr", "remote_port")
+# each TCP event's shape (events/model.shape): its fields in schema order
+_TCP_SHAPES = {kind: shape(kind, *_ADDRESS_FIELDS, *extra) for kind, extra in (
+    ("network.connect", ("result", "error", "latency_ns")),
+    ("network.accept", ()),
+    ("network.close", ("bytes_sent", "bytes_received", "bytes_exact", "duration_ns", "closed_by", "retransmits",
+                       "segs_in", "segs_out", "role")),
+    ("network.state", ("old_state", "new_state", "role")))}
 # the fields the TCP decoder reads, in the record's order (network.h)
 TCP_FIELDS = ("ts_boot_ns laddr raddr lport rport family proto owner_pid owner_tid owner_uid role cgroup_id closer "
               "comm latency_ns duration_ns bytes_sent bytes_received kind err old_state new_state retransmits "
@@ -129,7 +137,13 @@ class NetworkSensor(Sensor):
         kind = self._kind_names.get(kind_id)
         if kind is None or kind not in self.nopts.types:
             return None
-        ev = common_fields(kind, ts, pid, tid, 0, uid, cstr(comm), None, cgroup_id, None)
+        ev = _TCP_SHAPES[kind].copy()
+        ev["ts"] = ts
+        ev["pid"] = pid
+        ev["tid"] = tid
+        ev["uid"] = uid
+        ev["comm"] = cstr(comm)
+        ev["cgroup_id"] = cgroup_id
         put_addresses(ev, family, proto, laddr, lport, raddr, rport)
         if kind == "network.connect":
             ok = new_state == 1

@@ -18,7 +18,7 @@ from bpfwatch import syscalls
 from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.ids import exec_id, tick_floor
-from bpfwatch.events.model import common_fields
+from bpfwatch.events.model import common_fields, shape
 from bpfwatch.events.text import text
 from bpfwatch.ringbuf import Run
 from bpfwatch.sensors.base import Fields, RowDecoder, Scope, Sensor, SensorOptions
@@ -36,6 +36,17 @@ AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 FORK_THREAD = 1 << 0
 EXIT_THREAD = 1 << 0
+
+# the events' shapes (events/model.shape): their fields in schema order
+_EXEC_FIELDS = ("gid", "euid", "egid", "loginuid", "argv", "argc", "argv_truncated", "argv_omitted_args",
+                "argv_omitted_bytes", "filename", "interpreter", "exe_memfd", "cwd", "tty", "ns_pid", "pidns",
+                "start_boot_ns", "parent")
+_EXEC_SHAPE = shape("process.exec", *_EXEC_FIELDS)
+_EXEC_SHAPE_CUT = {**shape("process.exec", *_EXEC_FIELDS, "paths_truncated"), "paths_truncated": True}
+_FORK_SHAPE = shape("process.fork", "child_pid", "child_tid", "thread", "clone_flags", "child_start_boot_ns",
+                    "child_exec_id")
+_EXIT_SHAPE = shape("process.exit", "exit_code", "signal", "signal_name", "core_dumped", "status", "thread",
+                    "duration_ns", "start_boot_ns", "user_time_ns", "system_time_ns")
 
 # clone flags worth naming (include/uapi/linux/sched.h)
 CLONE_FLAGS = {
@@ -187,7 +198,16 @@ class ProcessSensor(Sensor):
         tty = cstr(raw_tty) or None
         if tty and tty.startswith("pts") and tty[3:].isdigit():
             tty = f"pts/{tty[3:]}"
-        ev = common_fields("process.exec", ts, pid, tid, ppid, uid, cstr(comm), exe, cgroup_id, exec_id(pid, ts))
+        ev = (_EXEC_SHAPE_CUT if flags & EXEC_PATHS_TRUNCATED else _EXEC_SHAPE).copy()
+        ev["ts"] = ts
+        ev["pid"] = pid
+        ev["tid"] = tid
+        ev["ppid"] = ppid
+        ev["uid"] = uid
+        ev["comm"] = cstr(comm)
+        ev["exe"] = exe
+        ev["cgroup_id"] = cgroup_id
+        ev["exec_id"] = exec_id(pid, ts)
         ev["gid"] = gid
         ev["euid"] = euid
         ev["egid"] = egid
@@ -206,8 +226,6 @@ class ProcessSensor(Sensor):
         ev["pidns"] = pidns
         ev["start_boot_ns"] = start
         ev["parent"] = {"pid": ppid, "comm": cstr(pcomm), "exe": pexe, "exec_id": None}
-        if flags & EXEC_PATHS_TRUNCATED:
-            ev["paths_truncated"] = True
         return ev
 
     def _decode_exec_fail(self, run: Run, idx: list[int] | None, out: list[dict[str, Any]]) -> None:
@@ -235,7 +253,14 @@ class ProcessSensor(Sensor):
     @staticmethod
     def _fork_event(row: tuple[Any, ...]) -> dict[str, Any]:
         ts, pid, tid, cgroup_id, clone_flags, cstart, ppid, uid, cpid, ctid, flags, comm = row
-        ev = common_fields("process.fork", ts, pid, tid, ppid, uid, cstr(comm), None, cgroup_id, None)
+        ev = _FORK_SHAPE.copy()
+        ev["ts"] = ts
+        ev["pid"] = pid
+        ev["tid"] = tid
+        ev["ppid"] = ppid
+        ev["uid"] = uid
+        ev["comm"] = cstr(comm)
+        ev["cgroup_id"] = cgroup_id
         ev["child_pid"] = cpid
         ev["child_tid"] = ctid
         ev["thread"] = bool(flags & FORK_THREAD)
@@ -249,8 +274,15 @@ class ProcessSensor(Sensor):
         if not flags & EXIT_THREAD:
             self.exited.append(pid)
         code, sig, core = decode_wait_status(status)
-        ev = common_fields("process.exit", ts, pid, tid, ppid, uid, cstr(comm), None, cgroup_id,
-                           exec_id(pid, tick_floor(start)))
+        ev = _EXIT_SHAPE.copy()
+        ev["ts"] = ts
+        ev["pid"] = pid
+        ev["tid"] = tid
+        ev["ppid"] = ppid
+        ev["uid"] = uid
+        ev["comm"] = cstr(comm)
+        ev["cgroup_id"] = cgroup_id
+        ev["exec_id"] = exec_id(pid, tick_floor(start))
         ev["exit_code"] = code
         ev["signal"] = sig
         ev["signal_name"] = signal_name(sig) if sig else None
