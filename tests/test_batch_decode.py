@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from bpfwatch.btf_dtype import LayoutError, picker, record_struct
 from bpfwatch.pipeline.reorder import ReorderWindow
-from bpfwatch.ringbuf import BUSY_BIT, DISCARD_BIT, RingBuffer, Run
+from bpfwatch.ringbuf import BUSY_BIT, DISCARD_BIT, SHORT_RUN, RingBuffer, Run
 from bpfwatch.sensors.base import Fields, RowDecoder, Sensor, dispatch
 
 HDR = np.dtype({"names": ["ts_boot_ns", "type", "pid"], "formats": ["<u8", "<u4", "<u4"],
@@ -384,3 +384,103 @@ def test_process_and_tcp_events_keep_their_fields_in_order(data):
     kind = data.draw(st.sampled_from(sorted(TCP_EXTRA)))
     tcp = ns._tcp(_row(ns.tcp_fields, data.draw, kind=kinds[kind], family=data.draw(st.sampled_from([2, 10]))))
     assert list(tcp) == [*COMMON, *ADDRESSES, *TCP_EXTRA[kind]]
+
+
+def _wrapped_ring(raw: bytes, start: int) -> RingBuffer:
+    """A ring whose records begin `start` bytes before the end of its data, so
+    they wrap as the kernel's do (the header of a record never straddles)."""
+    size = 1 << max(12, len(raw).bit_length())
+    ring = RingBuffer.replay(bytes(size))
+    cons = size - start
+    for i, b in enumerate(raw):
+        ring._bytes[(cons + i) & ring.mask] = b
+    ring._cons.value = cons
+    ring._prod[0] = cons + len(raw)
+    return ring
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 60) | st.sampled_from([SHORT_RUN, SHORT_RUN + 1, SHORT_RUN + 3]),
+                          st.sampled_from([1, 2, 3]), st.sampled_from([0, 8, 24]),
+                          st.sampled_from([0, 0, 0, DISCARD_BIT])), min_size=1, max_size=12),
+       st.integers(0, 64).map(lambda k: k * 8), st.sampled_from([None, 64, 200, 1000, 4096]),
+       st.sampled_from([set(), {1}, {1, 2, 3}]))
+def test_drain_walks_runs_budgets_and_wraps_in_order(groups, start, budget, single_kinds):
+    """Groups of alike records (1 to 60 in a row, so runs longer than
+    SHORT_RUN form), wrapping past the end of the ring, read in byte budgets:
+    every committed record reaches its kind's single function or the run
+    handler exactly once, in ring order; runs longer than SHORT_RUN go out
+    as one Run, and every other record with a single function to it."""
+    records, flags, kinds = [], [], []
+    for count, kind, extra, flag in groups:
+        for _ in range(count):
+            records.append(_record(len(records), kind, b"t" * extra, 32 + extra))
+            flags.append(flag)
+            kinds.append(kind)
+    raw = _ring_bytes(records, flags)
+    ring = _wrapped_ring(raw, start)
+    # each record's run (records alike in a row, whatever group they came in), and the one that wraps
+    run_of, wraps, laps, pos = [], set(), [], 0
+    for i, r in enumerate(records):
+        same = i > 0 and len(r) == len(records[i - 1]) and flags[i] == flags[i - 1]
+        run_of.append(run_of[-1] if same else i)
+        stride = 8 + ((len(r) + 7) & ~7)
+        at = ring.size - start + pos  # where it starts, counted from the ring's beginning before the records
+        laps.append((at + stride - 1) // ring.size)  # on which side of the ring's end it ends
+        if at // ring.size != laps[-1]:
+            wraps.add(i)
+        pos += stride
+    run_len = [run_of.count(run_of[i]) for i in range(len(records))]
+    # runs that the ring's end cuts in two
+    cut = {run_of[i] for i in range(len(records)) if i in wraps or (i and run_of[i] == run_of[i - 1]
+                                                                     and laps[i] != laps[i - 1])}
+    got: list[tuple[str, int]] = []
+    singles = {k: (lambda buf, off, length: got.append(("single", struct.unpack_from("<I", buf, off + 12)[0])))
+               for k in single_kinds}
+
+    def handle(run: Run) -> None:
+        got.extend(("run" if run.count > SHORT_RUN else "one", struct.unpack_from("<I", run.record(i), 12)[0])
+                   for i in range(run.count))
+
+    for _ in range(len(records) + 2):
+        ring.drain(handle, budget, singles or None, (8, 16))
+    assert ring.pending_bytes() == 0
+    assert [pid for _, pid in got] == [i for i, f in enumerate(flags) if not f]
+    for how, pid in got:
+        if how == "run":  # a run is cut by a byte budget or the ring's end, never joined across them
+            assert run_len[pid] > SHORT_RUN
+        elif how == "single":
+            assert kinds[pid] in single_kinds and pid not in wraps
+        elif singles:
+            assert kinds[pid] not in single_kinds or pid in wraps or run_len[pid] > SHORT_RUN
+        if budget is None and run_of[pid] not in cut and run_len[pid] > SHORT_RUN:
+            assert how == "run"  # nothing cut it
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=2, max_size=80), st.data())
+def test_a_failing_decoder_leaves_its_record_and_the_rest_unread(extras, data):
+    """A single function that fails: the error comes out of drain as it was
+    raised, the records before it are consumed, and the next drain starts at
+    the one that failed."""
+    fail_at = data.draw(st.integers(0, len(extras) - 1))
+    records = [_record(i, 1, b"t" * e, 32 + e) for i, e in enumerate(extras)]
+    ring = RingBuffer.replay(_ring_bytes(records, [0] * len(records)))
+    got: list[int] = []
+
+    def one(buf, off, length):
+        pid = struct.unpack_from("<I", buf, off + 12)[0]
+        if pid == fail_at and not got.count(-1):
+            got.append(-1)
+            raise KeyError("decoder bug")
+        got.append(pid)
+
+    def handle(run: Run) -> None:
+        got.extend(struct.unpack_from("<I", run.record(i), 12)[0] for i in range(run.count))
+
+    with pytest.raises(KeyError, match="decoder bug"):
+        ring.drain(handle, None, {1: one}, (8, 16))
+    assert got == [*range(fail_at), -1]
+    ring.drain(handle, None, {1: one}, (8, 16))
+    assert got == [*range(fail_at), -1, *range(fail_at, len(records))]
+    assert ring.pending_bytes() == 0
