@@ -27,6 +27,21 @@ def shape(type_: str, *fields: str, source: str = "ebpf") -> dict[str, Any]:
     return {**common_fields(type_, 0, 0, 0, 0, 0, "", None, 0, None, source=source), **dict.fromkeys(fields)}
 
 
+def from_shape(form: dict[str, Any], ts: int, pid: int, tid: int, ppid: int, uid: int, comm: str,
+               cgroup_id: int) -> dict[str, Any]:
+    """A copy of a shape with the fields every kernel record gives filled in;
+    the caller stores the rest (exe and exec_id too, where it has them)."""
+    ev = form.copy()
+    ev["ts"] = ts
+    ev["pid"] = pid
+    ev["tid"] = tid
+    ev["ppid"] = ppid
+    ev["uid"] = uid
+    ev["comm"] = comm
+    ev["cgroup_id"] = cgroup_id
+    return ev
+
+
 def exec_from_proc(p: ProcSnapshot, eid: str, ts: int, source: str, parent_comm: str | None,
                    parent_exe: str | None, parent_exec_id: str | None) -> dict[str, Any]:
     """A process.exec event for a process read from /proc (the start-up

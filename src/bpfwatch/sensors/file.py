@@ -24,7 +24,7 @@ from bpfwatch import libbpf as L
 from bpfwatch import syscalls
 from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
 from bpfwatch.errors import UsageError
-from bpfwatch.events.model import shape
+from bpfwatch.events.model import from_shape, shape
 from bpfwatch.events.text import text
 from bpfwatch.sensors.base import Fields, Request, RowDecoder, Scope, Sensor, SensorOptions
 
@@ -307,12 +307,7 @@ class FileSensor(Sensor):
         path = files.pop(file, None) if files else None
         if self.fopts.prefixes and not self.path_wanted(path):
             return None
-        ev = _IO_SHAPE.copy()
-        ev["ts"] = ts
-        ev["pid"] = tgid
-        ev["tid"] = tid
-        ev["uid"] = uid
-        ev["comm"] = cstr(comm)
+        ev = from_shape(_IO_SHAPE, ts, tgid, tid, 0, uid, cstr(comm), 0)
         ev["path"] = path
         ev["reads"] = reads
         ev["writes"] = writes
@@ -333,13 +328,7 @@ class FileSensor(Sensor):
             path = self._paths.get(pid, {}).get(file)
         if self.fopts.prefixes and not self.path_wanted(path):
             return None
-        ev = form.copy()
-        ev["ts"] = ts
-        ev["pid"] = pid
-        ev["tid"] = tid
-        ev["uid"] = uid
-        ev["comm"] = cstr(comm)
-        ev["cgroup_id"] = cgroup_id
+        ev = from_shape(form, ts, pid, tid, 0, uid, cstr(comm), cgroup_id)
         ev["path"] = path
         ev["syscall"] = sysname
         ev["ret"] = ret

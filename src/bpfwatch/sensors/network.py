@@ -19,7 +19,7 @@ from bpfwatch import libbpf as L
 from bpfwatch import syscalls
 from bpfwatch.btf_dtype import cstr, enum_values, record_dict, struct_dtype
 from bpfwatch.errors import UsageError
-from bpfwatch.events.model import common_fields, shape
+from bpfwatch.events.model import common_fields, from_shape, shape
 from bpfwatch.protocols.inet import put_addresses, tuple_fields
 from bpfwatch.ringbuf import Run
 from bpfwatch.sensors.base import Fields, Request, RowDecoder, Scope, Sensor, SensorOptions
@@ -137,13 +137,7 @@ class NetworkSensor(Sensor):
         kind = self._kind_names.get(kind_id)
         if kind is None or kind not in self.nopts.types:
             return None
-        ev = _TCP_SHAPES[kind].copy()
-        ev["ts"] = ts
-        ev["pid"] = pid
-        ev["tid"] = tid
-        ev["uid"] = uid
-        ev["comm"] = cstr(comm)
-        ev["cgroup_id"] = cgroup_id
+        ev = from_shape(_TCP_SHAPES[kind], ts, pid, tid, 0, uid, cstr(comm), cgroup_id)
         put_addresses(ev, family, proto, laddr, lport, raddr, rport)
         if kind == "network.connect":
             ok = new_state == 1

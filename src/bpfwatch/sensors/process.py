@@ -18,7 +18,7 @@ from bpfwatch import syscalls
 from bpfwatch.btf_dtype import cstr, enum_values, struct_dtype
 from bpfwatch.errors import UsageError
 from bpfwatch.events.ids import exec_id, tick_floor
-from bpfwatch.events.model import common_fields, shape
+from bpfwatch.events.model import common_fields, from_shape, shape
 from bpfwatch.events.text import text
 from bpfwatch.ringbuf import Run
 from bpfwatch.sensors.base import Fields, RowDecoder, Scope, Sensor, SensorOptions
@@ -198,15 +198,9 @@ class ProcessSensor(Sensor):
         tty = cstr(raw_tty) or None
         if tty and tty.startswith("pts") and tty[3:].isdigit():
             tty = f"pts/{tty[3:]}"
-        ev = (_EXEC_SHAPE_CUT if flags & EXEC_PATHS_TRUNCATED else _EXEC_SHAPE).copy()
-        ev["ts"] = ts
-        ev["pid"] = pid
-        ev["tid"] = tid
-        ev["ppid"] = ppid
-        ev["uid"] = uid
-        ev["comm"] = cstr(comm)
+        ev = from_shape(_EXEC_SHAPE_CUT if flags & EXEC_PATHS_TRUNCATED else _EXEC_SHAPE, ts, pid, tid, ppid, uid,
+                        cstr(comm), cgroup_id)
         ev["exe"] = exe
-        ev["cgroup_id"] = cgroup_id
         ev["exec_id"] = exec_id(pid, ts)
         ev["gid"] = gid
         ev["euid"] = euid
@@ -253,14 +247,7 @@ class ProcessSensor(Sensor):
     @staticmethod
     def _fork_event(row: tuple[Any, ...]) -> dict[str, Any]:
         ts, pid, tid, cgroup_id, clone_flags, cstart, ppid, uid, cpid, ctid, flags, comm = row
-        ev = _FORK_SHAPE.copy()
-        ev["ts"] = ts
-        ev["pid"] = pid
-        ev["tid"] = tid
-        ev["ppid"] = ppid
-        ev["uid"] = uid
-        ev["comm"] = cstr(comm)
-        ev["cgroup_id"] = cgroup_id
+        ev = from_shape(_FORK_SHAPE, ts, pid, tid, ppid, uid, cstr(comm), cgroup_id)
         ev["child_pid"] = cpid
         ev["child_tid"] = ctid
         ev["thread"] = bool(flags & FORK_THREAD)
@@ -274,14 +261,7 @@ class ProcessSensor(Sensor):
         if not flags & EXIT_THREAD:
             self.exited.append(pid)
         code, sig, core = decode_wait_status(status)
-        ev = _EXIT_SHAPE.copy()
-        ev["ts"] = ts
-        ev["pid"] = pid
-        ev["tid"] = tid
-        ev["ppid"] = ppid
-        ev["uid"] = uid
-        ev["comm"] = cstr(comm)
-        ev["cgroup_id"] = cgroup_id
+        ev = from_shape(_EXIT_SHAPE, ts, pid, tid, ppid, uid, cstr(comm), cgroup_id)
         ev["exec_id"] = exec_id(pid, tick_floor(start))
         ev["exit_code"] = code
         ev["signal"] = sig
