@@ -243,11 +243,13 @@ class RingBuffer:
                     keep(pos)
                     pos = nxt
                 if found:
+                    failed = None
                     try:
                         seen += self._hand_out(found, handle, singles, kind_off, min_len)
                     except _Stopped as stop:
-                        cons = found[stop.at]
-                        raise stop.error from None
+                        cons, failed = found[stop.at], stop.error
+                    if failed is not None:
+                        raise failed  # as the decoder raised it, outside the handler: no chained _Stopped
                     cons = pos
                     self._cons.value = cons  # the kernel gets the space back
                     if not long_run:
