@@ -8,6 +8,7 @@
 #   KERNEL=6.1.0-54-amd64 SUITE=smoke ...  # one exact kernel; boot, doctor, one test per sensor
 #   TESTS="tests/test_file_events.py" ...   # only these test files
 #   CMD='.venv/bin/python -m bpfwatch.cli.main doctor' ...   # a command of your own in the VM
+#   KERNEL=6.1 scripts/test-kernel.sh --which < releases  # the release KERNEL picks from a list
 #
 # KVM is used when it works here, else pure emulation (TCG), and the script says
 # which. Exit status: the tests'.
@@ -26,21 +27,29 @@ say() { echo "test-kernel: $*" >&2; }
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v busybox >/dev/null || need+=(busybox-static)  # virtme-ng builds its initramfs with it
-# the generic flavour: the cloud flavour has no 9p, so the host's root cannot be shared
-if ! ls /boot/vmlinuz-"$KERNEL"*-amd64 >/dev/null 2>&1; then
+# KERNEL is a version or a release: 6.1 means 6.1.x (6.1.0-54-amd64), never 6.12
+VERSION=${KERNEL%-amd64}
+RELEASE_RE="^${VERSION//./\\.}([.+-].*)?-amd64\$"
+# the newest matching release of the generic flavour: the cloud flavour has no 9p, so the
+# host's root cannot be shared
+newest() { grep -E "$RELEASE_RE" | grep -v -e cloud -e '-rt-' | sort -V | tail -1 || true; }
+installed() { ls /boot 2>/dev/null | sed -n 's/^vmlinuz-//p' | newest; }
+if [ "${1:-}" = "--which" ]; then newest; exit 0; fi  # which of the releases on stdin KERNEL names (tests)
+if [ -z "$(installed)" ]; then
     [ -n "$(ls /var/lib/apt/lists/*Packages 2>/dev/null | head -1)" ] || apt-get update -q >&2
-    pkg=$(apt-cache search --names-only "^linux-image-${KERNEL//./\\.}.*-amd64-unsigned$" | awk '{print $1}' \
-          | grep -v -e cloud -e rt- | sort -V | tail -1)
-    [ -n "$pkg" ] || { say "no Debian kernel package matches '$KERNEL' (linux-image-$KERNEL*-amd64-unsigned)"; exit 2; }
-    need+=("$pkg")
+    rel=$(apt-cache search --names-only '^linux-image-.*-amd64-unsigned$' | awk '{print $1}' \
+          | sed 's/^linux-image-//; s/-unsigned$//' | newest)
+    [ -n "$rel" ] || { say "no Debian kernel package matches '$KERNEL' (linux-image-$VERSION[.-]*-amd64-unsigned)"; exit 2; }
+    need+=("linux-image-$rel-unsigned")
 fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then say "missing Debian packages: ${need[*]}; run as root to install them"; exit 2; fi
     say "installing ${need[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2
 fi
-VMLINUZ=$(ls /boot/vmlinuz-"$KERNEL"*-amd64 | grep -v cloud | sort -V | tail -1)
-RELEASE=${VMLINUZ#/boot/vmlinuz-}
+RELEASE=$(installed)
+[ -n "$RELEASE" ] || { say "no kernel matching '$KERNEL' in /boot after installing it"; exit 2; }
+VMLINUZ=/boot/vmlinuz-$RELEASE
 if [ ! -x "$VNG_VENV/bin/vng" ]; then
     say "installing virtme-ng in $VNG_VENV"
     python3 -m venv "$VNG_VENV"
