@@ -179,7 +179,7 @@ class RingBuffer:
         """Hands every committed record to `handle` as runs; returns records seen.
 
         The consumer position is advanced once the records before it have been
-        handled (every WALK_BYTES at most), so `handle` must copy
+        handled (about every WALK_BYTES), so `handle` must copy
         what it keeps. Stops at the first record still being written (BUSY)
         or after max_bytes.
 
@@ -265,17 +265,16 @@ class RingBuffer:
                         handle(Run(length, long_run, stride, self._bytes, off + HDR_SIZE))
                         seen += long_run
                     cons += long_run * stride
-                elif off + stride > size and (cons + stride <= limit or limit == prod):
-                    if not hdr & DISCARD_BIT:  # this record wraps: join its two parts
-                        data = self._bytes
-                        joined = memoryview(bytes(data[off + HDR_SIZE:]) + bytes(data[: stride - (size - off)]))
-                        handle(Run(length, 1, stride, joined, 0))
-                        seen += 1
-                    cons += stride
-                elif limit == prod and off + stride <= size:
-                    # committed, yet past the producer position: taken as the kernel wrote it
+                elif cons + stride <= limit or limit == prod:
+                    # one record the walk stops at: it wraps (its two parts are joined), or
+                    # it is committed yet past the producer position (taken as written)
                     if not hdr & DISCARD_BIT:
-                        handle(Run(length, 1, stride, self._bytes, off + HDR_SIZE))
+                        data = self._bytes
+                        if off + stride > size:
+                            rec = memoryview(bytes(data[off + HDR_SIZE:]) + bytes(data[: stride - (size - off)]))
+                            handle(Run(length, 1, stride, rec, 0))
+                        else:
+                            handle(Run(length, 1, stride, data, off + HDR_SIZE))
                         seen += 1
                     cons += stride
                 else:

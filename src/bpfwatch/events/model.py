@@ -16,15 +16,21 @@ def common_fields(type_: str, ts: int, pid: int, tid: int, ppid: int, uid: int, 
             "uid": uid, "user": None, "comm": comm, "exe": exe, "cgroup_id": cgroup_id, "exec_id": exec_id}
 
 
-def shape(type_: str, *fields: str, source: str = "ebpf") -> dict[str, Any]:
+def shape(type_: str, *fields: str, source: str = "ebpf", **preset: Any) -> dict[str, Any]:
     """Every key of an event of `type_` in schema order, the common fields
     first: values as common_fields leaves what enrichment fills in, None for
-    `fields`. The hot decoders copy it and store each event's values. Copying
-    and storing into keys that exist costs half of adding them one by one,
-    which probes and grows the dict: 21-key file.open events, 1.56 -> 1.04 us
-    a record with the rest of that change (docs/benchmarks.md). Holds no
-    mutable value, so copies share nothing that can change."""
-    return {**common_fields(type_, 0, 0, 0, 0, 0, "", None, 0, None, source=source), **dict.fromkeys(fields)}
+    `fields` unless `preset` gives one (a flag that only some events carry
+    gets a shape of its own). The hot decoders copy it and store each
+    event's values. Copying and storing into keys that exist costs half of
+    adding them one by one, which probes and grows the dict: 21-key
+    file.open events, 1.52-1.56 -> 1.02-1.10 us a record with the rest of
+    that change (docs/benchmarks.md). Holds no mutable value, so copies
+    share nothing that can change."""
+    form = {**common_fields(type_, 0, 0, 0, 0, 0, "", None, 0, None, source=source), **dict.fromkeys(fields)}
+    if preset.keys() - form.keys():
+        raise ValueError(f"{type_}: preset fields not in its shape: {sorted(preset.keys() - form.keys())}")
+    form.update(preset)
+    return form
 
 
 def from_shape(form: dict[str, Any], ts: int, pid: int, tid: int, ppid: int, uid: int, comm: str,

@@ -144,8 +144,8 @@ _OP_EXTRA = {"file.open": ("flags", "mode", "fd"), "file.mkdir": ("mode",), "fil
              "file.chown": ("owner_uid", "owner_gid"), "file.truncate": ("length",),
              "file.rename": ("new_path",), "file.link": ("new_path",), "file.symlink": ("target",)}
 # (type, a path was cut short) -> the event's shape
-_OP_SHAPES = {(kind, cut): {**shape(kind, "path", "syscall", "ret", "error", *(("path_truncated",) if cut else ()),
-                                    *_OP_EXTRA.get(kind, ())), **({"path_truncated": True} if cut else {})}
+_OP_SHAPES = {(kind, cut): shape(kind, "path", "syscall", "ret", "error", *(("path_truncated",) if cut else ()),
+                                 *_OP_EXTRA.get(kind, ()), **({"path_truncated": True} if cut else {}))
               for kind in set(KINDS.values()) for cut in (False, True)}
 _IO_SHAPE = shape("file.io", "path", "reads", "writes", "read_bytes", "write_bytes", "duration_ns", "closed")
 

@@ -42,7 +42,7 @@ _EXEC_FIELDS = ("gid", "euid", "egid", "loginuid", "argv", "argc", "argv_truncat
                 "argv_omitted_bytes", "filename", "interpreter", "exe_memfd", "cwd", "tty", "ns_pid", "pidns",
                 "start_boot_ns", "parent")
 _EXEC_SHAPE = shape("process.exec", *_EXEC_FIELDS)
-_EXEC_SHAPE_CUT = {**shape("process.exec", *_EXEC_FIELDS, "paths_truncated"), "paths_truncated": True}
+_EXEC_SHAPE_CUT = shape("process.exec", *_EXEC_FIELDS, "paths_truncated", paths_truncated=True)
 _FORK_SHAPE = shape("process.fork", "child_pid", "child_tid", "thread", "clone_flags", "child_start_boot_ns",
                     "child_exec_id")
 _EXIT_SHAPE = shape("process.exit", "exit_code", "signal", "signal_name", "core_dumped", "status", "thread",
