@@ -66,6 +66,50 @@ def test_rotation_by_count_with_zstd(tmp_path: Path) -> None:
     assert w._compressor.started == 1 and w._compressor.pid is None
 
 
+def test_each_segment_is_hashed_once_as_it_is_stored(tmp_path: Path) -> None:
+    """Compressed segments carry the compressed file's hash, not one of the
+    lines as written (that work is skipped); a segment whose compression
+    fails is hashed as it stays, and so is one a crash left for a writer that
+    no longer compresses."""
+    w = CaptureWriter(capture_config(tmp_path, max_segment_events=100, compression="zstd")).open()
+    real, calls = w._compressor.compress, []
+
+    def compress_or_fail(*a: object) -> tuple[int, str]:
+        calls.append(a)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(*a)
+
+    w._compressor.compress = compress_or_fail  # type: ignore[method-assign]
+    w.write(events(50))
+    assert w._digest is None  # no hash of the lines while they are written
+    w.write(events(50, 50))
+    w.write(events(100, 100))
+    w.write(events(100, 200))
+    w.close()
+    m = Manifest.load(str(tmp_path))
+    assert m is not None and [s.compression for s in m.segments] == ["zstd", "none", "zstd"]
+    for s in m.segments:
+        assert s.sha256 == codec.sha256_file(str(tmp_path / s.name))
+    assert w.compress_errors == 1 and reader.verify(str(tmp_path)) == (3, [])
+
+    # a segment closed but not compressed when the agent stopped, then opened with compression off
+    m.segments[1].sha256 = ""
+    m.save(str(tmp_path), 0o600)
+    assert reader.verify(str(tmp_path)) == (3, [])  # waiting for its hash is not damage
+    (tmp_path / m.segments[1].name).write_bytes(b'{"ts":1}\n' * 100)
+    w = CaptureWriter(capture_config(tmp_path, compression="none")).open()
+    w.close()
+    m = Manifest.load(str(tmp_path))
+    assert m is not None and m.segments[1].sha256 == codec.sha256_file(str(tmp_path / m.segments[1].name))
+    w = CaptureWriter(capture_config(tmp_path, compression="none")).open()
+    w.write(events(5, 300))
+    w.close()
+    m = Manifest.load(str(tmp_path))
+    assert m is not None and m.segments[-1].sha256 == codec.sha256_file(str(tmp_path / m.segments[-1].name))
+    assert reader.verify(str(tmp_path)) == (4, [])
+
+
 def test_rotation_by_size_with_gzip(tmp_path: Path) -> None:
     w = CaptureWriter(capture_config(tmp_path, max_segment_size="64KB", compression="gzip")).open()
     for b in range(40):

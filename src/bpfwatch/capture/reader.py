@@ -156,7 +156,8 @@ def verify(directory: str) -> tuple[int, list[Problem]]:
             problems.append(Problem(seg.name, "missing"))
             continue
         try:
-            if codec.sha256_file(path) != seg.sha256:
+            # an empty hash: a segment still waiting for its compression, which hashes it
+            if (seg.sha256 or seg.compression != "none") and codec.sha256_file(path) != seg.sha256:
                 problems.append(Problem(seg.name, "sha256 does not match the manifest"))
                 continue
             count = sum(1 for _ in lines(path))

@@ -68,7 +68,10 @@ class CaptureWriter:
         self._seg: Segment | None = None
         self._seg_started = 0.0
         self._committed = 0                    # bytes of whole lines in the open segment
-        self._digest = hashlib.sha256()
+        # the hash of an open segment, kept only when segments stay as written:
+        # a compressed segment's manifest entry holds the compressed file's hash,
+        # so hashing every line as it is written would be work thrown away
+        self._digest: Any = None
         self._held: deque[tuple[bytes, int]] = deque()
         self._retry_at = 0.0
         self._jobs: queue.Queue[Segment | None] = queue.Queue()
@@ -102,6 +105,10 @@ class CaptureWriter:
             for s in self.manifest.segments:
                 if s.compression == "none":
                     self._jobs.put(s)
+        else:  # compression was on before: what it left uncompressed is hashed as it stays
+            for s in self.manifest.segments:
+                if s.compression == "none" and not s.sha256:
+                    self._hash_as_stored(s)
         self._save()
         return self
 
@@ -240,7 +247,8 @@ class CaptureWriter:
                 os.lseek(fd, self._committed, os.SEEK_SET)
             raise
         self._committed += len(chunk)
-        self._digest.update(chunk)
+        if self._digest is not None:
+            self._digest.update(chunk)
         assert self._seg is not None
         self._seg.raw_bytes += len(chunk)
         self.bytes_written += len(chunk)
@@ -267,7 +275,7 @@ class CaptureWriter:
             self.manifest.open = {"name": name + OPEN_SUFFIX, "seq": seq, "started": time.time_ns()}
         self._fd, self._seg, self._committed = fd, Segment(name=name, seq=seq), 0
         self._seg_started = time.monotonic()
-        self._digest = hashlib.sha256()
+        self._digest = hashlib.sha256() if self.cfg.compression == "none" else None
         self._save()
 
     def _close_segment(self) -> None:
@@ -294,7 +302,9 @@ class CaptureWriter:
                       seg.name, e.strerror)
             return
         fsync_dir(self.dir)
-        seg.bytes, seg.sha256, seg.closed_at = seg.raw_bytes, self._digest.hexdigest(), time.time_ns()
+        # a segment to be compressed is hashed then (or, if that fails, as it stays)
+        seg.bytes, seg.closed_at = seg.raw_bytes, time.time_ns()
+        seg.sha256 = self._digest.hexdigest() if self._digest is not None else ""
         with self._lock:
             self.manifest.segments.append(seg)
             self.manifest.open = None
@@ -345,8 +355,21 @@ class CaptureWriter:
                     self.compress_errors += 1
                     log.error("capture: cannot compress %s: %s (kept uncompressed)", seg.name,
                               getattr(e, "strerror", None) or e)
+                    if not seg.sha256:
+                        self._hash_as_stored(seg)
+                        self._save()
         finally:
             self._compressor.close()
+
+    def _hash_as_stored(self, seg: Segment) -> None:
+        """A segment left uncompressed: its manifest entry gets the hash it was not given while written."""
+        try:
+            digest = codec.sha256_file(os.path.join(self.dir, seg.name))
+        except OSError as e:
+            log.error("capture: cannot hash %s: %s", seg.name, e.strerror)
+            return
+        with self._lock:
+            seg.sha256 = digest
 
     def _compress(self, seg: Segment) -> None:
         kind = self.cfg.compression
