@@ -10,6 +10,8 @@ import time
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
@@ -136,6 +138,41 @@ def test_redaction_closes_the_known_gaps(argv, expected) -> None:
     from bpfwatch.agent.redact import Redactor
 
     assert Redactor().argv(argv) == expected
+
+
+_WORDS = ["mysql", "/usr/bin/mysql", "sshpass", "ssh", "sh", "-c", "-p", "-ps3", "-p22", "--password",
+          "--password=abc", "--db-password", "--DB-Password=x", "--passwordless", "--password-file", "--api-key",
+          "--access-key=1", "--auth-token", "token=abc", "PASSWORD=xyz", "https://bob:s3@example.com/x",
+          "Authorization: Bearer abc", "bearer abc", "mysql --password x", "plain", "-", "--", "=", "-O2",
+          "x.c", "-o", "rotate the token"]
+
+
+class _Forgetful(dict):  # a memo that never remembers
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_WORDS) | st.text(max_size=12), max_size=8), max_size=12),
+       st.sampled_from([2, 4096]))
+def test_redaction_remembers_only_what_changes_nothing(argvs, memo_size) -> None:
+    """A long-lived Redactor (its memo of clean words and judged options
+    filled, and emptied when full) redacts every command line exactly as one
+    that remembers nothing, and counts the same; no word it changed is kept."""
+    import bpfwatch.agent.redact as redact
+
+    cfg = parse("").redaction
+    keep, redact.MEMO_SIZE = redact.MEMO_SIZE, memo_size
+    try:
+        live, bare = Redactor(cfg), Redactor(cfg)
+        bare._clean, bare._flag_is_secret = _Forgetful(), _Forgetful()
+        for argv in argvs:
+            assert live.argv(argv) == bare.argv(argv)
+            assert all(live.scrub(w) == w for w in live._clean)
+        assert live.redacted == bare.redacted
+        assert len(live._clean) <= memo_size + 1
+    finally:
+        redact.MEMO_SIZE = keep
 
 
 def test_diagnose_redacts_by_default(tmp_path) -> None:

@@ -10,12 +10,12 @@ on its words."""
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 from bpfwatch.agent.config import RedactionConfig
 
+MEMO_SIZE = 4096  # words remembered as clean (and option names judged); emptied when full
 _SECRET_LAST = {"password", "passwd", "pass", "pwd", "secret", "token", "apikey", "credential", "credentials"}
 _KEY_KINDS = {"api", "access", "secret", "private"}
 # inside a shell string: an option naming a secret, then its value after a space or '='
@@ -33,6 +33,12 @@ class Redactor:
         self.program_flags = {prog: set(flags) for prog, flags in cfg.program_flags.items()}
         self.replacement = cfg.replacement
         self.redacted = 0  # arguments changed (a metric)
+        # arguments the patterns leave as they are, and what each long option's
+        # name is: command lines repeat their words (a build's -c, -O2, -o), and
+        # the patterns cost ~2 us an argument. Only clean words are remembered,
+        # so no secret stays here longer than its event
+        self._clean: dict[str, None] = {}
+        self._flag_is_secret: dict[str, bool] = {}
 
     def _sub(self, m: re.Match[str]) -> str:
         if m.re.groups:
@@ -45,6 +51,14 @@ class Redactor:
         """--password, --DB-Password, --auth-token, --api-key: the option's
         last word names a secret. Not --passwordless (a switch), nor
         --password-file /run/x (where the secret is, not the secret)."""
+        known = self._flag_is_secret.get(flag)
+        if known is None:
+            known = self._flag_is_secret[flag] = self._judge_flag(flag)
+            if len(self._flag_is_secret) > MEMO_SIZE:
+                self._flag_is_secret.clear()
+        return known
+
+    def _judge_flag(self, flag: str) -> bool:
         low = flag.lower()
         if low in self.flags:
             return True
@@ -54,15 +68,16 @@ class Redactor:
         return words[-1] in _SECRET_LAST or (words[-1] == "key" and len(words) > 1 and words[-2] in _KEY_KINDS)
 
     def argv(self, argv: list[str]) -> list[str]:
-        prog = os.path.basename(argv[0]) if argv else ""
+        prog = argv[0].rpartition("/")[2] if argv else ""  # os.path.basename's answer
         short = self.program_flags.get(prog, set())
         out, changed, secret_next = [], False, False
+        clean = self._clean
         for i, arg in enumerate(argv):
             if secret_next:
                 out.append(self.replacement)
                 changed, secret_next = True, False
                 continue
-            if i and arg.startswith("-") and not arg.startswith("--"):
+            if short and i and arg.startswith("-") and not arg.startswith("--"):
                 hit = next((f for f in short if arg.startswith(f)), None)
                 if hit is not None:
                     if arg == hit:
@@ -72,6 +87,9 @@ class Redactor:
                         out.append(hit + self.replacement)
                         changed = True
                     continue
+            if arg in clean and not (i and arg.startswith("-")):
+                out.append(arg)  # a clean word that is no option: nothing below would change it
+                continue
             flag, eq, _ = arg.partition("=")
             if i and flag.startswith("-") and self._secret_flag(flag):
                 if eq:
@@ -81,16 +99,31 @@ class Redactor:
                     out.append(arg)
                     secret_next = True
                 continue
-            new = arg
-            if any(c.isspace() for c in new):  # a shell command line in one argument
-                new = _INLINE_FLAG.sub(lambda m: m.group(1) + m.group(2) + self.replacement, new)
-            for p in self.patterns:
-                new = p.sub(self._sub, new)
-            changed |= new != arg
+            if arg in clean:
+                out.append(arg)
+                continue
+            new = self.scrub(arg)
+            if new == arg:
+                clean[arg] = None
+                if len(clean) > MEMO_SIZE:
+                    clean.clear()
+            else:
+                changed = True
             out.append(new)
         if changed:
             self.redacted += 1
         return out
+
+    def scrub(self, arg: str) -> str:
+        """One argument through the patterns (and, holding a shell command
+        line, the secret options in it): what argv() does to a word that no
+        option before it marks as a secret."""
+        new = arg
+        if any(c.isspace() for c in new):  # a shell command line in one argument
+            new = _INLINE_FLAG.sub(lambda m: m.group(1) + m.group(2) + self.replacement, new)
+        for p in self.patterns:
+            new = p.sub(self._sub, new)
+        return new
 
     def text(self, s: str) -> str:
         """Free text (a command's output): the patterns and secret options."""
