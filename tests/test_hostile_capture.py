@@ -163,7 +163,9 @@ def test_damaged_capture_reads_every_intact_event(templates, tmp_path_factory, d
     got = [e["seq"] for e in reader.read(str(d), problems=problems) if "seq" in e]
     assert time.monotonic() - started < 10
     assert expected <= set(got), sorted(expected - set(got))[:5]
-    assert len(got) == len(set(got)), "an event was read twice"
+    # no segment is read twice; a flipped bit may still forge one event (a seq digit turned
+    # into another, 3 -> 2) in a segment that then reports its damage
+    assert len(got) - len(set(got)) <= (seg_damage == "flip"), "an event was read twice"
     if seg_damage is not None or man_damage in ("not_json", "segments_text",
                                                                                     "no_name", "escape"):
         assert problems, (seg_damage, man_damage)
