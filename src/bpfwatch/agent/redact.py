@@ -77,28 +77,26 @@ class Redactor:
                 out.append(self.replacement)
                 changed, secret_next = True, False
                 continue
-            if short and i and arg.startswith("-") and not arg.startswith("--"):
-                hit = next((f for f in short if arg.startswith(f)), None)
-                if hit is not None:
-                    if arg == hit:
-                        secret_next = True
-                        out.append(arg)
-                    else:  # -pSECRET
-                        out.append(hit + self.replacement)
+            if i and arg.startswith("-"):  # an option: what it is may make it, or the next word, a secret
+                if short and not arg.startswith("--"):
+                    hit = next((f for f in short if arg.startswith(f)), None)
+                    if hit is not None:
+                        if arg == hit:
+                            secret_next = True
+                            out.append(arg)
+                        else:  # -pSECRET
+                            out.append(hit + self.replacement)
+                            changed = True
+                        continue
+                flag, eq, _ = arg.partition("=")
+                if self._secret_flag(flag):
+                    if eq:
+                        out.append(f"{flag}={self.replacement}")
                         changed = True
+                    else:
+                        out.append(arg)
+                        secret_next = True
                     continue
-            if arg in clean and not (i and arg.startswith("-")):
-                out.append(arg)  # a clean word that is no option: nothing below would change it
-                continue
-            flag, eq, _ = arg.partition("=")
-            if i and flag.startswith("-") and self._secret_flag(flag):
-                if eq:
-                    out.append(f"{flag}={self.replacement}")
-                    changed = True
-                else:
-                    out.append(arg)
-                    secret_next = True
-                continue
             if arg in clean:
                 out.append(arg)
                 continue

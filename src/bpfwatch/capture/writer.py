@@ -71,7 +71,7 @@ class CaptureWriter:
         # the hash of an open segment, kept only when segments stay as written:
         # a compressed segment's manifest entry holds the compressed file's hash,
         # so hashing every line as it is written would be work thrown away
-        self._digest: Any = None
+        self._digest: hashlib._Hash | None = None
         self._held: deque[tuple[bytes, int]] = deque()
         self._retry_at = 0.0
         self._jobs: queue.Queue[Segment | None] = queue.Queue()
