@@ -2,7 +2,10 @@
 synthetic load (1k execs/s, 10k file opens/s, 1k TCP connections/s), with
 sustained events/s into the capture and the loss count. Side by side in the
 same run: the same agent in polling mode (the peer approach: /proc scans with
-psutil, as agents without eBPF do).
+psutil, as agents without eBPF do). Beside them in each load phase, two
+floors: the same number of event dicts built and encoded (event_cost.py
+--paced-floor), and the row's floor, each record of the agent's own sensors
+written as a JSON line (record_lines.py --live).
 
     python bench/agent_overhead.py [--idle 600] [--load 600] [--load-runs 1]
 
@@ -145,6 +148,10 @@ def phase(name: str, seconds: float, agents: dict[str, tuple[subprocess.Popen[by
         # same number of event dicts, and nothing else
         floor = subprocess.Popen([sys.executable, str(HERE / "event_cost.py"), "--paced-floor", str(floor_rate),
                                   str(seconds)], stdout=subprocess.PIPE, text=True)
+        # and the row's floor: the agent's own sensors and reads, each record
+        # written as a JSON line to a file, nothing else (record_lines.py)
+        line_floor = subprocess.Popen([sys.executable, str(HERE / "record_lines.py"), "--live", str(seconds)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     start = {n: (cpu_seconds(p.pid), scrape(port), time.monotonic()) for n, (p, port) in agents.items()}
     spawned = {n: cpu_seconds(p.pid, own=False) for n, (p, _) in agents.items()}
     rss: dict[str, list[float]] = {n: [] for n in agents}
@@ -159,6 +166,7 @@ def phase(name: str, seconds: float, agents: dict[str, tuple[subprocess.Popen[by
     out: dict[str, Any] = {f"{name}_seconds": seconds, "load_achieved_per_s": rates}
     if floor is not None:
         out["dict_floor"] = json.loads(floor.communicate()[0])
+        out["record_line_floor"] = json.loads(line_floor.communicate()[0])
     for n, (p, port) in agents.items():
         cpu0, m0, t0 = start[n]
         m1, dt = scrape(port), time.monotonic() - t0
@@ -183,7 +191,9 @@ def phase(name: str, seconds: float, agents: dict[str, tuple[subprocess.Popen[by
     print(f"{name}: " + ", ".join(f"{n} cpu {out[n]['cpu_pct_of_core']}% rss {out[n]['rss_mb_last']} MB "
                                   f"events/s {out[n]['events_per_s_to_capture']} lost {out[n]['lost']}"
                                   for n in agents)
-          + (f", dict floor cpu {out['dict_floor']['cpu_pct_of_core']}%" if floor is not None else ""), flush=True)
+          + (f", dict floor cpu {out['dict_floor']['cpu_pct_of_core']}%, record-line floor cpu "
+             f"{out['record_line_floor']['cpu_pct_of_core']}% ({out['record_line_floor']['events_per_s']} events/s, "
+             f"lost {out['record_line_floor']['lost']})" if floor is not None else ""), flush=True)
     return out
 
 
@@ -257,6 +267,7 @@ def main() -> int:
             "idle_cpu_pct": e_idle["cpu_pct_of_core"], "load_cpu_pct": e_load["cpu_pct_of_core"],
             "load_cpu_pct_runs": runs_cpu,
             "load_dict_floor_cpu_pct": load["dict_floor"]["cpu_pct_of_core"],
+            "load_record_line_floor_cpu_pct_runs": [r["record_line_floor"]["cpu_pct_of_core"] for r in loads],
             "rss_mb_max": rss_max,
             "rss_mb_max_without_ring": round(rss_max - (e_load["rss_mb_of_mapped_bpf_ring"] or 0), 1),
             "load_events_per_s": e_load["events_per_s_to_capture"], "load_lost": e_load["lost"],

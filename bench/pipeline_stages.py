@@ -4,10 +4,10 @@ that agent_overhead.py runs (1k execs/s, 10k opens/s, 1k TCP connections/s).
 The kernel's records are recorded once from the agent's real ring (its own
 event source, default config), then replayed through the agent's own stages
 in this process: ring reading and decoding, reordering, enrichment, type
-selection, redaction and the capture write (JSON lines, digest, file). Each
-stage's thread CPU per event is measured on exactly the same input, run after
-run, so a change to one stage shows as a number. Beside it, over the same
-records in the same run, two floors:
+selection, redaction and the capture write (JSON lines, file). Each stage's
+thread CPU per event is measured on exactly the same input, run after run, so
+a change to one stage shows as a number. Beside it, over the same records in
+the same run, three floors:
 - the least any Python pipeline with a dict per event does (read the ring,
   unpack each record's header, build an event dict of the same size, format
   its time, encode it as a JSON line);
@@ -15,9 +15,17 @@ records in the same run, two floors:
   no object per event: the same reading and unpacking, and the same line
   filled into a bytes template with what differs from event to event: the
   header's fields and the time formatted, the process's context, the path
-  and the call's result looked up rendered (this row's floor in Python).
+  and the call's result looked up rendered;
+- the same template pipeline fed by the real records (RecordLines): every
+  field the agent's decoders read, unpacked from each record through the
+  agent's own record-by-record path, and written into its kind's line (this
+  row's floor in Python: what any pipeline that writes each kernel record as
+  a JSON line cannot do without);
+- the same lines made in columns instead (columnar_floor.py: numpy per
+  kind and read, the record's place found by the ring walk), to show
+  whether rendering in columns would take the floor lower.
 
-Both are replayed twice: back to back, and with the live agent's pause
+All are replayed twice: back to back, and with the live agent's pause
 before each read (max_delay / READS_PER_WINDOW: 62.5 ms at the agent's
 250 ms). The pauses are not counted, but the time after them is: on this
 machine, work done after the CPU sat idle for 10 ms or more costs 1.3-1.5x
@@ -54,6 +62,8 @@ from bpfwatch.monitor import READS_PER_WINDOW  # noqa: E402
 from bpfwatch.pipeline.gc_tuning import tune_for_streaming  # noqa: E402
 from bpfwatch.ringbuf import RingBuffer  # noqa: E402
 from bpfwatch.sensors.base import Fields, dispatch  # noqa: E402
+from columnar_floor import replay_columnar_floor  # noqa: E402
+from record_lines import replay_record_line_floor  # noqa: E402
 
 LOAD = (("exec", 1000), ("open", 10000), ("conn", 1000))
 
@@ -248,6 +258,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bw-stages-") as work:
         agent, mon = make_agent(Path(work))
         hdr, types = mon.sensors[0].hdr_dtype, list(mon._decoders)
+        rows, kind_at = dict(mon._row_decoders), mon._kind_at
         pause = mon.max_delay / READS_PER_WINDOW  # how long the live agent sits between reads
         mon.close()
         agent.close_outputs()
@@ -256,29 +267,45 @@ def main() -> int:
     stages = {k: round(median([r[k] for r in runs]), 3) for k in runs[0] if k != "events"}
     floor = round(median(floors), 3)
     line_floor = round(median([replay_line_floor(chunks, hdr, types) for _ in range(args.runs)]), 3)
+    record_floor = round(median([replay_record_line_floor(chunks, rows, types, kind_at, hdr)
+                                 for _ in range(args.runs)]), 3)
+    columnar = round(median([replay_columnar_floor(chunks, rows, types, kind_at, hdr) for _ in range(args.runs)]), 3)
     paused = [replay_agent(chunks, pause)["total"] for _ in range(args.pause_runs)]
     paused_floors = [replay_floor(chunks, hdr, types, pause) for _ in range(args.pause_runs)]
     paused_total, paused_floor = round(median(paused), 3), round(median(paused_floors), 3)
     paused_line = round(median([replay_line_floor(chunks, hdr, types, pause) for _ in range(args.pause_runs)]), 3)
+    paused_record = round(median([replay_record_line_floor(chunks, rows, types, kind_at, hdr, pause)
+                                  for _ in range(args.pause_runs)]), 3)
+    paused_columnar = round(median([replay_columnar_floor(chunks, rows, types, kind_at, hdr, pause)
+                                    for _ in range(args.pause_runs)]), 3)
     result = {
         "recorded_seconds": args.seconds, "records_bytes": sum(map(len, chunks)), "drains": len(chunks),
         "events_live": live_events, "events_replayed": runs[0]["events"], "runs": args.runs,
         "agent_us_per_event": stages, "dict_pipeline_floor_us_per_event": floor,
         "agent_over_floor": round(stages["total"] / floor, 2),
         "json_line_floor_us_per_event": line_floor,
+        "record_line_floor_us_per_event": record_floor,
+        "columnar_record_lines_us_per_event": columnar,
         # the row: % of a core at 20k events/s (us per event x 20,000 / 10,000)
         "pct_of_core_at_20k_events_per_s": {"agent_stages": round(stages["total"] * 2, 1),
-                                            "floor": round(floor * 2, 1), "json_line_floor": round(line_floor * 2, 1)},
+                                            "floor": round(floor * 2, 1), "json_line_floor": round(line_floor * 2, 1),
+                                            "record_line_floor": round(record_floor * 2, 1),
+                                            "columnar_record_lines": round(columnar * 2, 1)},
         "with_live_pauses": {
             "pause_s": pause, "runs": args.pause_runs,
             "agent_us_per_event": paused_total, "dict_pipeline_floor_us_per_event": paused_floor,
-            "json_line_floor_us_per_event": paused_line,
+            "json_line_floor_us_per_event": paused_line, "record_line_floor_us_per_event": paused_record,
+            "columnar_record_lines_us_per_event": paused_columnar,
             "pct_of_core_at_20k_events_per_s": {"agent_stages": round(paused_total * 2, 1),
                                                 "floor": round(paused_floor * 2, 1),
-                                                "json_line_floor": round(paused_line * 2, 1)},
+                                                "json_line_floor": round(paused_line * 2, 1),
+                                                "record_line_floor": round(paused_record * 2, 1),
+                                                "columnar_record_lines": round(paused_columnar * 2, 1)},
             "over_back_to_back": {"agent": round(paused_total / stages["total"], 2),
                                   "floor": round(paused_floor / floor, 2),
-                                  "json_line_floor": round(paused_line / line_floor, 2)},
+                                  "json_line_floor": round(paused_line / line_floor, 2),
+                                  "record_line_floor": round(paused_record / record_floor, 2),
+                                  "columnar_record_lines": round(paused_columnar / columnar, 2)},
         },
     }
     save("pipeline_stages", result)

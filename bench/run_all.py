@@ -105,12 +105,16 @@ def summary() -> int:
          "(floor)"),
         ("least JSON-line pipeline per event, same records (µs)", f"{ps.get('json_line_floor_us_per_event', 'n/a')}",
          "(floor)"),
+        ("each record as a JSON line, same records: by record / in columns (µs)",
+         f"{ps.get('record_line_floor_us_per_event', 'n/a')} / {ps.get('columnar_record_lines_us_per_event', 'n/a')}",
+         "(floor)"),
     ]
     paused = ps.get("with_live_pauses", {})
     rows += [
-        ("same with the live agent's pauses: agent / dict / line (µs)",
+        ("same with the live agent's pauses: agent / dict / line / record line (µs)",
          f"{paused.get('agent_us_per_event')} / {paused.get('dict_pipeline_floor_us_per_event')} / "
-         f"{paused.get('json_line_floor_us_per_event', 'n/a')}", "(floors)"),
+         f"{paused.get('json_line_floor_us_per_event', 'n/a')} / {paused.get('record_line_floor_us_per_event', 'n/a')}",
+         "(floors)"),
     ]
     pure, mixed, small = po["pure_loop"], po["mixed"], po["pure_loop_small"]
     for tool in ("bpfwatch count", "bpfwatch latency", "bpftrace count", "denet ebpf"):
@@ -143,6 +147,8 @@ def summary() -> int:
          f"{ag['load_events_per_s']:,}, {ag['load_lost']:.0f}, {ag['load_cpu_pct']}%", "0 lost, <= 8%"),
         ("  of which its segment compressors (% of a core)",
          f"{ag['load']['bpfwatch_ebpf'].get('of_which_compressor_pct_of_core', 'n/a')}%", ""),
+        ("  beside it: each record as a JSON line, nothing else (% of a core)",
+         " / ".join(f"{x}%" for x in ag.get("load_record_line_floor_cpu_pct_runs", [])) or "n/a", "(floor)"),
         ("polling agent under load (% of a core)", f"{ag['load']['bpfwatch_poll']['cpu_pct_of_core']}%", "(peer)"),
     ]
     width = max(len(a) for a, _, _ in rows)

@@ -6,10 +6,12 @@ the benchmarks attach them."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,8 +24,10 @@ from bpfwatch.ringbuf import RingBuffer
 from conftest import ROOT
 
 sys.path.append(str(ROOT / "bench"))  # after the project and tests: its names shadow none
+import columnar_floor
 import floor
 import pipeline_stages
+import record_lines
 
 
 @pytest.mark.kernel
@@ -97,3 +101,57 @@ def test_json_line_floor_writes_the_dict_floors_lines_byte_for_byte(rows, reads)
     pipeline_stages.replay_line_floor(chunks, hdr, [1, 2], sink=template_lines)
     assert template_lines == dict_lines
     assert dict_lines.count(b"\n") == sum(1 for r in rows if r[1] in (1, 2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.lists(st.integers(-(1 << 63), (1 << 63) - 1), min_size=1, max_size=40).map(
+                     lambda v: np.array(v, np.int64)),
+                 st.lists(st.integers(0, (1 << 64) - 1), min_size=1, max_size=40).map(
+                     lambda v: np.array(v, np.uint64)),
+                 st.lists(st.integers(-(1 << 31), (1 << 31) - 1), min_size=1, max_size=40).map(
+                     lambda v: np.array(v, np.int32))))
+def test_columnar_digits_are_the_integers_text(values):
+    """The columnar floor's integers, four digits at a time: each one as
+    Python writes it, signs and zero and the 64-bit ends included."""
+    digits, width = columnar_floor.digits(values)
+    for row, w, v in zip(digits, width, values.tolist(), strict=True):
+        assert bytes(row[len(row) - w:]) == str(v).encode()
+
+
+@pytest.mark.kernel
+def test_columnar_and_record_by_record_floors_write_the_same_events(tmp_path):
+    """The record-line floor (record_lines.py) and its columnar twin are
+    only two ways to the same output if they write the same events from the
+    same records: the agent's own ring, after real execs, opens, file
+    totals and TCP connections."""
+    agent, mon = pipeline_stages.make_agent(tmp_path)
+    try:
+        target = tmp_path / "opened"
+        code = ("import os, socket, subprocess, sys\n"
+                f"p = {str(target)!r}\n"
+                "for _ in range(40):\n"
+                "    f = open(p, 'w'); f.write('x'); f.close()\n"
+                "srv = socket.create_server(('127.0.0.1', 0))\n"
+                "for _ in range(5):\n"
+                "    c = socket.create_connection(srv.getsockname()); a, _ = srv.accept(); a.close(); c.close()\n"
+                "subprocess.run(['/bin/true'])\n")
+        subprocess.run([sys.executable, "-c", code], check=True)
+        chunk = mon._ring.pending_records()
+        hdr, types, rows, kind_at = mon.sensors[0].hdr_dtype, list(mon._decoders), dict(mon._row_decoders), mon._kind_at
+    finally:
+        mon.close()
+        agent.close_outputs()
+    by_record: list[bytes] = []
+    in_columns: list[bytes] = []
+    record_lines.replay_record_line_floor([chunk], rows, types, kind_at, hdr, sink=by_record)
+    columnar_floor.replay_columnar_floor([chunk], rows, types, kind_at, hdr, sink=in_columns)
+
+    def events(lines: list[bytes]) -> list[bytes]:
+        return sorted(orjson.dumps(orjson.loads(line), option=orjson.OPT_SORT_KEYS)
+                      for line in b"".join(lines).splitlines())
+
+    mine = events(by_record)
+    assert mine == events(in_columns)
+    kinds = {orjson.loads(e)["type"] for e in mine}
+    assert len(kinds) >= 5, kinds  # exec, fork, exit, file operations and totals, TCP at least
+    assert sum(str(target).encode() in e for e in mine) >= 40
