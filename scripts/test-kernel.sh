@@ -11,7 +11,8 @@
 #   KERNEL=6.1 scripts/test-kernel.sh --which < releases  # the release KERNEL picks from a list
 #
 # KVM is used when it works here, else pure emulation (TCG), and the script says
-# which. Exit status: the tests'.
+# which. A guest that gives no result in VM_TIMEOUT seconds (smoke 1200, full 5400)
+# is booted once more. Exit status: the tests'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -99,12 +100,27 @@ echo \$? > "$OUT/status"
 tail -n 40 "$OUT/pytest.log"
 EOF
 start=$(date +%s)
-set +e
-# through a pipe: QEMU opens the guest's stdout as a file (/proc/self/fd/1), which truncates a
-# log file our own stdout may be, and with it everything written there before (CI's log)
-"$VNG_VENV/bin/vng" --run "$VMLINUZ" "${accel[@]}" --user root --cpus "$CPUS" --memory "$MEMORY" \
-    --rwdir "$OUT" -e "bash $OUT/inner.sh" 2>&1 < /dev/null | cat
-set -e
+# A guest under emulation can freeze outright (seen here once: both vCPUs spinning,
+# pytest's own per-test timeout never firing). The guest writes its status only when the tests
+# have finished, so no status after VM_TIMEOUT means it froze or died: it is booted once more,
+# and said so. Tests that ran and failed are never run again.
+VM_TIMEOUT=${VM_TIMEOUT:-$([ "$SUITE" = smoke ] && echo 1200 || echo 5400)}
+for attempt in 1 2; do
+    rm -f "$OUT/status"
+    set +e
+    # through a pipe: QEMU opens the guest's stdout as a file (/proc/self/fd/1), which truncates a
+    # log file our own stdout may be, and with it everything written there before (CI's log)
+    timeout --kill-after=30 "$VM_TIMEOUT" "$VNG_VENV/bin/vng" --run "$VMLINUZ" "${accel[@]}" --user root \
+        --cpus "$CPUS" --memory "$MEMORY" --rwdir "$OUT" -e "bash $OUT/inner.sh" 2>&1 < /dev/null | cat
+    set -e
+    [ -f "$OUT/status" ] && break
+    if [ -s "$OUT/pytest.log" ]; then
+        say "the guest gave no result within ${VM_TIMEOUT}s (attempt $attempt of 2); its test log ended with:"
+        tail -n 3 "$OUT/pytest.log" | sed 's/^/    /' >&2
+    else
+        say "the guest gave no result within ${VM_TIMEOUT}s (attempt $attempt of 2), before its tests began"
+    fi
+done
 status=$(cat "$OUT/status" 2>/dev/null || echo 1)
 say "$RELEASE ($how): tests exited $status after $(( $(date +%s) - start )) s; results in $OUT"
 exit "$status"
