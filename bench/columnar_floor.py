@@ -20,11 +20,11 @@ import time
 from typing import Any
 
 import numpy as np
-import orjson
 
 from bpfwatch.events.clock import BootClock, second_text
 from bpfwatch.ringbuf import RingBuffer
 from bpfwatch.sensors.base import dispatch
+from record_lines import kernel_string_json
 
 _CODES = {"Q": "<u8", "q": "<i8", "I": "<u4", "i": "<i4", "H": "<u2", "h": "<i2", "B": "u1", "b": "i1", "?": "u1"}
 _DIGITS = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype=np.uint8).reshape(10_000, 4)
@@ -144,7 +144,7 @@ class ColumnLines:
     def text(self, raw: bytes) -> bytes:
         line = self.texts.get(raw)
         if line is None:
-            line = self.texts[raw] = orjson.dumps(raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"))
+            line = self.texts[raw] = kernel_string_json(raw)
         return line
 
     def read(self, ring: RingBuffer, hdr: Any, types: list[int], kind_at: tuple[int, int]) -> tuple[bytes, int]:

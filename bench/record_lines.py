@@ -26,6 +26,7 @@ import orjson  # noqa: E402
 from bpfwatch.agent import config as agent_config  # noqa: E402
 from bpfwatch.agent.runner import Agent  # noqa: E402
 from bpfwatch.events.clock import BootClock, second_text  # noqa: E402
+from bpfwatch.events.text import dumps, text  # noqa: E402
 from bpfwatch.monitor import READS_PER_WINDOW  # noqa: E402
 from bpfwatch.ringbuf import RingBuffer  # noqa: E402
 from bpfwatch.sensors.base import dispatch  # noqa: E402
@@ -77,10 +78,7 @@ class RecordLines:
                 + b"".join(b'"%s":%%d,' % names[i].encode() for i in numbers)
                 + b"".join(b'"%s":%%s,' % names[i].encode() for i in strings)
                 + (b'"path":%s,' if rd.tail else b"") + b"%s}\n")
-        # always tuples: a one-field itemgetter would give the field itself
-        nums = operator.itemgetter(*numbers) if len(numbers) > 1 else operator.itemgetter(slice(1, 2))
-        strs = operator.itemgetter(*strings) if len(strings) > 1 else operator.itemgetter(
-            slice(strings[0], strings[0] + 1) if strings else slice(0, 0))
+        nums, strs = _tuple_getter(numbers), _tuple_getter(strings)
         unpack, size, tail = fields.struct.unpack_from, fields.size, rd.tail
         seconds, contexts, keep = self.seconds, self.contexts, out.append
         rendered = self.texts.__getitem__
@@ -104,11 +102,25 @@ class RecordLines:
         return one
 
 
+def _tuple_getter(idx: list[int]) -> Any:
+    """fn(row) -> the fields at idx, always as a tuple (a one-field
+    itemgetter gives the field itself)."""
+    if len(idx) == 1:
+        return operator.itemgetter(slice(idx[0], idx[0] + 1))
+    return operator.itemgetter(*idx) if idx else (lambda row: ())
+
+
+def kernel_string_json(raw: bytes) -> bytes:
+    """A NUL-padded kernel string as JSON, bytes that are not UTF-8 kept (as
+    the agent writes them)."""
+    return dumps(text(raw.split(b"\0", 1)[0]))
+
+
 class _Texts(dict[bytes, bytes]):
     """A kernel string (NUL-padded) -> its JSON, made on first sight."""
 
     def __missing__(self, raw: bytes) -> bytes:
-        line = self[raw] = orjson.dumps(raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"))
+        line = self[raw] = kernel_string_json(raw)
         return line
 
 

@@ -20,6 +20,7 @@ from bpfwatch import libbpf as L
 from bpfwatch import syscalls
 from bpfwatch.bpf import object_path
 from bpfwatch.btf_dtype import struct_dtype
+from bpfwatch.events import text
 from bpfwatch.ringbuf import RingBuffer
 from conftest import ROOT
 
@@ -122,8 +123,8 @@ def test_columnar_digits_are_the_integers_text(values):
 def test_columnar_and_record_by_record_floors_write_the_same_events(tmp_path):
     """The record-line floor (record_lines.py) and its columnar twin are
     only two ways to the same output if they write the same events from the
-    same records: the agent's own ring, after real execs, opens, file
-    totals and TCP connections."""
+    same records: the agent's own ring, after real execs, opens (one of a
+    name that is not UTF-8), file totals and TCP connections."""
     agent, mon = pipeline_stages.make_agent(tmp_path)
     try:
         target = tmp_path / "opened"
@@ -131,6 +132,7 @@ def test_columnar_and_record_by_record_floors_write_the_same_events(tmp_path):
                 f"p = {str(target)!r}\n"
                 "for _ in range(40):\n"
                 "    f = open(p, 'w'); f.write('x'); f.close()\n"
+                "open(os.path.join(os.path.dirname(p), os.fsdecode(b'not-utf8-\\xff')), 'w').close()\n"
                 "srv = socket.create_server(('127.0.0.1', 0))\n"
                 "for _ in range(5):\n"
                 "    c = socket.create_connection(srv.getsockname()); a, _ = srv.accept(); a.close(); c.close()\n"
@@ -146,12 +148,13 @@ def test_columnar_and_record_by_record_floors_write_the_same_events(tmp_path):
     record_lines.replay_record_line_floor([chunk], rows, types, kind_at, hdr, sink=by_record)
     columnar_floor.replay_columnar_floor([chunk], rows, types, kind_at, hdr, sink=in_columns)
 
-    def events(lines: list[bytes]) -> list[bytes]:
-        return sorted(orjson.dumps(orjson.loads(line), option=orjson.OPT_SORT_KEYS)
+    def events(lines: list[bytes]) -> list[bytes]:  # each parsed, then written again with sorted keys
+        return sorted(text.dumps(text.loads(line), option=orjson.OPT_SORT_KEYS)
                       for line in b"".join(lines).splitlines())
 
     mine = events(by_record)
     assert mine == events(in_columns)
-    kinds = {orjson.loads(e)["type"] for e in mine}
+    kinds = {text.loads(e)["type"] for e in mine}
     assert len(kinds) >= 5, kinds  # exec, fork, exit, file operations and totals, TCP at least
     assert sum(str(target).encode() in e for e in mine) >= 40
+    assert any(b"not-utf8-\\udcff" in e for e in mine)  # a name that is not UTF-8, kept (docs/events.md)
