@@ -15,7 +15,6 @@ slice looked up rendered.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -23,21 +22,18 @@ import numpy as np
 
 from bpfwatch.events.clock import BootClock, second_text
 from bpfwatch.ringbuf import RingBuffer
-from bpfwatch.sensors.base import dispatch
-from record_lines import kernel_string_json
+from record_lines import RECORD_CONTEXT, KernelStrings, each_record, struct_codes
 
 _CODES = {"Q": "<u8", "q": "<i8", "I": "<u4", "i": "<i4", "H": "<u2", "h": "<i2", "B": "u1", "b": "i1", "?": "u1"}
 _DIGITS = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype=np.uint8).reshape(10_000, 4)
 _TENS = 10 ** np.arange(1, 20, dtype=np.uint64)
-CONTEXT = b'"user":null,"exe":null,"exec_id":null'
 
 
 def struct_dtype_of(fmt: str) -> tuple[np.dtype, list[str]]:
     """A numpy record dtype matching a struct format of fields and pad bytes,
     and each field's kind ("n" number, "s" string)."""
     names, formats, offsets, kinds, pos = [], [], [], [], 0
-    for count, code in re.findall(r"(\d*)([a-zA-Z?])", fmt.lstrip("<")):
-        n = int(count or 1)
+    for n, code in struct_codes(fmt):
         if code == "x":
             pos += n
             continue
@@ -115,25 +111,37 @@ def rendered_many(values: np.ndarray, render: Any) -> tuple[np.ndarray, np.ndarr
     value) as a ragged (flat bytes, lengths) pair."""
     uniq, inverse = np.unique(values, return_inverse=True)
     texts = [render(v) for v in uniq.tolist()]
-    lengths = np.array([len(t) for t in texts], np.int64)[inverse]
+    sizes = np.array([len(t) for t in texts], np.int64)
+    lengths = sizes[inverse]
     flat = np.frombuffer(b"".join(texts), np.uint8)
-    starts = np.cumsum([len(t) for t in texts]) - [len(t) for t in texts]
     # the flat bytes of each record's text, in record order
-    idx = np.repeat(np.asarray(starts, np.int64)[inverse] - (np.cumsum(lengths) - lengths), lengths)
+    idx = np.repeat((np.cumsum(sizes) - sizes)[inverse] - (np.cumsum(lengths) - lengths), lengths)
     return flat[idx + np.arange(int(lengths.sum()))], lengths
 
 
 class ColumnLines:
     """The records of each read, per kind, turned into JSON lines in columns."""
 
-    def __init__(self, rows: dict[int, Any]) -> None:
+    def __init__(self, rows: dict[int, Any], types: list[int], hdr: Any, kind_at: tuple[int, int]) -> None:
         self.kinds: dict[int, tuple[Any, np.dtype, list[str], bool, int]] = {}
         for kind, rd in rows.items():
             dtype, kinds = struct_dtype_of(rd.fields.struct.format)
             self.kinds[kind] = (rd, dtype, kinds, rd.tail, rd.fields.size)
         self.offset = BootClock.shared().to_epoch_ns(0)
         self.seconds: dict[int, bytes] = {}
-        self.texts: dict[bytes, bytes] = {}
+        self.texts = KernelStrings()
+        # where each kind's records are in the read being made: (offsets, lengths)
+        self.found: dict[int, tuple[list[int], list[int]]] = {k: ([], []) for k in self.kinds}
+        self._drain = each_record({k: self._collector(*self.found[k]) for k in self.kinds}, types, hdr, kind_at)
+
+    @staticmethod
+    def _collector(offs: list[int], lens: list[int]) -> Any:
+        at, ln = offs.append, lens.append
+
+        def one(buf: Any, off: int, length: int) -> None:
+            at(off)
+            ln(length)
+        return one
 
     def second(self, sec: int) -> bytes:
         text = self.seconds.get(sec)
@@ -141,38 +149,16 @@ class ColumnLines:
             text = self.seconds[sec] = b'"' + second_text(sec).encode() + b"."
         return text
 
-    def text(self, raw: bytes) -> bytes:
-        line = self.texts.get(raw)
-        if line is None:
-            line = self.texts[raw] = kernel_string_json(raw)
-        return line
-
-    def read(self, ring: RingBuffer, hdr: Any, types: list[int], kind_at: tuple[int, int]) -> tuple[bytes, int]:
+    def read(self, ring: RingBuffer) -> tuple[bytes, int]:
         """Every record of the ring, as JSON lines (one buffer per kind,
         joined), and how many."""
-        found: dict[int, tuple[list[int], list[int]]] = {k: ([], []) for k in self.kinds}
-
-        def collector(offs: list[int], lens: list[int]) -> Any:
-            at, ln = offs.append, lens.append
-
-            def one(buf: Any, off: int, length: int) -> None:
-                at(off)
-                ln(length)
-            return one
-
-        def whole(offs: list[int], lens: list[int]) -> Any:
-            def decode(run: Any, idx: Any, out: Any) -> None:
-                picked = range(run.count) if idx is None else idx
-                offs.extend(run.offset + i * run.stride for i in picked)
-                lens.extend([run.length] * len(picked))
-            return decode
-
-        singles = {k: collector(*found[k]) for k in self.kinds}
-        decoders = {t: whole(*found[t]) if t in found else (lambda run, idx, out: None) for t in types}
-        ring.drain(lambda run: dispatch(run, decoders, hdr, []), None, singles, kind_at)
+        for offs, lens in self.found.values():
+            offs.clear()
+            lens.clear()
+        self._drain(ring)
         data, buf = ring._data, ring._bytes
         out, n = [], 0
-        for kind, (offs, lens) in found.items():
+        for kind, (offs, lens) in self.found.items():
             if offs:
                 out.append(self._lines(kind, data, buf, np.array(offs, np.int64), lens, offs))
                 n += len(offs)
@@ -201,13 +187,13 @@ class ColumnLines:
             if k == "n":
                 lines.number(col)
             else:
-                lines.ragged(*rendered_many(col, self.text))
+                lines.ragged(*rendered_many(col, self.texts.__getitem__))
         if tail:
-            texts = [self.text(buf[o + size: o + ln].tobytes()) for o, ln in zip(offs, lens, strict=True)]
+            texts = [self.texts[buf[o + size: o + ln].tobytes()] for o, ln in zip(offs, lens, strict=True)]
             lines.const(b',"path":')
             lines.ragged(np.frombuffer(b"".join(texts), np.uint8), np.array([len(t) for t in texts], np.int64))
         lines.const(b",")
-        lines.ragged(*rendered_many(recs["f1"], lambda pid: CONTEXT))
+        lines.ragged(*rendered_many(recs["f1"], lambda pid: RECORD_CONTEXT))
         lines.const(b"}\n")
         return lines.build()
 
@@ -215,13 +201,13 @@ class ColumnLines:
 def replay_columnar_floor(chunks: list[bytes], rows: dict[int, Any], types: list[int], kind_at: tuple[int, int],
                           hdr: Any, pause: float = 0.0, sink: list[bytes] | None = None) -> float:
     """Thread CPU per line of ColumnLines over the recording."""
-    lines = ColumnLines(rows)
+    lines = ColumnLines(rows, types, hdr, kind_at)
     n = 0
     t0 = time.thread_time()
     for chunk in chunks:
         if pause:
             time.sleep(pause)
-        text, count = lines.read(RingBuffer.replay(chunk), hdr, types, kind_at)
+        text, count = lines.read(RingBuffer.replay(chunk))
         if sink is not None:
             sink.append(text)
         n += count

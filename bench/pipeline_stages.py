@@ -263,49 +263,38 @@ def main() -> int:
         mon.close()
         agent.close_outputs()
     runs = [replay_agent(chunks) for _ in range(args.runs)]
-    floors = [replay_floor(chunks, hdr, types) for _ in range(args.runs)]
     stages = {k: round(median([r[k] for r in runs]), 3) for k in runs[0] if k != "events"}
-    floor = round(median(floors), 3)
-    line_floor = round(median([replay_line_floor(chunks, hdr, types) for _ in range(args.runs)]), 3)
-    record_floor = round(median([replay_record_line_floor(chunks, rows, types, kind_at, hdr)
-                                 for _ in range(args.runs)]), 3)
-    columnar = round(median([replay_columnar_floor(chunks, rows, types, kind_at, hdr) for _ in range(args.runs)]), 3)
-    paused = [replay_agent(chunks, pause)["total"] for _ in range(args.pause_runs)]
-    paused_floors = [replay_floor(chunks, hdr, types, pause) for _ in range(args.pause_runs)]
-    paused_total, paused_floor = round(median(paused), 3), round(median(paused_floors), 3)
-    paused_line = round(median([replay_line_floor(chunks, hdr, types, pause) for _ in range(args.pause_runs)]), 3)
-    paused_record = round(median([replay_record_line_floor(chunks, rows, types, kind_at, hdr, pause)
-                                  for _ in range(args.pause_runs)]), 3)
-    paused_columnar = round(median([replay_columnar_floor(chunks, rows, types, kind_at, hdr, pause)
-                                    for _ in range(args.pause_runs)]), 3)
+    # each floor: (its name in the % figures, its µs figure's key, fn(pause) -> µs per event)
+    floors = [
+        ("floor", "dict_pipeline_floor_us_per_event", lambda p: replay_floor(chunks, hdr, types, p)),
+        ("json_line_floor", "json_line_floor_us_per_event", lambda p: replay_line_floor(chunks, hdr, types, p)),
+        ("record_line_floor", "record_line_floor_us_per_event",
+         lambda p: replay_record_line_floor(chunks, rows, types, kind_at, hdr, p)),
+        ("columnar_record_lines", "columnar_record_lines_us_per_event",
+         lambda p: replay_columnar_floor(chunks, rows, types, kind_at, hdr, p)),
+    ]
+    back_to_back = {name: round(median([fn(0.0) for _ in range(args.runs)]), 3) for name, _, fn in floors}
+    paused = {"agent": round(median([replay_agent(chunks, pause)["total"] for _ in range(args.pause_runs)]), 3),
+              **{name: round(median([fn(pause) for _ in range(args.pause_runs)]), 3) for name, _, fn in floors}}
+
+    def pct(us: float) -> float:  # % of a core at the 20k events/s (µs per event x 20,000 / 10,000)
+        return round(us * 2, 1)
+
     result = {
         "recorded_seconds": args.seconds, "records_bytes": sum(map(len, chunks)), "drains": len(chunks),
         "events_live": live_events, "events_replayed": runs[0]["events"], "runs": args.runs,
-        "agent_us_per_event": stages, "dict_pipeline_floor_us_per_event": floor,
-        "agent_over_floor": round(stages["total"] / floor, 2),
-        "json_line_floor_us_per_event": line_floor,
-        "record_line_floor_us_per_event": record_floor,
-        "columnar_record_lines_us_per_event": columnar,
-        # the row: % of a core at 20k events/s (us per event x 20,000 / 10,000)
-        "pct_of_core_at_20k_events_per_s": {"agent_stages": round(stages["total"] * 2, 1),
-                                            "floor": round(floor * 2, 1), "json_line_floor": round(line_floor * 2, 1),
-                                            "record_line_floor": round(record_floor * 2, 1),
-                                            "columnar_record_lines": round(columnar * 2, 1)},
+        "agent_us_per_event": stages,
+        **{key: back_to_back[name] for name, key, _ in floors},
+        "agent_over_floor": round(stages["total"] / back_to_back["floor"], 2),
+        "pct_of_core_at_20k_events_per_s": {"agent_stages": pct(stages["total"]),
+                                            **{name: pct(us) for name, us in back_to_back.items()}},
         "with_live_pauses": {
             "pause_s": pause, "runs": args.pause_runs,
-            "agent_us_per_event": paused_total, "dict_pipeline_floor_us_per_event": paused_floor,
-            "json_line_floor_us_per_event": paused_line, "record_line_floor_us_per_event": paused_record,
-            "columnar_record_lines_us_per_event": paused_columnar,
-            "pct_of_core_at_20k_events_per_s": {"agent_stages": round(paused_total * 2, 1),
-                                                "floor": round(paused_floor * 2, 1),
-                                                "json_line_floor": round(paused_line * 2, 1),
-                                                "record_line_floor": round(paused_record * 2, 1),
-                                                "columnar_record_lines": round(paused_columnar * 2, 1)},
-            "over_back_to_back": {"agent": round(paused_total / stages["total"], 2),
-                                  "floor": round(paused_floor / floor, 2),
-                                  "json_line_floor": round(paused_line / line_floor, 2),
-                                  "record_line_floor": round(paused_record / record_floor, 2),
-                                  "columnar_record_lines": round(paused_columnar / columnar, 2)},
+            "agent_us_per_event": paused["agent"], **{key: paused[name] for name, key, _ in floors},
+            "pct_of_core_at_20k_events_per_s": {"agent_stages": pct(paused["agent"]),
+                                                **{name: pct(paused[name]) for name, _, _ in floors}},
+            "over_back_to_back": {"agent": round(paused["agent"] / stages["total"], 2),
+                                  **{name: round(paused[name] / us, 2) for name, us in back_to_back.items()}},
         },
     }
     save("pipeline_stages", result)

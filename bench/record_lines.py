@@ -52,27 +52,18 @@ class RecordLines:
         self.rows = rows
         self.seconds: dict[int, bytes] = {}
         self.contexts: dict[int, bytes] = {}
-        self.texts = _Texts()
+        self.texts = KernelStrings()
         self.offset = BootClock.shared().to_epoch_ns(0)
 
     def reader(self, out: list[bytes], types: list[int], hdr: Any, kind_at: tuple[int, int]) -> Any:
         """fn(ring): every record of the ring drained, its line appended to `out`."""
-        singles = {kind: self._one(kind, rd, out) for kind, rd in self.rows.items()}
-
-        def in_runs(one: Any) -> Any:  # a long run of one kind comes whole: each record the same way
-            def decode(run: Any, idx: Any, _: Any) -> None:
-                for i in range(run.count) if idx is None else idx:
-                    one(run.buf, run.offset + i * run.stride, run.length)
-            return decode
-
-        decoders = {t: in_runs(singles[t]) if t in singles else (lambda run, idx, _: None) for t in types}
-        return lambda ring: ring.drain(lambda run: dispatch(run, decoders, hdr, out), None, singles, kind_at)
+        return each_record({kind: self._one(kind, rd, out) for kind, rd in self.rows.items()}, types, hdr, kind_at)
 
     def _one(self, kind: int, rd: Any, out: list[bytes]) -> Any:
         fields = rd.fields
-        codes = [c for c in re.findall(r"\d*[a-zA-Z?]", fields.struct.format.lstrip("<")) if not c.endswith("x")]
-        strings = [i for i, c in enumerate(codes) if c.endswith("s")]
-        numbers = [i for i, c in enumerate(codes) if not c.endswith("s") and i > 0]
+        codes = [code for _, code in struct_codes(fields.struct.format) if code != "x"]
+        strings = [i for i, c in enumerate(codes) if c == "s"]
+        numbers = [i for i, c in enumerate(codes) if c != "s" and i > 0]
         names = fields.names
         line = (b'{"ts":%d,"time":"%s.%09dZ","type":"' + str(kind).encode() + b'","source":"ebpf",'
                 + b"".join(b'"%s":%%d,' % names[i].encode() for i in numbers)
@@ -110,18 +101,33 @@ def _tuple_getter(idx: list[int]) -> Any:
     return operator.itemgetter(*idx) if idx else (lambda row: ())
 
 
-def kernel_string_json(raw: bytes) -> bytes:
-    """A NUL-padded kernel string as JSON, bytes that are not UTF-8 kept (as
-    the agent writes them)."""
-    return dumps(text(raw.split(b"\0", 1)[0]))
-
-
-class _Texts(dict[bytes, bytes]):
-    """A kernel string (NUL-padded) -> its JSON, made on first sight."""
+class KernelStrings(dict[bytes, bytes]):
+    """A kernel string (NUL-padded) -> its JSON, made on first sight; bytes
+    that are not UTF-8 kept, as the agent writes them (\\udcXX)."""
 
     def __missing__(self, raw: bytes) -> bytes:
-        line = self[raw] = kernel_string_json(raw)
+        line = self[raw] = dumps(text(raw.split(b"\0", 1)[0]))
         return line
+
+
+def struct_codes(fmt: str) -> list[tuple[int, str]]:
+    """A struct format's items as (count, code), pad bytes ("x") included."""
+    return [(int(count or 1), code) for count, code in re.findall(r"(\d*)([a-zA-Z?])", fmt.lstrip("<"))]
+
+
+def each_record(ones: dict[int, Any], types: list[int], hdr: Any, kind_at: tuple[int, int]) -> Any:
+    """fn(ring): every record of the ring drained in ring order, each of a
+    kind in `ones` handed to that kind's fn(buf, offset, length) (the rest
+    walked and skipped). Records come one by one (drain's `singles`), or in a
+    long run of one kind, which is handed out the same way, record by record."""
+    def in_runs(one: Any) -> Any:
+        def decode(run: Any, idx: Any, _: Any) -> None:
+            for i in range(run.count) if idx is None else idx:
+                one(run.buf, run.offset + i * run.stride, run.length)
+        return decode
+
+    decoders = {t: in_runs(ones[t]) if t in ones else (lambda run, idx, _: None) for t in types}
+    return lambda ring: ring.drain(lambda run: dispatch(run, decoders, hdr, []), None, ones, kind_at)
 
 
 def replay_record_line_floor(chunks: list[bytes], rows: dict[int, Any], types: list[int], kind_at: tuple[int, int],

@@ -116,12 +116,11 @@ class Redactor:
         """One argument through the patterns (and, holding a shell command
         line, the secret options in it): what argv() does to a word that no
         option before it marks as a secret."""
-        new = arg
-        if any(c.isspace() for c in new):  # a shell command line in one argument
-            new = _INLINE_FLAG.sub(lambda m: m.group(1) + m.group(2) + self.replacement, new)
+        if any(c.isspace() for c in arg):  # a shell command line in one argument
+            return self.text(arg)
         for p in self.patterns:
-            new = p.sub(self._sub, new)
-        return new
+            arg = p.sub(self._sub, arg)
+        return arg
 
     def text(self, s: str) -> str:
         """Free text (a command's output): the patterns and secret options."""
