@@ -24,6 +24,9 @@ OUT=$ROOT/build/test-kernel
 VNG_VENV=$ROOT/build/vng-venv
 export PATH="$VNG_VENV/bin:$PATH"  # vng runs its own virtme-run
 say() { echo "test-kernel: $*" >&2; }
+# how long a guest may take to give its tests' result (below)
+VM_TIMEOUT=${VM_TIMEOUT:-$([ "$SUITE" = smoke ] && echo 1200 || echo 5400)}
+[[ "$VM_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || { say "VM_TIMEOUT must be a whole number of seconds, not '$VM_TIMEOUT'"; exit 2; }
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
@@ -104,7 +107,6 @@ start=$(date +%s)
 # pytest's own per-test timeout never firing). The guest writes its status only when the tests
 # have finished, so no status after VM_TIMEOUT means it froze or died: it is booted once more,
 # and said so. Tests that ran and failed are never run again.
-VM_TIMEOUT=${VM_TIMEOUT:-$([ "$SUITE" = smoke ] && echo 1200 || echo 5400)}
 for attempt in 1 2; do
     rm -f "$OUT/status"
     set +e

@@ -24,3 +24,11 @@ def test_kernel_picks_its_own_version(kernel: str, picked: str) -> None:
                        capture_output=True, text=True, timeout=30, env={**os.environ, "KERNEL": kernel})
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == picked
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5", "60s"])
+def test_a_bad_vm_timeout_is_named_before_anything_runs(value: str) -> None:
+    p = subprocess.run(["bash", str(ROOT / "scripts/test-kernel.sh")], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "VM_TIMEOUT": value, "SUITE": "smoke"})
+    assert p.returncode == 2
+    assert p.stderr == f"test-kernel: VM_TIMEOUT must be a whole number of seconds, not '{value}'\n"
